@@ -1,0 +1,117 @@
+//! Command-line flags, each with its help next to its definition.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Prune ONNX models by weight magnitude or by replaying a mask schedule exported from training,
+/// and check what pruning cost by running both models through tract.
+///
+/// Exit codes: 0 success, 1 a check failed its tolerance, 2 bad usage or bad input,
+/// 3 the model cannot be run by tract.
+#[derive(Debug, Parser)]
+#[command(name = "onnx-prune", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every floating-point constant of a model: where it lives, what consumes it,
+    /// its shape, its zeros, and whether it is pruned by default.
+    ///
+    /// Example: onnx-prune inspect model.onnx --json > weights.json
+    Inspect(InspectArgs),
+
+    /// Zero the smallest weights by magnitude and write the pruned model.
+    ///
+    /// Examples:
+    ///   onnx-prune prune model.onnx -o pruned.onnx --sparsity 0.5
+    ///   onnx-prune prune model.onnx -o pruned.onnx --sparsity 0.7 --scope global --exclude 'classifier'
+    ///   onnx-prune prune model.onnx -o pruned.onnx --pattern 2:4
+    #[command(verbatim_doc_comment)]
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The ONNX model to inspect.
+    pub model: PathBuf,
+
+    /// Print JSON (keys: model, weights, totals) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Weights with fewer elements are not pruned by default (the `prunable` column).
+    #[arg(long, value_name = "N", default_value_t = onnx_prune_core::DEFAULT_MIN_PARAMS)]
+    pub min_params: u64,
+}
+
+/// Flags shared by the commands that rewrite a model.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Where to write the pruned model (never the input; external data goes beside it).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+
+    /// Also write the report as JSON to FILE (keys: weights, totals, input, output).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The ONNX model to prune.
+    pub model: PathBuf,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Fraction of zeros wanted in [0, 1): exactly round(S x n) zeros per weight (or across
+    /// all selected weights with --scope global); existing zeros count. Not needed for N:M.
+    #[arg(long, value_name = "S")]
+    pub sparsity: Option<f64>,
+
+    /// `tensor`: each weight reaches the target; `global`: one magnitude threshold across all
+    /// selected weights (torch.nn.utils.prune.global_unstructured).
+    #[arg(long, value_enum, default_value = "tensor")]
+    pub scope: ScopeArg,
+
+    /// `unstructured`, `N:M` (e.g. 2:4, groups along the reduction axis, for sparse tensor
+    /// cores) or `block:RxC` (whole blocks with the smallest L1 norm, e.g. block:4x4).
+    #[arg(long, value_name = "PATTERN", default_value = "unstructured")]
+    pub pattern: String,
+
+    /// Prune the weights whose id matches REGEX instead of the default selection (repeatable).
+    /// Example: --include '^encoder\.'
+    #[arg(long, value_name = "REGEX")]
+    pub include: Vec<String>,
+
+    /// Leave the weights whose id matches REGEX alone (repeatable). Example: --exclude 'head'
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+
+    /// Only prune weights consumed by these ops. Example: --op-types Conv,Gemm
+    #[arg(long, value_name = "OPS", value_delimiter = ',')]
+    pub op_types: Vec<String>,
+
+    /// Another target for the weights whose id matches REGEX (repeatable, first match wins;
+    /// they leave the global pool). Example: --sparsity-for 'fc3=0.2'
+    #[arg(long, value_name = "REGEX=S")]
+    pub sparsity_for: Vec<String>,
+
+    /// Weights with fewer elements are not in the default selection.
+    #[arg(long, value_name = "N", default_value_t = onnx_prune_core::DEFAULT_MIN_PARAMS)]
+    pub min_params: u64,
+
+    /// Print what would be pruned and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ScopeArg {
+    Tensor,
+    Global,
+}

@@ -1,0 +1,143 @@
+//! `onnx-prune prune`: flags to a validated configuration, then plan, save and report.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use onnx_prune_core::{
+    check_sparsity, discover_with, plan, save, select, write_file_atomic, Model, Pattern,
+    PruneConfig, RewriteReport, Scope, Selection,
+};
+use regex::Regex;
+
+use crate::args::{PruneArgs, ScopeArg};
+use crate::table::{bytes, percent, table};
+
+fn regex(pattern: &str, flag: &str) -> Result<Regex> {
+    Regex::new(pattern).with_context(|| format!("{flag} `{pattern}` is not a valid regex"))
+}
+
+/// The selection and pruning configuration the flags ask for.
+fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
+    let pattern: Pattern = args
+        .pattern
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--pattern: {e}"))?;
+    let sparsity = match (args.sparsity, pattern) {
+        (Some(s), _) => check_sparsity(s, "--sparsity")?,
+        (None, Pattern::NOfM { n, m }) => n as f64 / m as f64,
+        (None, _) => bail!("--sparsity is required (e.g. --sparsity 0.5) unless --pattern is N:M"),
+    };
+    let sparsity_for = args
+        .sparsity_for
+        .iter()
+        .map(|spec| {
+            let (pattern, value) = spec
+                .rsplit_once('=')
+                .with_context(|| format!("--sparsity-for `{spec}` is not REGEX=S"))?;
+            let value: f64 = value
+                .parse()
+                .with_context(|| format!("--sparsity-for `{spec}`: `{value}` is not a number"))?;
+            Ok((
+                regex(pattern, "--sparsity-for")?,
+                check_sparsity(value, "--sparsity-for")?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let selection = Selection {
+        include: args
+            .include
+            .iter()
+            .map(|p| regex(p, "--include"))
+            .collect::<Result<_>>()?,
+        exclude: args
+            .exclude
+            .iter()
+            .map(|p| regex(p, "--exclude"))
+            .collect::<Result<_>>()?,
+        op_types: args.op_types.clone(),
+    };
+    let config = PruneConfig {
+        sparsity,
+        scope: match args.scope {
+            ScopeArg::Tensor => Scope::Tensor,
+            ScopeArg::Global => Scope::Global,
+        },
+        pattern,
+        sparsity_for,
+    };
+    Ok((selection, config))
+}
+
+pub fn run(args: PruneArgs) -> Result<ExitCode> {
+    let (selection, config) = configure(&args)?;
+    let model = Model::load(&args.model)?;
+    let weights = discover_with(&model, args.min_params);
+    let selected = select(&model, &weights, &selection)?;
+    let plan = plan(&model, &selected, &config)?;
+    let written = if args.dry_run {
+        None
+    } else {
+        Some(save(&model, &plan.edits, &args.output.output)?)
+    };
+    let report = RewriteReport::new(&model, plan.outcomes, written.as_deref())?;
+    if let Some(path) = &args.output.report {
+        let json = serde_json::to_vec_pretty(&report)?;
+        write_file_atomic(path, &json)?;
+    }
+    println!("{}", render(&report));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The human-readable form of a rewrite report.
+pub fn render(report: &RewriteReport) -> String {
+    let rows = report
+        .weights
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.clone(),
+                w.params.to_string(),
+                percent(w.zeros_before, w.params),
+                percent(w.zeros_after, w.params),
+                w.skipped
+                    .clone()
+                    .map(|s| format!("skipped: {s}"))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["id", "params", "zeros before", "zeros after", ""],
+        rows,
+        &[1, 2, 3],
+    );
+    let t = &report.totals;
+    out.push_str(&format!(
+        "\n\ntotal: {} weights, {} params, zeros {} -> {}\n",
+        report.weights.len(),
+        t.params,
+        percent(t.zeros_before, t.params),
+        percent(t.zeros_after, t.params),
+    ));
+    let size = |s: &onnx_prune_core::FileSizes| {
+        format!(
+            "{} on disk, {} compressed{}",
+            bytes(s.bytes),
+            bytes(s.compressed.bytes),
+            if s.compressed.estimated {
+                " (estimated)"
+            } else {
+                ""
+            }
+        )
+    };
+    out.push_str(&format!("input:  {}\n", size(&report.input)));
+    match &report.output {
+        Some(output) => out.push_str(&format!(
+            "output: {}\n(zeros make a dense model smaller only once compressed)",
+            size(output)
+        )),
+        None => out.push_str("dry run: nothing written"),
+    }
+    out
+}

@@ -1,0 +1,47 @@
+//! The core of onnx-prune: load an ONNX model without copying its tensors, find its weights
+//! wherever they live, prune them, and write the result from the input's own bytes.
+//!
+//! No inference engine here: verification lives in `onnx-prune-verify`.
+//!
+//! ```no_run
+//! use onnx_prune_core::{inspect, Model, DEFAULT_MIN_PARAMS};
+//!
+//! let model = Model::load("model.onnx")?;
+//! let report = inspect(&model, DEFAULT_MIN_PARAMS)?;
+//! for weight in &report.weights {
+//!     println!("{} {:?} {} zeros of {}", weight.id, weight.shape, weight.zeros, weight.params);
+//! }
+//! # Ok::<(), onnx_prune_core::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod inspect;
+mod model;
+mod proto;
+mod prune;
+mod report;
+mod rewrite;
+mod select;
+mod size;
+mod threshold;
+mod values;
+mod weights;
+mod zeroing;
+
+pub use error::{Error, Result};
+pub use inspect::{inspect, summarize_weight, Inspection, ModelSummary, Totals, WeightSummary};
+pub use model::{
+    element_count, FileBytes, Graph, Model, ModelInfo, Node, Payload, Source, SparseLayout, Tensor,
+    MAX_GRAPH_DEPTH,
+};
+pub use proto::DataType;
+pub use prune::{check_sparsity, plan, Pattern, Plan, PruneConfig, Scope, WeightOutcome};
+pub use report::{write_file_atomic, FileSizes, OutcomeTotals, RewriteReport};
+pub use rewrite::{save, Edit, WrittenFile};
+pub use select::{select, Selection};
+pub use size::{compressed_size, CompressedSize};
+pub use threshold::{cut, Cut, Segment};
+pub use values::{count_zeros, magnitude_key, stored_bytes};
+pub use weights::{discover, discover_with, Consumer, Role, Weight, DEFAULT_MIN_PARAMS};
+pub use zeroing::{write_zeroed, Zeroing};

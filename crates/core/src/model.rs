@@ -1,0 +1,772 @@
+//! Loading an ONNX model: map the file, walk its protobuf fields once without copying tensor
+//! data, and record the graph structure and where every constant tensor's bytes live.
+//!
+//! Design note: typed protobuf bindings would copy every tensor's data and could not write the
+//! file back unchanged. The scan keeps byte spans instead, so a model of gigabytes costs its
+//! mapping plus a small index, and [`crate::rewrite`] writes the output from the input's bytes.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::ops::{Deref, Range};
+use std::path::{Component, Path, PathBuf};
+
+use onnx_splice::{fields, Field, LenField, Value};
+
+use crate::error::{Error, Result};
+use crate::proto::{self, DataType};
+
+/// Subgraphs nested deeper than this are refused (a guard against hostile recursion).
+pub const MAX_GRAPH_DEPTH: usize = 64;
+
+/// The bytes of a file: memory-mapped, or owned when mapping is not possible.
+pub enum FileBytes {
+    /// A read-only mapping.
+    Mapped(memmap2::Mmap),
+    /// Bytes read into memory.
+    Owned(Vec<u8>),
+}
+
+impl Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(map) => map,
+            FileBytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
+impl FileBytes {
+    /// Maps `path` read-only.
+    pub fn open(path: &Path) -> Result<FileBytes> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::invalid(path, "is a directory, not a file"));
+        }
+        if meta.len() == 0 {
+            return Ok(FileBytes::Owned(Vec::new()));
+        }
+        // SAFETY: the mapping is read-only; like every tool that maps its input, we rely on the
+        // file not being truncated by another process while we run.
+        match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(map) => Ok(FileBytes::Mapped(map)),
+            Err(_) => std::fs::read(path)
+                .map(FileBytes::Owned)
+                .map_err(|e| Error::io(path, e)),
+        }
+    }
+}
+
+/// Model-level facts.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ModelInfo {
+    /// `ir_version`.
+    pub ir_version: i64,
+    /// `producer_name`.
+    pub producer_name: String,
+    /// `producer_version`.
+    pub producer_version: String,
+    /// Operator sets imported, as (domain, version); the default domain is `""`.
+    pub opsets: Vec<(String, i64)>,
+    /// Name of the main graph.
+    pub graph_name: String,
+}
+
+/// A graph: the main graph or a subgraph held by a node attribute.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    /// Where the graph lives: `""` for the main graph, else `<node>/<attribute>` segments joined
+    /// by `/` (e.g. `If_0/then_branch`).
+    pub path: String,
+    /// Index of the enclosing graph.
+    pub parent: Option<usize>,
+    /// Nodes in file order.
+    pub nodes: Vec<Node>,
+}
+
+/// A node, with what weight discovery needs of it.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `name` (may be empty).
+    pub name: String,
+    /// `op_type`.
+    pub op_type: String,
+    /// `domain`.
+    pub domain: String,
+    /// Input names (`""` for an omitted optional input).
+    pub inputs: Vec<String>,
+    /// Output names.
+    pub outputs: Vec<String>,
+    /// Integer attributes, by name.
+    pub ints: BTreeMap<String, i64>,
+    /// Subgraphs held by attributes: (attribute name, graph index).
+    pub subgraphs: Vec<(String, usize)>,
+}
+
+impl Node {
+    /// The node's name, or `<op_type>_<index>` when it has none.
+    pub fn label(&self, index: usize) -> String {
+        if self.name.is_empty() {
+            format!("{}_{index}", self.op_type)
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
+/// Where a constant tensor is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `GraphProto.initializer`.
+    Initializer,
+    /// `GraphProto.sparse_initializer`.
+    SparseInitializer,
+    /// The `value` attribute of the `Constant` node at this index of its graph.
+    Constant(usize),
+    /// The `sparse_value` attribute of the `Constant` node at this index of its graph.
+    SparseConstant(usize),
+}
+
+/// Where a tensor's elements are stored.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// `raw_data`: the field, whose payload holds the little-endian elements.
+    Raw(LenField),
+    /// A typed repeated field (`float_data`, `int32_data`, ...), packed or not, possibly in
+    /// several pieces.
+    Typed {
+        /// The field number.
+        number: u32,
+        /// Every occurrence of the field, in file order.
+        pieces: Vec<Field>,
+    },
+    /// In an external file, relative to the model's directory.
+    External {
+        /// `location` as written in the model.
+        location: String,
+        /// Byte offset in that file.
+        offset: u64,
+        /// Byte length.
+        length: u64,
+    },
+    /// No data field (a tensor of zero elements, or all values defaulted).
+    Empty,
+}
+
+/// Sparse storage (`SparseTensorProto`) of a tensor.
+#[derive(Debug, Clone)]
+pub struct SparseLayout {
+    /// Number of stored values.
+    pub nnz: u64,
+    /// The `indices` tensor's shape (`[nnz]` linearised or `[nnz, rank]`).
+    pub indices_dims: Vec<i64>,
+    /// The `indices` tensor's element type.
+    pub indices_type: DataType,
+    /// Where the indices are stored.
+    pub indices: Payload,
+}
+
+/// A constant tensor of the graph: where it lives and where its bytes are.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    /// Index of the graph holding it.
+    pub graph: usize,
+    /// How the graph holds it.
+    pub source: Source,
+    /// The tensor's name (for a `Constant`, the node's output name).
+    pub name: String,
+    /// Logical shape (for sparse tensors, the dense shape).
+    pub dims: Vec<i64>,
+    /// Element type.
+    pub dtype: DataType,
+    /// Number of logical elements.
+    pub elements: u64,
+    /// The stored elements (for sparse tensors, the values).
+    pub payload: Payload,
+    /// Present for sparse tensors.
+    pub sparse: Option<SparseLayout>,
+    /// The whole field holding the `TensorProto` (or `SparseTensorProto`) in its parent.
+    pub field: Range<usize>,
+    /// Length-delimited fields enclosing the tensor message, outermost first, ending with the
+    /// tensor message's own field.
+    pub enclosing: Vec<LenField>,
+}
+
+/// A loaded ONNX model: the file's bytes and an index of its graphs and constant tensors.
+pub struct Model {
+    path: PathBuf,
+    bytes: FileBytes,
+    info: ModelInfo,
+    graphs: Vec<Graph>,
+    tensors: Vec<Tensor>,
+    external: BTreeMap<String, FileBytes>,
+}
+
+impl Model {
+    /// Loads the model at `path`; external data files are mapped and checked against the
+    /// offsets that reference them.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        let path = path.as_ref();
+        let bytes = FileBytes::open(path)?;
+        if bytes.is_empty() {
+            return Err(Error::invalid(path, "is empty, not an ONNX model"));
+        }
+        let mut scan = Scanner {
+            bytes: &bytes,
+            graphs: Vec::new(),
+            tensors: Vec::new(),
+        };
+        let info = scan
+            .model()
+            .map_err(|msg| Error::invalid(path, format!("not a valid ONNX model: {msg}")))?;
+        let Scanner {
+            graphs, tensors, ..
+        } = scan;
+        let external = map_external_files(path, &tensors)?;
+        Ok(Model {
+            path: path.to_path_buf(),
+            bytes,
+            info,
+            graphs,
+            tensors,
+            external,
+        })
+    }
+
+    /// The file the model was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Model-level facts.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// All graphs; index 0 is the main graph.
+    pub fn graphs(&self) -> &[Graph] {
+        &self.graphs
+    }
+
+    /// Every constant tensor, in file order within each graph.
+    pub fn tensors(&self) -> &[Tensor] {
+        &self.tensors
+    }
+
+    /// The external data files, by `location`.
+    pub fn external_files(&self) -> &BTreeMap<String, FileBytes> {
+        &self.external
+    }
+
+    /// The bytes of `payload`: raw data in the model or a range of an external file. `None` for
+    /// typed and empty payloads.
+    pub fn raw_bytes(&self, payload: &Payload) -> Option<&[u8]> {
+        match payload {
+            Payload::Raw(field) => Some(&self.bytes[field.payload_start..field.payload_end]),
+            Payload::External {
+                location,
+                offset,
+                length,
+            } => {
+                let file = &self.external[location];
+                Some(&file[*offset as usize..(*offset + *length) as usize])
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Checks that an external `location` stays inside the model's directory, as the ONNX checker does.
+fn safe_location(location: &str) -> bool {
+    let path = Path::new(location);
+    !location.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+fn map_external_files(model: &Path, tensors: &[Tensor]) -> Result<BTreeMap<String, FileBytes>> {
+    let dir = model.parent().unwrap_or(Path::new("."));
+    let mut files: BTreeMap<String, FileBytes> = BTreeMap::new();
+    let payloads = tensors.iter().flat_map(|t| {
+        let indices = t.sparse.as_ref().map(|s| (&s.indices, t));
+        std::iter::once((&t.payload, t)).chain(indices)
+    });
+    for (payload, tensor) in payloads {
+        let Payload::External {
+            location,
+            offset,
+            length,
+        } = payload
+        else {
+            continue;
+        };
+        if !safe_location(location) {
+            return Err(Error::invalid(
+                model,
+                format!(
+                    "tensor `{}` has external data location `{location}`, which leaves the model's directory",
+                    tensor.name
+                ),
+            ));
+        }
+        if !files.contains_key(location) {
+            let file_path = dir.join(location);
+            let bytes = FileBytes::open(&file_path).map_err(|e| match e {
+                Error::Io { error, .. } => Error::invalid(
+                    model,
+                    format!(
+                        "tensor `{}` has its data in `{}`, which cannot be read: {error}",
+                        tensor.name,
+                        file_path.display()
+                    ),
+                ),
+                other => other,
+            })?;
+            files.insert(location.clone(), bytes);
+        }
+        let available = files[location].len() as u64;
+        if offset
+            .checked_add(*length)
+            .is_none_or(|end| end > available)
+        {
+            return Err(Error::invalid(
+                dir.join(location),
+                format!(
+                    "tensor `{}` needs bytes {offset}..{} but the file holds {available}",
+                    tensor.name,
+                    offset.saturating_add(*length)
+                ),
+            ));
+        }
+    }
+    Ok(files)
+}
+
+type ScanResult<T> = std::result::Result<T, String>;
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    graphs: Vec<Graph>,
+    tensors: Vec<Tensor>,
+}
+
+fn string(bytes: &[u8], field: &Field) -> ScanResult<String> {
+    match &field.value {
+        Value::Len(range) => Ok(String::from_utf8_lossy(&bytes[range.clone()]).into_owned()),
+        _ => Err(format!(
+            "field {} at byte {} is not a string",
+            field.number, field.span.start
+        )),
+    }
+}
+
+fn varint(field: &Field) -> ScanResult<u64> {
+    match field.value {
+        Value::Varint(v) => Ok(v),
+        _ => Err(format!(
+            "field {} at byte {} is not an integer",
+            field.number, field.span.start
+        )),
+    }
+}
+
+fn payload(field: &Field) -> ScanResult<Range<usize>> {
+    field.payload().ok_or_else(|| {
+        format!(
+            "field {} at byte {} is not a message",
+            field.number, field.span.start
+        )
+    })
+}
+
+/// Appends the int64 values of a repeated field occurrence (packed or not) to `out`.
+fn push_ints(bytes: &[u8], field: &Field, out: &mut Vec<i64>) -> ScanResult<()> {
+    match &field.value {
+        Value::Varint(v) => out.push(*v as i64),
+        Value::Len(range) => {
+            let mut rest = &bytes[range.clone()];
+            while !rest.is_empty() {
+                let v = prost::encoding::decode_varint(&mut rest)
+                    .map_err(|_| format!("malformed packed integers at byte {}", range.start))?;
+                out.push(v as i64);
+            }
+        }
+        _ => {
+            return Err(format!(
+                "field {} at byte {} is not an integer list",
+                field.number, field.span.start
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn with(enclosing: &[LenField], field: &Field) -> Vec<LenField> {
+    let mut chain = enclosing.to_vec();
+    chain.extend(LenField::of(field));
+    chain
+}
+
+/// What a `TensorProto` says about itself.
+struct TensorFacts {
+    name: String,
+    dims: Vec<i64>,
+    dtype: DataType,
+    payload: Payload,
+}
+
+impl Scanner<'_> {
+    fn fields(&self, range: Range<usize>) -> impl Iterator<Item = ScanResult<Field>> + '_ {
+        fields(&self.bytes[range.clone()], range.start).map(|f| f.map_err(|e| e.to_string()))
+    }
+
+    fn model(&mut self) -> ScanResult<ModelInfo> {
+        let mut info = ModelInfo::default();
+        let mut graph = None;
+        for field in self.fields(0..self.bytes.len()).collect::<Vec<_>>() {
+            let field = field?;
+            match field.number {
+                proto::model::IR_VERSION => info.ir_version = varint(&field)? as i64,
+                proto::model::PRODUCER_NAME => info.producer_name = string(self.bytes, &field)?,
+                proto::model::PRODUCER_VERSION => {
+                    info.producer_version = string(self.bytes, &field)?
+                }
+                proto::model::OPSET_IMPORT => {
+                    let (mut domain, mut version) = (String::new(), 0);
+                    for f in self.fields(payload(&field)?) {
+                        let f = f?;
+                        match f.number {
+                            proto::opset::DOMAIN => domain = string(self.bytes, &f)?,
+                            proto::opset::VERSION => version = varint(&f)? as i64,
+                            _ => {}
+                        }
+                    }
+                    info.opsets.push((domain, version));
+                }
+                proto::model::GRAPH => graph = Some(field),
+                _ => {}
+            }
+        }
+        if info.ir_version == 0 && info.opsets.is_empty() {
+            return Err("no ir_version and no opset_import".into());
+        }
+        let graph = graph.ok_or("no graph")?;
+        info.graph_name = self.graph(&graph, &[], String::new(), None, 0)?;
+        Ok(info)
+    }
+
+    /// Scans a `GraphProto` field; returns the graph's name.
+    fn graph(
+        &mut self,
+        field: &Field,
+        enclosing: &[LenField],
+        path: String,
+        parent: Option<usize>,
+        depth: usize,
+    ) -> ScanResult<String> {
+        if depth > MAX_GRAPH_DEPTH {
+            return Err(format!(
+                "subgraphs nested deeper than {MAX_GRAPH_DEPTH} levels at `{path}`"
+            ));
+        }
+        let index = self.graphs.len();
+        self.graphs.push(Graph {
+            path: path.clone(),
+            parent,
+            nodes: Vec::new(),
+        });
+        let enclosing = with(enclosing, field);
+        let mut name = String::new();
+        for f in self.fields(payload(field)?).collect::<Vec<_>>() {
+            let f = f?;
+            match f.number {
+                proto::graph::NAME => name = string(self.bytes, &f)?,
+                proto::graph::INITIALIZER => {
+                    let facts = self.tensor_facts(&f)?;
+                    self.push_tensor(index, Source::Initializer, facts, None, &f, &enclosing)?;
+                }
+                proto::graph::SPARSE_INITIALIZER => {
+                    self.sparse_tensor(index, Source::SparseInitializer, None, &f, &enclosing)?;
+                }
+                proto::graph::NODE => self.node(index, &f, &enclosing, &path, depth)?,
+                _ => {}
+            }
+        }
+        Ok(name)
+    }
+
+    fn node(
+        &mut self,
+        graph: usize,
+        field: &Field,
+        enclosing: &[LenField],
+        graph_path: &str,
+        depth: usize,
+    ) -> ScanResult<()> {
+        let enclosing = with(enclosing, field);
+        let mut node = Node {
+            name: String::new(),
+            op_type: String::new(),
+            domain: String::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            ints: BTreeMap::new(),
+            subgraphs: Vec::new(),
+        };
+        let mut attributes = Vec::new();
+        for f in self.fields(payload(field)?) {
+            let f = f?;
+            match f.number {
+                proto::node::INPUT => node.inputs.push(string(self.bytes, &f)?),
+                proto::node::OUTPUT => node.outputs.push(string(self.bytes, &f)?),
+                proto::node::NAME => node.name = string(self.bytes, &f)?,
+                proto::node::OP_TYPE => node.op_type = string(self.bytes, &f)?,
+                proto::node::DOMAIN => node.domain = string(self.bytes, &f)?,
+                proto::node::ATTRIBUTE => attributes.push(f),
+                _ => {}
+            }
+        }
+        let node_index = self.graphs[graph].nodes.len();
+        let label = node.label(node_index);
+        let is_constant = node.op_type == "Constant" && node.domain.is_empty();
+        let output = node.outputs.first().cloned().unwrap_or_default();
+        // The node is recorded before its subgraphs are scanned, so indices stay in file order.
+        self.graphs[graph].nodes.push(node);
+        for attribute in attributes {
+            let attr_enclosing = with(&enclosing, &attribute);
+            let mut name = String::new();
+            let mut int = None;
+            let mut values = Vec::new();
+            for f in self.fields(payload(&attribute)?) {
+                let f = f?;
+                match f.number {
+                    proto::attribute::NAME => name = string(self.bytes, &f)?,
+                    proto::attribute::I => int = Some(varint(&f)? as i64),
+                    proto::attribute::T
+                    | proto::attribute::G
+                    | proto::attribute::GRAPHS
+                    | proto::attribute::SPARSE_TENSOR => values.push(f),
+                    _ => {}
+                }
+            }
+            if let Some(value) = int {
+                self.graphs[graph].nodes[node_index]
+                    .ints
+                    .insert(name.clone(), value);
+            }
+            for f in values {
+                match f.number {
+                    proto::attribute::T if is_constant && name == "value" => {
+                        let mut facts = self.tensor_facts(&f)?;
+                        facts.name = output.clone();
+                        let source = Source::Constant(node_index);
+                        self.push_tensor(graph, source, facts, None, &f, &attr_enclosing)?;
+                    }
+                    proto::attribute::SPARSE_TENSOR if is_constant && name == "sparse_value" => {
+                        let source = Source::SparseConstant(node_index);
+                        self.sparse_tensor(
+                            graph,
+                            source,
+                            Some(output.clone()),
+                            &f,
+                            &attr_enclosing,
+                        )?;
+                    }
+                    proto::attribute::G | proto::attribute::GRAPHS => {
+                        let sub_index = self.graphs.len();
+                        let mut path = format!("{label}/{name}");
+                        if !graph_path.is_empty() {
+                            path = format!("{graph_path}/{path}");
+                        }
+                        self.graph(&f, &attr_enclosing, path, Some(graph), depth + 1)?;
+                        self.graphs[graph].nodes[node_index]
+                            .subgraphs
+                            .push((name.clone(), sub_index));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn tensor_facts(&self, field: &Field) -> ScanResult<TensorFacts> {
+        let mut facts = TensorFacts {
+            name: String::new(),
+            dims: Vec::new(),
+            dtype: DataType::Other(0),
+            payload: Payload::Empty,
+        };
+        let mut typed: BTreeMap<u32, Vec<Field>> = BTreeMap::new();
+        let mut external = false;
+        let mut entries = Vec::new();
+        for f in self.fields(payload(field)?) {
+            let f = f?;
+            match f.number {
+                proto::tensor::DIMS => push_ints(self.bytes, &f, &mut facts.dims)?,
+                proto::tensor::DATA_TYPE => facts.dtype = DataType::from_code(varint(&f)? as i32),
+                proto::tensor::NAME => facts.name = string(self.bytes, &f)?,
+                proto::tensor::RAW_DATA => {
+                    let raw = LenField::of(&f).ok_or("raw_data is not bytes")?;
+                    facts.payload = Payload::Raw(raw);
+                }
+                proto::tensor::DATA_LOCATION => {
+                    external = varint(&f)? == proto::tensor::LOCATION_EXTERNAL
+                }
+                proto::tensor::EXTERNAL_DATA => entries.push(f),
+                proto::tensor::FLOAT_DATA
+                | proto::tensor::INT32_DATA
+                | proto::tensor::STRING_DATA
+                | proto::tensor::INT64_DATA
+                | proto::tensor::DOUBLE_DATA
+                | proto::tensor::UINT64_DATA => typed.entry(f.number).or_default().push(f),
+                _ => {}
+            }
+        }
+        if external {
+            let (mut location, mut offset, mut length) = (String::new(), 0u64, None);
+            for entry in entries {
+                let (mut key, mut value) = (String::new(), String::new());
+                for f in self.fields(payload(&entry)?) {
+                    let f = f?;
+                    match f.number {
+                        proto::entry::KEY => key = string(self.bytes, &f)?,
+                        proto::entry::VALUE => value = string(self.bytes, &f)?,
+                        _ => {}
+                    }
+                }
+                let number = || {
+                    value.parse::<u64>().map_err(|_| {
+                        format!(
+                            "tensor `{}`: external data {key} `{value}` is not a number",
+                            facts.name
+                        )
+                    })
+                };
+                match key.as_str() {
+                    "location" => location = value.clone(),
+                    "offset" => offset = number()?,
+                    "length" => length = Some(number()?),
+                    _ => {}
+                }
+            }
+            let length = match (length, facts.dtype.size()) {
+                (Some(length), _) => length,
+                (None, Some(size)) => element_count(&facts.dims)
+                    .and_then(|n| n.checked_mul(size as u64))
+                    .ok_or_else(|| format!("tensor `{}` has an invalid shape", facts.name))?,
+                (None, None) => {
+                    return Err(format!(
+                        "tensor `{}`: external data without a length",
+                        facts.name
+                    ))
+                }
+            };
+            facts.payload = Payload::External {
+                location,
+                offset,
+                length,
+            };
+        } else if matches!(facts.payload, Payload::Empty) {
+            if let Some((number, pieces)) = typed.into_iter().next() {
+                facts.payload = Payload::Typed { number, pieces };
+            }
+        }
+        Ok(facts)
+    }
+
+    fn sparse_tensor(
+        &mut self,
+        graph: usize,
+        source: Source,
+        name: Option<String>,
+        field: &Field,
+        enclosing: &[LenField],
+    ) -> ScanResult<()> {
+        let (mut values, mut indices, mut dims) = (None, None, Vec::new());
+        for f in self.fields(payload(field)?) {
+            let f = f?;
+            match f.number {
+                proto::sparse::VALUES => values = Some(self.tensor_facts(&f)?),
+                proto::sparse::INDICES => indices = Some(self.tensor_facts(&f)?),
+                proto::sparse::DIMS => push_ints(self.bytes, &f, &mut dims)?,
+                _ => {}
+            }
+        }
+        let (Some(mut values), Some(indices)) = (values, indices) else {
+            return Err(format!(
+                "sparse tensor at byte {} lacks values or indices",
+                field.span.start
+            ));
+        };
+        let nnz = values.dims.first().copied().unwrap_or(0).max(0) as u64;
+        if let Some(name) = name {
+            values.name = name;
+        }
+        let sparse = SparseLayout {
+            nnz,
+            indices_dims: indices.dims,
+            indices_type: indices.dtype,
+            indices: indices.payload,
+        };
+        values.dims = dims;
+        self.push_tensor(graph, source, values, Some(sparse), field, enclosing)
+    }
+
+    fn push_tensor(
+        &mut self,
+        graph: usize,
+        source: Source,
+        facts: TensorFacts,
+        sparse: Option<SparseLayout>,
+        field: &Field,
+        enclosing: &[LenField],
+    ) -> ScanResult<()> {
+        let elements = element_count(&facts.dims).ok_or_else(|| {
+            format!(
+                "tensor `{}` has an invalid shape {:?}",
+                facts.name, facts.dims
+            )
+        })?;
+        let stored = sparse.as_ref().map_or(elements, |s| s.nnz);
+        if let (Payload::Raw(raw), Some(size)) = (&facts.payload, facts.dtype.size()) {
+            let len = (raw.payload_end - raw.payload_start) as u64;
+            if stored.checked_mul(size as u64) != Some(len) {
+                return Err(format!(
+                    "tensor `{}` of shape {:?} ({}) needs {} bytes of raw_data but has {len}",
+                    facts.name,
+                    facts.dims,
+                    facts.dtype.name(),
+                    stored.saturating_mul(size as u64)
+                ));
+            }
+        }
+        self.tensors.push(Tensor {
+            graph,
+            source,
+            name: facts.name,
+            dims: facts.dims,
+            dtype: facts.dtype,
+            elements,
+            payload: facts.payload,
+            sparse,
+            field: field.span.clone(),
+            enclosing: with(enclosing, field),
+        });
+        Ok(())
+    }
+}
+
+/// The number of elements of a shape, or `None` for a negative or overflowing shape.
+pub fn element_count(dims: &[i64]) -> Option<u64> {
+    dims.iter().try_fold(1u64, |n, &d| {
+        u64::try_from(d).ok().and_then(|d| n.checked_mul(d))
+    })
+}

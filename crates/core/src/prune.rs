@@ -1,0 +1,350 @@
+//! Magnitude pruning: per tensor or with one global threshold, unstructured, N:M along the
+//! reduction axis, or whole blocks scored by their L1 norm.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use rayon::prelude::*;
+use regex::Regex;
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::proto::DataType;
+use crate::rewrite::Edit;
+use crate::threshold::{cut, Segment};
+use crate::values::{count_zeros, first_non_finite, magnitude_key, stored_bytes};
+use crate::weights::Weight;
+use crate::zeroing::Zeroing;
+
+/// Where the sparsity target applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Each weight reaches the target on its own.
+    #[default]
+    Tensor,
+    /// One magnitude threshold across all selected weights, as
+    /// `torch.nn.utils.prune.global_unstructured` does.
+    Global,
+}
+
+/// The shape of what is zeroed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pattern {
+    /// Any element.
+    #[default]
+    Unstructured,
+    /// In every group of `m` consecutive elements along the reduction axis, the `n` smallest.
+    NOfM {
+        /// Zeroed per group.
+        n: usize,
+        /// Group size.
+        m: usize,
+    },
+    /// Whole `rows x cols` blocks of the weight viewed as `[dims[0], rest]`.
+    Block {
+        /// Block height.
+        rows: usize,
+        /// Block width.
+        cols: usize,
+    },
+}
+
+impl FromStr for Pattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Pattern, String> {
+        let positive = |v: &str| v.parse::<usize>().ok().filter(|&v| v > 0);
+        if s == "unstructured" {
+            return Ok(Pattern::Unstructured);
+        }
+        if let Some(block) = s.strip_prefix("block:") {
+            if let Some((r, c)) = block.split_once('x') {
+                if let (Some(rows), Some(cols)) = (positive(r), positive(c)) {
+                    return Ok(Pattern::Block { rows, cols });
+                }
+            }
+            return Err(format!(
+                "`{s}` is not a block pattern: write block:RxC, e.g. block:4x4"
+            ));
+        }
+        if let Some((n, m)) = s.split_once(':') {
+            if let (Some(n), Some(m)) = (positive(n), positive(m)) {
+                if n < m {
+                    return Ok(Pattern::NOfM { n, m });
+                }
+            }
+            return Err(format!(
+                "`{s}` is not an N:M pattern: write N:M with 0 < N < M, e.g. 2:4"
+            ));
+        }
+        Err(format!(
+            "unknown pattern `{s}`: use unstructured, N:M (e.g. 2:4) or block:RxC (e.g. block:4x4)"
+        ))
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pattern::Unstructured => write!(f, "unstructured"),
+            Pattern::NOfM { n, m } => write!(f, "{n}:{m}"),
+            Pattern::Block { rows, cols } => write!(f, "block:{rows}x{cols}"),
+        }
+    }
+}
+
+/// A validated magnitude-pruning request.
+#[derive(Debug, Clone, Default)]
+pub struct PruneConfig {
+    /// Fraction of zeros wanted, in `[0, 1)`. Unused by N:M patterns, whose ratio is fixed.
+    pub sparsity: f64,
+    /// Where the target applies.
+    pub scope: Scope,
+    /// What is zeroed.
+    pub pattern: Pattern,
+    /// Per-weight targets: the first pattern matching a weight's id gives its sparsity.
+    pub sparsity_for: Vec<(Regex, f64)>,
+}
+
+/// What pruning did to one weight.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WeightOutcome {
+    /// Weight id.
+    pub id: String,
+    /// Index into [`Model::tensors`].
+    #[serde(skip)]
+    pub tensor: usize,
+    /// Elements.
+    pub params: u64,
+    /// Zeros before pruning.
+    pub zeros_before: u64,
+    /// Zeros after pruning.
+    pub zeros_after: u64,
+    /// `zeros_after / params`.
+    pub sparsity: f64,
+    /// Why the weight was left alone, if it was.
+    pub skipped: Option<String>,
+}
+
+/// Pruning decisions for a model, ready for [`crate::save`].
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Changes to write.
+    pub edits: Vec<Edit>,
+    /// One entry per selected weight, in file order.
+    pub outcomes: Vec<WeightOutcome>,
+}
+
+struct Loaded<'m, 'w> {
+    weight: &'w Weight,
+    dtype: DataType,
+    dims: Vec<i64>,
+    data: Cow<'m, [u8]>,
+    zeros_before: u64,
+}
+
+/// Checks a sparsity value given by `what` (a flag name).
+pub fn check_sparsity(value: f64, what: &str) -> Result<f64> {
+    if (0.0..1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Error::Usage(format!(
+            "{what} must be in [0, 1), got {value}"
+        )))
+    }
+}
+
+/// Decides what to zero in the `selected` weights of `model`.
+pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result<Plan> {
+    if config.scope == Scope::Global && config.pattern != Pattern::Unstructured {
+        return Err(Error::Usage(format!(
+            "--scope global applies to unstructured pruning only, not to pattern {}",
+            config.pattern
+        )));
+    }
+    let loaded = selected
+        .par_iter()
+        .map(|&weight| {
+            let tensor = &model.tensors()[weight.tensor];
+            let data = stored_bytes(
+                model,
+                &tensor.payload,
+                tensor.dtype,
+                tensor.elements,
+                &weight.id,
+            )?;
+            if let Some(index) = first_non_finite(tensor.dtype, &data) {
+                return Err(Error::tensor(
+                    &weight.id,
+                    format!("element {index} is NaN or infinite; refusing to rank it by magnitude"),
+                ));
+            }
+            let zeros_before = count_zeros(tensor.dtype, &data);
+            Ok(Loaded {
+                weight,
+                dtype: tensor.dtype,
+                dims: tensor.dims.clone(),
+                data,
+                zeros_before,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let target = |w: &Weight| {
+        config
+            .sparsity_for
+            .iter()
+            .find(|(pattern, _)| pattern.is_match(&w.id))
+            .map(|(_, s)| *s)
+    };
+    let in_pool = |w: &Weight| config.scope == Scope::Global && target(w).is_none();
+    let mut decisions: Vec<Option<std::result::Result<Zeroing, String>>> = loaded
+        .par_iter()
+        .map(|item| {
+            if in_pool(item.weight) {
+                return None;
+            }
+            let sparsity = target(item.weight).unwrap_or(config.sparsity);
+            Some(match config.pattern {
+                Pattern::Unstructured => Ok(threshold_zeroing(&[item], sparsity).remove(0)),
+                Pattern::NOfM { n, m } => n_of_m(item, n, m),
+                Pattern::Block { rows, cols } => Ok(block(item, rows, cols, sparsity)),
+            })
+        })
+        .collect();
+    let pool: Vec<(usize, &Loaded)> = loaded
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| in_pool(l.weight))
+        .collect();
+    if !pool.is_empty() {
+        let items: Vec<&Loaded> = pool.iter().map(|(_, l)| *l).collect();
+        for ((i, _), zeroing) in pool.iter().zip(threshold_zeroing(&items, config.sparsity)) {
+            decisions[*i] = Some(Ok(zeroing));
+        }
+    }
+    let mut plan = Plan {
+        edits: Vec::new(),
+        outcomes: Vec::new(),
+    };
+    for (item, decision) in loaded.iter().zip(decisions) {
+        let decision = decision.expect("every weight decided");
+        let params = (item.data.len() / item.dtype.size().expect("float type")) as u64;
+        let (zeros_after, skipped) = match decision {
+            Ok(zeroing) => {
+                let zeros = zeroing.zeros_after(item.dtype, &item.data);
+                plan.edits.push(Edit {
+                    tensor: item.weight.tensor,
+                    zeroing,
+                });
+                (zeros, None)
+            }
+            Err(reason) => (item.zeros_before, Some(reason)),
+        };
+        plan.outcomes.push(WeightOutcome {
+            id: item.weight.id.clone(),
+            tensor: item.weight.tensor,
+            params,
+            zeros_before: item.zeros_before,
+            zeros_after,
+            sparsity: if params == 0 {
+                0.0
+            } else {
+                zeros_after as f64 / params as f64
+            },
+            skipped,
+        });
+    }
+    Ok(plan)
+}
+
+/// One threshold over `pool` zeroing `round(sparsity * n)` elements; one zeroing per weight.
+fn threshold_zeroing(pool: &[&Loaded], sparsity: f64) -> Vec<Zeroing> {
+    let segments: Vec<Segment> = pool
+        .iter()
+        .map(|l| Segment {
+            dtype: l.dtype,
+            bytes: &l.data,
+        })
+        .collect();
+    let total: u64 = pool
+        .iter()
+        .map(|l| (l.data.len() / l.dtype.size().unwrap()) as u64)
+        .sum();
+    let k = (sparsity * total as f64).round() as u64;
+    let cut = cut(&segments, k);
+    cut.ties
+        .into_iter()
+        .map(|ties| Zeroing::Threshold { key: cut.key, ties })
+        .collect()
+}
+
+/// N:M along the weight's reduction axis.
+fn n_of_m(item: &Loaded, n: usize, m: usize) -> std::result::Result<Zeroing, String> {
+    let axis = item.weight.reduction_axis.ok_or_else(|| {
+        format!(
+            "{}: no reduction axis known for this role",
+            item.weight.role.name()
+        )
+    })?;
+    let dims: Vec<usize> = item.dims.iter().map(|&d| d as usize).collect();
+    let len = dims[axis];
+    if len % m != 0 {
+        return Err(format!(
+            "axis {axis} has {len} elements, not a multiple of {m}"
+        ));
+    }
+    let inner: usize = dims[axis + 1..].iter().product();
+    let outer: usize = dims[..axis].iter().product();
+    let mut keep = vec![true; dims.iter().product()];
+    let mut group: Vec<(u64, usize)> = Vec::with_capacity(m);
+    for o in 0..outer {
+        for i in 0..inner {
+            for start in (0..len).step_by(m) {
+                group.clear();
+                for a in start..start + m {
+                    let index = (o * len + a) * inner + i;
+                    group.push((magnitude_key(item.dtype, &item.data, index), index));
+                }
+                group.sort_unstable();
+                for &(_, index) in &group[..n] {
+                    keep[index] = false;
+                }
+            }
+        }
+    }
+    Ok(Zeroing::Keep(keep))
+}
+
+/// Whole blocks of the weight viewed as `[dims[0], rest]`, the `round(sparsity * blocks)` with
+/// the smallest L1 norm (ties by block index); edge blocks are smaller and scored as they are.
+fn block(item: &Loaded, rows: usize, cols: usize, sparsity: f64) -> Zeroing {
+    let n = item.data.len() / item.dtype.size().expect("float type");
+    let height = item.dims.first().map_or(1, |&d| d.max(1) as usize);
+    let width = n / height.max(1);
+    let (block_rows, block_cols) = (height.div_ceil(rows), width.div_ceil(cols));
+    let value = |index: usize| f64::from_bits(magnitude_key(item.dtype, &item.data, index));
+    let mut scores: Vec<(f64, usize)> = (0..block_rows * block_cols)
+        .into_par_iter()
+        .map(|b| {
+            let (br, bc) = (b / block_cols, b % block_cols);
+            let mut sum = 0.0;
+            for r in br * rows..((br + 1) * rows).min(height) {
+                for c in bc * cols..((bc + 1) * cols).min(width) {
+                    sum += value(r * width + c);
+                }
+            }
+            (sum, b)
+        })
+        .collect();
+    scores.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let pruned = (sparsity * scores.len() as f64).round() as usize;
+    let mut keep = vec![true; n];
+    for &(_, b) in &scores[..pruned] {
+        let (br, bc) = (b / block_cols, b % block_cols);
+        for r in br * rows..((br + 1) * rows).min(height) {
+            keep[r * width + bc * cols..r * width + ((bc + 1) * cols).min(width)].fill(false);
+        }
+    }
+    Zeroing::Keep(keep)
+}

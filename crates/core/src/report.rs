@@ -1,0 +1,111 @@
+//! The report of a rewrite (`prune`, `replay`): per-weight zeros before and after, totals, and
+//! the sizes of the input and output files, on disk and compressed.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::model::{FileBytes, Model};
+use crate::prune::WeightOutcome;
+use crate::rewrite::WrittenFile;
+use crate::size::{compressed_size, CompressedSize};
+
+/// Zero counts over all pruned weights.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutcomeTotals {
+    /// Elements of the selected weights.
+    pub params: u64,
+    /// Zeros before.
+    pub zeros_before: u64,
+    /// Zeros after.
+    pub zeros_after: u64,
+    /// `zeros_after / params`.
+    pub sparsity: f64,
+}
+
+/// Sizes of a set of files (a model and its external data).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileSizes {
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Bytes once compressed.
+    pub compressed: CompressedSize,
+}
+
+/// The report of a rewrite.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RewriteReport {
+    /// One entry per selected weight.
+    pub weights: Vec<WeightOutcome>,
+    /// Totals over them.
+    pub totals: OutcomeTotals,
+    /// The input files.
+    pub input: FileSizes,
+    /// The output files (absent for a dry run).
+    pub output: Option<FileSizes>,
+}
+
+impl RewriteReport {
+    /// Builds the report; `written` are the files [`crate::save`] wrote, if any.
+    pub fn new(
+        model: &Model,
+        weights: Vec<WeightOutcome>,
+        written: Option<&[WrittenFile]>,
+    ) -> Result<Self> {
+        let params: u64 = weights.iter().map(|w| w.params).sum();
+        let zeros_after: u64 = weights.iter().map(|w| w.zeros_after).sum();
+        let totals = OutcomeTotals {
+            params,
+            zeros_before: weights.iter().map(|w| w.zeros_before).sum(),
+            zeros_after,
+            sparsity: if params == 0 {
+                0.0
+            } else {
+                zeros_after as f64 / params as f64
+            },
+        };
+        let mut inputs: Vec<&[u8]> = vec![model.bytes()];
+        inputs.extend(model.external_files().values().map(|f| &f[..]));
+        let input = sizes(&inputs);
+        let output = match written {
+            Some(files) => {
+                let maps = files
+                    .iter()
+                    .map(|f| FileBytes::open(&f.path))
+                    .collect::<Result<Vec<_>>>()?;
+                let parts: Vec<&[u8]> = maps.iter().map(|m| &m[..]).collect();
+                Some(sizes(&parts))
+            }
+            None => None,
+        };
+        Ok(RewriteReport {
+            weights,
+            totals,
+            input,
+            output,
+        })
+    }
+}
+
+fn sizes(parts: &[&[u8]]) -> FileSizes {
+    FileSizes {
+        bytes: parts.iter().map(|p| p.len() as u64).sum(),
+        compressed: compressed_size(parts),
+    }
+}
+
+/// Writes `contents` to `path` atomically: a temporary file beside it, synced, then renamed.
+pub fn write_file_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".onnx-prune-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    temp.write_all(contents).map_err(|e| Error::io(path, e))?;
+    temp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    temp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! Writing a model with some tensors changed, from the input's own bytes: untouched bytes are
+//! copied, changed tensor data is streamed in place, and every output file (the model and its
+//! external data files) is written to a temporary file in the output directory, synced, then
+//! renamed, so that a failure leaves nothing behind and never touches the input.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use onnx_splice::{encode_len_header, Patch, Splice};
+use tempfile::NamedTempFile;
+
+use crate::error::{Error, Result};
+use crate::model::{Model, Payload};
+use crate::proto::tensor as field;
+use crate::values::stored_bytes;
+use crate::zeroing::{write_zeroed, Zeroing};
+
+/// A change to one tensor.
+#[derive(Debug, Clone)]
+pub struct Edit {
+    /// Index into [`Model::tensors`].
+    pub tensor: usize,
+    /// The elements set to zero.
+    pub zeroing: Zeroing,
+}
+
+/// An output file written by [`save`].
+#[derive(Debug, Clone)]
+pub struct WrittenFile {
+    /// Where it was written.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// Refuses to write `out` over the model's own file or its external data (also through links).
+fn check_output(model: &Model, out: &Path) -> Result<PathBuf> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let out_dir = dir.canonicalize().map_err(|e| Error::io(&dir, e))?;
+    let file_name = out
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("output `{}` is not a file name", out.display())))?;
+    let target = out_dir.join(file_name);
+    let input = model
+        .path()
+        .canonicalize()
+        .map_err(|e| Error::io(model.path(), e))?;
+    let resolved = target.canonicalize().unwrap_or_else(|_| target.clone());
+    if resolved == input {
+        return Err(Error::Usage(format!(
+            "output `{}` is the input model; write to another file",
+            out.display()
+        )));
+    }
+    if !model.external_files().is_empty() && input.parent() == Some(out_dir.as_path()) {
+        return Err(Error::Usage(format!(
+            "`{}` keeps its weights in external files ({}), which the output would overwrite: \
+             write the output to another directory",
+            model.path().display(),
+            model
+                .external_files()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(out_dir)
+}
+
+/// The packed typed field (`float_data`, `double_data` or `int32_data`) holding `data`.
+fn typed_field(number: u32, element_size: usize, data: &[u8]) -> Vec<u8> {
+    let payload = if number == field::INT32_DATA {
+        let mut varints = Vec::with_capacity(data.len() * 2);
+        for element in data.chunks_exact(element_size) {
+            let mut value = [0u8; 8];
+            value[..element_size].copy_from_slice(element);
+            prost::encoding::encode_varint(u64::from_le_bytes(value), &mut varints);
+        }
+        varints
+    } else {
+        data.to_vec()
+    };
+    let mut out = Vec::with_capacity(payload.len() + 12);
+    encode_len_header(number, payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Writes `model` with `edits` applied to `out` (and its external data files beside it).
+pub fn save(model: &Model, edits: &[Edit], out: &Path) -> Result<Vec<WrittenFile>> {
+    let out_dir = check_output(model, out)?;
+    let mut model_splice = Splice::default();
+    let mut external: BTreeMap<&str, Splice> = model
+        .external_files()
+        .keys()
+        .map(|location| (location.as_str(), Splice::default()))
+        .collect();
+    for edit in edits.iter().filter(|e| !e.zeroing.is_noop()) {
+        let tensor = &model.tensors()[edit.tensor];
+        if tensor.sparse.is_some() {
+            return Err(Error::tensor(
+                &tensor.name,
+                "sparse tensors cannot be pruned in place",
+            ));
+        }
+        let dtype = tensor.dtype;
+        match &tensor.payload {
+            Payload::Raw(raw) => {
+                let data = model.raw_bytes(&tensor.payload).expect("raw payload");
+                let zeroing = edit.zeroing.clone();
+                let mut enclosing = tensor.enclosing.clone();
+                enclosing.push(*raw);
+                model_splice.replace(
+                    raw.payload_start..raw.payload_end,
+                    Patch::Stream {
+                        len: data.len(),
+                        write: Box::new(move |w| write_zeroed(dtype, data, &zeroing, w)),
+                    },
+                    enclosing,
+                );
+            }
+            Payload::External {
+                location,
+                offset,
+                length,
+            } => {
+                let data = model.raw_bytes(&tensor.payload).expect("external payload");
+                let zeroing = edit.zeroing.clone();
+                let start = *offset as usize;
+                external
+                    .get_mut(location.as_str())
+                    .expect("mapped external file")
+                    .replace(
+                        start..start + *length as usize,
+                        Patch::Stream {
+                            len: data.len(),
+                            write: Box::new(move |w| write_zeroed(dtype, data, &zeroing, w)),
+                        },
+                        Vec::new(),
+                    );
+            }
+            Payload::Typed { number, pieces } => {
+                let data =
+                    stored_bytes(model, &tensor.payload, dtype, tensor.elements, &tensor.name)?;
+                let mut zeroed = Vec::with_capacity(data.len());
+                write_zeroed(dtype, &data, &edit.zeroing, &mut zeroed).expect("writing to memory");
+                let size = dtype.size().expect("float type");
+                let mut new_field = typed_field(*number, size, &zeroed);
+                for piece in pieces {
+                    // The first piece becomes the whole packed field; the others are removed.
+                    let patch = Patch::Bytes(std::mem::take(&mut new_field));
+                    model_splice.replace(piece.span.clone(), patch, tensor.enclosing.clone());
+                }
+            }
+            Payload::Empty => {}
+        }
+    }
+    let mut pending = Vec::new();
+    for (location, splice) in external {
+        let target = out_dir.join(location);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let temp = write_temp(&target, &model.external_files()[location], splice)?;
+        pending.push((temp, target));
+    }
+    let target = out_dir.join(out.file_name().expect("checked file name"));
+    let temp = write_temp(&target, model.bytes(), model_splice)?;
+    pending.push((temp, target));
+    let mut written = Vec::new();
+    for (temp, target) in pending {
+        let bytes = temp
+            .as_file()
+            .metadata()
+            .map_err(|e| Error::io(&target, e))?
+            .len();
+        temp.persist(&target)
+            .map_err(|e| Error::io(&target, e.error))?;
+        written.push(WrittenFile {
+            path: target,
+            bytes,
+        });
+    }
+    Ok(written)
+}
+
+/// Writes `input` with `splice` applied to a synced temporary file beside `target`.
+fn write_temp(target: &Path, input: &[u8], splice: Splice) -> Result<NamedTempFile> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let temp = tempfile::Builder::new()
+        .prefix(".onnx-prune-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    let file: &File = temp.as_file();
+    let mut writer = BufWriter::with_capacity(1 << 20, file);
+    splice
+        .write_to(input, &mut writer)
+        .map_err(|e| Error::io(target, std::io::Error::other(e)))?;
+    writer.flush().map_err(|e| Error::io(target, e))?;
+    drop(writer);
+    file.sync_all().map_err(|e| Error::io(target, e))?;
+    Ok(temp)
+}
