@@ -1,5 +1,7 @@
 //! Integration tests: every fixture through the `onnx-prune` binary and the libraries.
 
+mod cli_errors;
 mod common;
 mod inspect;
+mod prune;
 mod roundtrip;

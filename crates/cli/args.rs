@@ -70,7 +70,7 @@ pub struct PruneArgs {
 
     /// Fraction of zeros wanted in [0, 1): exactly round(S x n) zeros per weight (or across
     /// all selected weights with --scope global); existing zeros count. Not needed for N:M.
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub sparsity: Option<f64>,
 
     /// `tensor`: each weight reaches the target; `global`: one magnitude threshold across all

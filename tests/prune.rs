@@ -1,0 +1,259 @@
+//! Magnitude pruning: snapshots of every pattern on the fixtures, properties checked on the
+//! written files against an independent sort, and determinism across thread counts.
+
+use std::path::Path;
+
+use onnx_prune_core::{discover, stored_bytes, Model};
+use proptest::prelude::*;
+use protobuf::Message;
+
+use crate::common::{arg, fixture, run_with_env, stdout_ok};
+
+/// Every weight of a written model as f64 values, by id.
+fn values(path: &Path) -> Vec<(String, Vec<i64>, Vec<f64>)> {
+    let model = Model::load(path).unwrap();
+    discover(&model)
+        .iter()
+        .filter(|w| model.tensors()[w.tensor].sparse.is_none())
+        .map(|w| {
+            let t = &model.tensors()[w.tensor];
+            let bytes = stored_bytes(&model, &t.payload, t.dtype, t.elements, &w.id).unwrap();
+            let n = t.elements as usize;
+            let values = (0..n)
+                .map(|i| {
+                    f64::from_bits(onnx_prune_core::magnitude_key(t.dtype, &bytes, i))
+                        * sign(t.dtype, &bytes, i)
+                })
+                .collect();
+            (w.id.clone(), t.dims.clone(), values)
+        })
+        .collect()
+}
+
+fn sign(dtype: onnx_prune_core::DataType, bytes: &[u8], i: usize) -> f64 {
+    let size = dtype.size().unwrap();
+    if bytes[i * size + size - 1] & 0x80 != 0 {
+        -1.0
+    } else {
+        1.0
+    }
+}
+
+fn prune(model: &Path, out: &Path, flags: &[&str]) -> serde_json::Value {
+    let report = out.with_extension("json");
+    let mut args = vec![
+        "prune",
+        arg(model),
+        "-o",
+        arg(out),
+        "--report",
+        arg(&report),
+    ];
+    args.extend_from_slice(flags);
+    stdout_ok(&args);
+    serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
+}
+
+#[test]
+fn every_pattern_on_every_fixture() {
+    let patterns: [&[&str]; 4] = [
+        &["--sparsity", "0.5"],
+        &["--sparsity", "0.5", "--scope", "global"],
+        &["--pattern", "2:4"],
+        &["--pattern", "block:2x2", "--sparsity", "0.5"],
+    ];
+    insta::glob!("../fixtures", "*.onnx", |path| {
+        let model = Model::load(path).unwrap();
+        if !discover(&model).iter().any(|w| w.prunable) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut summary = Vec::new();
+        for flags in patterns {
+            let out = dir.path().join("out.onnx");
+            let report = prune(path, &out, flags);
+            // Invariants on the written file before the snapshot: pruned values were zeroed,
+            // every other value kept, unselected weights untouched.
+            let (before, after) = (values(path), values(&out));
+            for ((id, _, a), (_, _, b)) in before.iter().zip(&after) {
+                let changed = a.iter().zip(b).filter(|(x, y)| x != y).count();
+                assert!(
+                    a.iter().zip(b).all(|(x, y)| x == y || *y == 0.0),
+                    "{id}: a value changed"
+                );
+                let selected = report["weights"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|w| w["id"] == *id);
+                assert!(
+                    selected || changed == 0,
+                    "{id} was not selected but changed"
+                );
+            }
+            summary.push(serde_json::json!({ "flags": flags.join(" "), "report": report }));
+        }
+        insta::assert_json_snapshot!(summary);
+    });
+}
+
+#[test]
+fn global_pruning_of_a_real_pytorch_export_matches_a_sort() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("digits_mlp_pytorch.onnx");
+    let out = dir.path().join("pruned.onnx");
+    let report = prune(&model, &out, &["--sparsity", "0.9", "--scope", "global"]);
+    let before = values(&model);
+    let after = values(&out);
+    // The oracle: sort every selected magnitude, ties by (weight order, flat index).
+    let selected = ["fc1.weight", "fc2.weight", "fc3.weight"];
+    let mut all: Vec<(f64, usize, usize)> = Vec::new();
+    for (w, (id, _, v)) in before.iter().enumerate() {
+        if selected.contains(&id.as_str()) {
+            all.extend(v.iter().enumerate().map(|(i, x)| (x.abs(), w, i)));
+        }
+    }
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    let k = (0.9 * all.len() as f64).round() as usize;
+    for (rank, &(_, w, i)) in all.iter().enumerate() {
+        assert_eq!(
+            after[w].2[i] == 0.0,
+            rank < k,
+            "{} element {i}",
+            before[w].0
+        );
+    }
+    assert_eq!(
+        report["totals"]["zeros_after"].as_u64().unwrap() as usize,
+        k
+    );
+}
+
+#[test]
+fn two_of_four_groups_run_along_the_reduction_axis() {
+    let dir = tempfile::tempdir().unwrap();
+    // Gemm B with transB=1 ([out, in]: axis 1), MatMul [K, N] (axis 0), Conv (axis 1).
+    for (fixture_name, id, axis) in [
+        ("mlp_gemm.onnx", "fc1.weight", 1),
+        ("mlp_gemm.onnx", "fc2.weight", 0),
+        ("conv_constants.onnx", "Constant:/stem/conv/w", 1),
+    ] {
+        let out = dir.path().join("out.onnx");
+        let report = prune(
+            &fixture(fixture_name),
+            &out,
+            &["--pattern", "2:4", "--include", &format!("^{id}$")],
+        );
+        let (_, dims, v) = values(&out).into_iter().find(|(i, _, _)| i == id).unwrap();
+        let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+        let inner: usize = dims[axis + 1..].iter().product();
+        let outer: usize = dims[..axis].iter().product();
+        let skipped = &report["weights"][0]["skipped"];
+        if dims[axis] % 4 != 0 {
+            assert!(
+                skipped.as_str().unwrap().contains("not a multiple of 4"),
+                "{id}"
+            );
+            continue;
+        }
+        assert!(skipped.is_null());
+        for o in 0..outer {
+            for i in 0..inner {
+                for g in (0..dims[axis]).step_by(4) {
+                    let zeros = (g..g + 4)
+                        .filter(|a| v[(o * dims[axis] + a) * inner + i] == 0.0)
+                        .count();
+                    assert!(zeros >= 2, "{id}: group at outer {o} inner {i} axis {g}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn same_bytes_with_one_thread_and_with_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("digits_mlp_pytorch.onnx");
+    let mut outputs = Vec::new();
+    for threads in ["1", "2", "7"] {
+        for flags in [["--scope", "global"], ["--scope", "tensor"]] {
+            let out = dir.path().join(format!("out-{threads}-{}.onnx", flags[1]));
+            let args = [
+                "prune",
+                arg(&model),
+                "-o",
+                arg(&out),
+                "--sparsity",
+                "0.63",
+                flags[0],
+                flags[1],
+            ];
+            assert!(run_with_env(&args, &[("RAYON_NUM_THREADS", threads)])
+                .status
+                .success());
+            outputs.push((flags[1], std::fs::read(&out).unwrap()));
+        }
+    }
+    for (scope, bytes) in &outputs {
+        let first = &outputs.iter().find(|(s, _)| s == scope).unwrap().1;
+        assert_eq!(bytes, first, "{scope}");
+    }
+}
+
+/// A one-node model `y = x · W` with the given weight, written to `dir`.
+fn matmul_model(dir: &Path, rows: usize, cols: usize, weight: &[f32]) -> std::path::PathBuf {
+    let mut w = onnx_protobuf::TensorProto::new();
+    w.name = "w".into();
+    w.dims = vec![rows as i64, cols as i64];
+    w.data_type = 1;
+    w.raw_data = weight.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut node = onnx_protobuf::NodeProto::new();
+    node.op_type = "MatMul".into();
+    node.input = vec!["x".into(), "w".into()];
+    node.output = vec!["y".into()];
+    let mut graph = onnx_protobuf::GraphProto::new();
+    graph.node.push(node);
+    graph.initializer.push(w);
+    let mut model = onnx_protobuf::ModelProto::new();
+    model.ir_version = 8;
+    let mut opset = onnx_protobuf::OperatorSetIdProto::new();
+    opset.version = 17;
+    model.opset_import.push(opset);
+    model.graph = protobuf::MessageField::some(graph);
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
+    path
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Exactly round(S x n) zeros (or the existing ones), the smallest magnitudes zeroed first,
+    /// ties by flat index, every kept value unchanged.
+    #[test]
+    fn exact_zero_counts_and_kept_values(
+        (rows, cols, weight) in (1usize..24, 16usize..40).prop_flat_map(|(r, c)| {
+            // Few distinct values so that ties and existing zeros are common.
+            (Just(r), Just(c), prop::collection::vec(-4i8..=4, r * c))
+        }),
+        sparsity in 0.0f64..0.999,
+    ) {
+        let weight: Vec<f32> = weight.iter().map(|&v| f32::from(v) * 0.25).collect();
+        let n = weight.len();
+        prop_assume!(n >= 16);
+        let dir = tempfile::tempdir().unwrap();
+        let model = matmul_model(dir.path(), rows, cols, &weight);
+        let out = dir.path().join("out.onnx");
+        prune(&model, &out, &["--sparsity", &sparsity.to_string(), "--min-params", "0"]);
+        let after = &values(&out)[0].2;
+        let zeros_before = weight.iter().filter(|v| **v == 0.0).count();
+        let k = (sparsity * n as f64).round() as usize;
+        prop_assert_eq!(after.iter().filter(|v| **v == 0.0).count(), k.max(zeros_before));
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| weight[a].abs().total_cmp(&weight[b].abs()).then(a.cmp(&b)));
+        for (rank, &i) in order.iter().enumerate() {
+            let expected = if rank < k { 0.0 } else { f64::from(weight[i]) };
+            prop_assert_eq!(after[i], expected, "element {}", i);
+        }
+    }
+}
