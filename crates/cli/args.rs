@@ -32,6 +32,17 @@ pub enum Command {
     ///   onnx-prune prune model.onnx -o pruned.onnx --pattern 2:4
     #[command(verbatim_doc_comment)]
     Prune(PruneArgs),
+
+    /// Run two models side by side through tract on the same inputs and compare every output.
+    ///
+    /// Exits 1 when a tolerance fails, naming the output and the worst sample.
+    ///
+    /// Examples:
+    ///   onnx-prune check dense.onnx pruned.onnx --inputs test_set.npz --labels test_set.npz:labels
+    ///   onnx-prune check model.onnx pruned.onnx --random 64 --seed 1 --shape images=1,3,224,224
+    ///   onnx-prune check model.onnx pruned.onnx --inputs model_dir/ --atol 1e-4 --rtol 1e-3
+    #[command(verbatim_doc_comment)]
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -108,10 +119,90 @@ pub struct PruneArgs {
     /// Print what would be pruned and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// After writing, check the pruned model against the input through tract (see the Check
+    /// options); a failed check keeps the output but exits 1.
+    #[arg(long)]
+    pub check: bool,
+
+    #[command(flatten)]
+    pub check_flags: CheckFlags,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ScopeArg {
     Tensor,
     Global,
+}
+
+/// Inputs and tolerances of a check through tract.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Check")]
+pub struct CheckFlags {
+    /// Input samples (repeatable): FILE.npz (keys are input names, first axis is the sample
+    /// axis), a directory in the ONNX test-data layout (test_data_set_*/input_*.pb), or
+    /// NAME=FILE.npy. Example: --inputs test_set.npz
+    #[arg(long, value_name = "FILE|DIR|NAME=FILE")]
+    pub inputs: Vec<String>,
+
+    /// Draw N random samples for the inputs not given by --inputs (floats in [0, 1),
+    /// integers in [0, 10)). Example: --random 100 --seed 7
+    #[arg(long, value_name = "N")]
+    pub random: Option<usize>,
+
+    /// Seed of --random.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Shape of an input with dynamic dimensions, batch first (repeatable).
+    /// Example: --shape images=1,3,224,224
+    #[arg(long = "shape", value_name = "NAME=D,D,...")]
+    pub shapes: Vec<String>,
+
+    /// Class labels for top-1 accuracy of both models: FILE.npy or FILE.npz:KEY.
+    /// Example: --labels test_set.npz:labels
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<String>,
+
+    /// Samples per run where the model's batch dimension is free.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// Absolute element-wise tolerance: an element passes when
+    /// |candidate - reference| <= atol + rtol * |reference| (numpy.isclose, as Polygraphy).
+    /// Not checked unless --atol or --rtol is given.
+    #[arg(long, value_name = "X")]
+    pub atol: Option<f64>,
+
+    /// Relative element-wise tolerance (see --atol).
+    #[arg(long, value_name = "X")]
+    pub rtol: Option<f64>,
+
+    /// Fail when the cosine similarity of any output falls below this.
+    #[arg(long, value_name = "X", default_value_t = 0.99)]
+    pub min_cosine: f64,
+
+    /// Fail when the top-1 agreement of a class-score output falls below this.
+    #[arg(long, value_name = "X")]
+    pub min_agreement: Option<f64>,
+
+    /// With --labels: fail when accuracy drops by more than this (0.01 = one point).
+    #[arg(long, value_name = "X", default_value_t = 0.01)]
+    pub max_accuracy_drop: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The reference model (e.g. the dense original).
+    pub reference: PathBuf,
+
+    /// The candidate model (e.g. the pruned one).
+    pub candidate: PathBuf,
+
+    #[command(flatten)]
+    pub flags: CheckFlags,
+
+    /// Also write the report as JSON to FILE (keys: passed, samples, outputs, accuracy, ...).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }

@@ -2,6 +2,7 @@
 //! into library calls. No pruning logic lives here.
 
 mod args;
+mod check;
 mod inspect;
 mod prune;
 mod table;
@@ -14,18 +15,26 @@ use crate::args::{Cli, Command};
 
 /// Exit code for bad usage or bad input.
 const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code for a model that tract cannot run.
+const EXIT_UNSUPPORTED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Prune(args) => prune::run(args),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(EXIT_BAD_INPUT)
+            match error.downcast_ref::<onnx_prune_verify::Error>() {
+                Some(onnx_prune_verify::Error::Unsupported { .. }) => {
+                    ExitCode::from(EXIT_UNSUPPORTED)
+                }
+                _ => ExitCode::from(EXIT_BAD_INPUT),
+            }
         }
     }
 }

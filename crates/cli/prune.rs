@@ -1,5 +1,6 @@
 //! `onnx-prune prune`: flags to a validated configuration, then plan, save and report.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -7,9 +8,11 @@ use onnx_prune_core::{
     check_sparsity, discover_with, plan, save, select, write_file_atomic, Model, Pattern,
     PruneConfig, RewriteReport, Scope, Selection,
 };
+use onnx_prune_verify::CheckReport;
 use regex::Regex;
 
 use crate::args::{PruneArgs, ScopeArg};
+use crate::check;
 use crate::table::{bytes, percent, table};
 
 fn regex(pattern: &str, flag: &str) -> Result<Regex> {
@@ -70,6 +73,10 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
 
 pub fn run(args: PruneArgs) -> Result<ExitCode> {
     let (selection, config) = configure(&args)?;
+    let check_options = args
+        .check
+        .then(|| check::options(&args.check_flags))
+        .transpose()?;
     let model = Model::load(&args.model)?;
     let weights = discover_with(&model, args.min_params);
     let selected = select(&model, &weights, &selection)?;
@@ -80,12 +87,37 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
         Some(save(&model, &plan.edits, &args.output.output)?)
     };
     let report = RewriteReport::new(&model, plan.outcomes, written.as_deref())?;
-    if let Some(path) = &args.output.report {
-        let json = serde_json::to_vec_pretty(&report)?;
-        write_file_atomic(path, &json)?;
+    let checked = match (&check_options, args.dry_run) {
+        (Some(options), false) => {
+            Some(check::run_check(&args.model, &args.output.output, options)?)
+        }
+        _ => None,
+    };
+    finish(&report, checked.as_ref(), args.output.report.as_deref())
+}
+
+/// Prints the rewrite report (and the check's, if one ran), writes the JSON report if asked,
+/// and gives the exit code: 1 when the check failed.
+pub fn finish(
+    report: &RewriteReport,
+    checked: Option<&CheckReport>,
+    json: Option<&Path>,
+) -> Result<ExitCode> {
+    if let Some(path) = json {
+        let mut value = serde_json::to_value(report)?;
+        if let Some(checked) = checked {
+            value["check"] = serde_json::to_value(checked)?;
+        }
+        write_file_atomic(path, &serde_json::to_vec_pretty(&value)?)?;
     }
-    println!("{}", render(&report));
-    Ok(ExitCode::SUCCESS)
+    println!("{}", render(report));
+    Ok(match checked {
+        Some(checked) => {
+            println!("\n{}", check::render(checked));
+            check::exit_code(checked)
+        }
+        None => ExitCode::SUCCESS,
+    })
 }
 
 /// The human-readable form of a rewrite report.

@@ -1,0 +1,157 @@
+//! `onnx-prune check`, and the check that `prune --check` and `replay --check` run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use onnx_prune_core::write_file_atomic;
+use onnx_prune_verify::{check, CheckOptions, CheckReport, InputSource, Tolerances};
+
+use crate::args::{CheckArgs, CheckFlags};
+use crate::table::table;
+
+/// Exit code for a check that ran and failed a tolerance.
+pub const EXIT_CHECK_FAILED: u8 = 1;
+
+/// The check options the flags ask for.
+pub fn options(flags: &CheckFlags) -> Result<CheckOptions> {
+    let inputs = flags
+        .inputs
+        .iter()
+        .map(|spec| match spec.split_once('=') {
+            Some((name, file)) => InputSource::Npy {
+                name: name.to_string(),
+                path: PathBuf::from(file),
+            },
+            None if Path::new(spec).is_dir() => InputSource::TestData(PathBuf::from(spec)),
+            None => InputSource::Npz(PathBuf::from(spec)),
+        })
+        .collect();
+    let shapes = flags
+        .shapes
+        .iter()
+        .map(|spec| {
+            let (name, dims) = spec
+                .split_once('=')
+                .with_context(|| format!("--shape `{spec}` is not NAME=D,D,..."))?;
+            let dims = dims
+                .split(',')
+                .map(|d| d.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("--shape `{spec}`: dimensions must be numbers"))?;
+            Ok((name.to_string(), dims))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    if flags.inputs.is_empty() && flags.random.is_none() {
+        anyhow::bail!("a check needs inputs: give --inputs FILE or --random N");
+    }
+    Ok(CheckOptions {
+        inputs,
+        random: flags.random.map(|n| (n, flags.seed)),
+        shapes,
+        labels: flags.labels.clone(),
+        batch_size: flags.batch_size,
+        tolerances: Tolerances {
+            atol: flags.atol,
+            rtol: flags.rtol,
+            min_cosine: flags.min_cosine,
+            min_agreement: flags.min_agreement,
+            max_accuracy_drop: flags.max_accuracy_drop,
+        },
+    })
+}
+
+/// Runs the check of `candidate` against `reference`.
+pub fn run_check(
+    reference: &Path,
+    candidate: &Path,
+    options: &CheckOptions,
+) -> Result<CheckReport> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()));
+    let (a, b) = (read(reference)?, read(candidate)?);
+    Ok(check((reference, &a), (candidate, &b), options)?)
+}
+
+pub fn run(args: CheckArgs) -> Result<ExitCode> {
+    let options = options(&args.flags)?;
+    let report = run_check(&args.reference, &args.candidate, &options)?;
+    if let Some(path) = &args.report {
+        write_file_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+    }
+    println!("{}", render(&report));
+    Ok(exit_code(&report))
+}
+
+/// 0 when the check passed, 1 when it failed.
+pub fn exit_code(report: &CheckReport) -> ExitCode {
+    if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    }
+}
+
+fn number(x: f64) -> String {
+    if x.is_infinite() {
+        "inf".into()
+    } else if x != 0.0 && x.abs() < 1e-3 {
+        format!("{x:.3e}")
+    } else {
+        format!("{x:.6}")
+    }
+}
+
+/// The human-readable form of a check report.
+pub fn render(report: &CheckReport) -> String {
+    let rows = report
+        .outputs
+        .iter()
+        .map(|o| {
+            vec![
+                o.name.clone(),
+                number(o.max_abs),
+                number(o.mean_abs),
+                number(o.rmse),
+                number(o.cosine),
+                if o.snr_db.is_infinite() {
+                    "inf".into()
+                } else {
+                    format!("{:.2}", o.snr_db)
+                },
+                o.top1_agreement
+                    .map(|a| format!("{:.2}%", 100.0 * a))
+                    .unwrap_or_else(|| "-".into()),
+                o.worst_sample.to_string(),
+            ]
+        })
+        .collect();
+    let header = [
+        "output",
+        "max abs",
+        "mean abs",
+        "rmse",
+        "cosine",
+        "snr dB",
+        "top-1 agree",
+        "worst sample",
+    ];
+    let mut out = format!("{} samples\n\n", report.samples);
+    out.push_str(&table(&header, rows, &[1, 2, 3, 4, 5, 6, 7]));
+    if let Some(acc) = &report.accuracy {
+        out.push_str(&format!(
+            "\n\naccuracy: reference {:.2}%, candidate {:.2}%",
+            100.0 * acc.reference,
+            100.0 * acc.candidate
+        ));
+    }
+    if report.passed {
+        out.push_str("\n\ncheck passed");
+    } else {
+        out.push_str("\n\ncheck FAILED:");
+        for failure in &report.failures {
+            out.push_str(&format!("\n  {failure}"));
+        }
+    }
+    out
+}

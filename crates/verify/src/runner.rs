@@ -1,0 +1,144 @@
+//! Loading a model into tract once, for inputs of a given per-sample shape, and running it on
+//! batches of samples from several threads.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::{Factoid, InferenceModelExt};
+
+use crate::error::{Error, Result};
+
+/// What a model declares about one input.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    /// Input name.
+    pub name: String,
+    /// Element type.
+    pub datum: DatumType,
+    /// Declared dimensions; `None` where symbolic or unknown.
+    pub dims: Vec<Option<usize>>,
+}
+
+/// Loads the model's ONNX bytes with the options that let tract run the most real exports:
+/// stored output shapes and `value_info` are ignored (their symbolic batch dimensions cannot
+/// unify with concrete inputs), and shapes are inferred from the inputs instead.
+fn inference_model(bytes: &[u8], path: &Path) -> Result<InferenceModel> {
+    let onnx = tract_onnx::onnx()
+        .with_ignore_output_shapes(true)
+        .with_ignore_value_info(true);
+    let proto = onnx
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| unsupported(path, e))?;
+    let dir = path
+        .parent()
+        .and_then(|p| p.to_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or(".");
+    onnx.parse(&proto, Some(dir))
+        .map(|parsed| parsed.model)
+        .map_err(|e| unsupported(path, e))
+}
+
+fn unsupported(path: &Path, error: TractError) -> Error {
+    Error::Unsupported {
+        path: path.to_path_buf(),
+        msg: format!("{error:#}"),
+    }
+}
+
+/// The inputs a model declares.
+pub fn input_specs(bytes: &[u8], path: &Path) -> Result<Vec<InputSpec>> {
+    let model = inference_model(bytes, path)?;
+    model
+        .input_outlets()
+        .map_err(|e| unsupported(path, e))?
+        .iter()
+        .map(|outlet| {
+            let node = &model.nodes()[outlet.node];
+            let fact = model
+                .outlet_fact(*outlet)
+                .map_err(|e| unsupported(path, e))?;
+            let datum = fact.datum_type.concretize().unwrap_or(DatumType::F32);
+            let dims = fact
+                .shape
+                .dims()
+                .map(|d| {
+                    d.concretize()
+                        .and_then(|d| d.to_i64().ok())
+                        .map(|d| d as usize)
+                })
+                .collect();
+            Ok(InputSpec {
+                name: node.name.clone(),
+                datum,
+                dims,
+            })
+        })
+        .collect()
+}
+
+/// A model optimised for one batch shape, ready to run from several threads.
+pub struct Runner {
+    plan: std::sync::Arc<TypedRunnableModel>,
+    /// Input names, in the model's order.
+    pub inputs: Vec<String>,
+    /// Output names, in the model's order.
+    pub outputs: Vec<String>,
+}
+
+impl Runner {
+    /// Loads `bytes` (the model at `path`) for inputs of the given full shapes, by name.
+    pub fn new(
+        bytes: &[u8],
+        path: &Path,
+        shapes: &BTreeMap<String, (DatumType, Vec<usize>)>,
+    ) -> Result<Runner> {
+        let mut model = inference_model(bytes, path)?;
+        let inputs: Vec<String> = model
+            .input_outlets()
+            .map_err(|e| unsupported(path, e))?
+            .iter()
+            .map(|o| model.nodes()[o.node].name.clone())
+            .collect();
+        for (i, name) in inputs.iter().enumerate() {
+            let (datum, shape) = shapes
+                .get(name)
+                .ok_or_else(|| Error::Usage(format!("no input data for `{name}`")))?;
+            model
+                .set_input_fact(i, InferenceFact::dt_shape(*datum, shape.as_slice()))
+                .map_err(|e| unsupported(path, e))?;
+        }
+        let outputs = model
+            .output_outlets()
+            .map_err(|e| unsupported(path, e))?
+            .iter()
+            .map(|o| {
+                model
+                    .outlet_label(*o)
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| model.nodes()[o.node].name.clone())
+            })
+            .collect();
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| unsupported(path, e))?;
+        Ok(Runner {
+            plan,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// Runs one batch; `inputs` by name.
+    pub fn run(&self, path: &Path, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<Tensor>> {
+        let values: TVec<TValue> = self
+            .inputs
+            .iter()
+            .map(|name| inputs[name].clone().into_tvalue())
+            .collect();
+        let outputs = self.plan.run(values).map_err(|e| unsupported(path, e))?;
+        Ok(outputs.into_iter().map(|v| v.into_tensor()).collect())
+    }
+}

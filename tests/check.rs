@@ -1,0 +1,193 @@
+//! `check` through tract: ground truth from PyTorch, self-checks, damaged models, test-data dirs.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{arg, fixture, run};
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/samples/digits-mlp-pytorch")
+        .join(name)
+}
+
+fn torch_metrics() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(sample("torch_metrics.json")).unwrap()).unwrap()
+}
+
+/// Runs `check` with a JSON report; returns the exit code and the report.
+pub fn check_report(args: &[&str]) -> (i32, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("check.json");
+    let mut all = vec!["check"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--report", arg(&report)]);
+    let out = run(&all);
+    let code = out.status.code().unwrap();
+    assert!(
+        report.exists(),
+        "no report: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        code,
+        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap(),
+    )
+}
+
+#[test]
+fn accuracy_of_the_pytorch_sample_equals_torch_exactly() {
+    let test_set = sample("test_set.npz");
+    let labels = format!("{}:labels", test_set.display());
+    let (code, report) = check_report(&[
+        arg(&sample("dense.onnx")),
+        arg(&sample("reference_final.onnx")),
+        "--inputs",
+        arg(&test_set),
+        "--labels",
+        &labels,
+        "--min-cosine",
+        "0",
+    ]);
+    let metrics = torch_metrics();
+    assert_eq!(code, 0);
+    assert_eq!(report["samples"], 450);
+    assert_eq!(report["accuracy"]["reference"], metrics["dense_accuracy"]);
+    assert_eq!(report["accuracy"]["candidate"], metrics["final_accuracy"]);
+}
+
+#[test]
+fn a_model_checked_against_itself_has_zero_error() {
+    let model = sample("dense.onnx");
+    let (code, report) = check_report(&[
+        arg(&model),
+        arg(&model),
+        "--random",
+        "37",
+        "--seed",
+        "3",
+        "--atol",
+        "0",
+    ]);
+    assert_eq!(code, 0);
+    let output = &report["outputs"][0];
+    assert_eq!(output["name"], "logits");
+    assert_eq!(output["max_abs"], 0.0);
+    assert_eq!(output["cosine"], 1.0);
+    assert_eq!(output["top1_agreement"], 1.0);
+    assert_eq!(output["elements_out_of_tolerance"], 0);
+}
+
+#[test]
+fn a_damaged_model_fails_with_exit_1_naming_the_output_and_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let damaged = dir.path().join("damaged.onnx");
+    let out = run(&[
+        "prune",
+        arg(&sample("dense.onnx")),
+        "-o",
+        arg(&damaged),
+        "--sparsity",
+        "0.99",
+        "--scope",
+        "global",
+    ]);
+    assert!(out.status.success());
+    let test_set = sample("test_set.npz");
+    let (code, report) = check_report(&[
+        arg(&sample("dense.onnx")),
+        arg(&damaged),
+        "--inputs",
+        arg(&test_set),
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(report["passed"], false);
+    let failure = report["failures"][0].as_str().unwrap();
+    assert!(failure.starts_with("output `logits`: cosine"), "{failure}");
+    assert!(failure.contains("worst sample"), "{failure}");
+}
+
+#[test]
+fn onnx_test_data_directories_are_read() {
+    let model = fixture("pytorch_conv2d.onnx");
+    let data = fixture("pytorch_conv2d_test_data");
+    let (code, report) = check_report(&[arg(&model), arg(&model), "--inputs", arg(&data)]);
+    assert_eq!(code, 0);
+    insta::assert_json_snapshot!(report);
+}
+
+#[test]
+fn prune_then_check_reports_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let pruned = dir.path().join("pruned.onnx");
+    let report = dir.path().join("report.json");
+    let test_set = sample("test_set.npz");
+    let labels = format!("{}:labels", test_set.display());
+    let out = run(&[
+        "prune",
+        arg(&sample("dense.onnx")),
+        "-o",
+        arg(&pruned),
+        "--sparsity",
+        "0.5",
+        "--scope",
+        "global",
+        "--report",
+        arg(&report),
+        "--check",
+        "--inputs",
+        arg(&test_set),
+        "--labels",
+        &labels,
+        "--min-cosine",
+        "0.95",
+        "--max-accuracy-drop",
+        "0.05",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    assert_eq!(report["check"]["passed"], true);
+    assert_eq!(
+        report["check"]["accuracy"]["reference"],
+        torch_metrics()["dense_accuracy"]
+    );
+    // tract's kernels differ by CPU in the last bits: metrics are snapshotted rounded.
+    insta::assert_json_snapshot!(report["check"], {
+        ".outputs[].cosine" => insta::rounded_redaction(4),
+        ".outputs[].max_abs" => insta::rounded_redaction(4),
+        ".outputs[].mean_abs" => insta::rounded_redaction(4),
+        ".outputs[].rmse" => insta::rounded_redaction(4),
+        ".outputs[].snr_db" => insta::rounded_redaction(3),
+    });
+}
+
+#[test]
+fn inputs_that_do_not_fit_the_model_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = sample("dense.onnx");
+    let out = run(&[
+        "check",
+        arg(&model),
+        arg(&model),
+        "--inputs",
+        arg(&dir.path().join("missing.npz")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.npz"));
+    let out = run(&[
+        "check",
+        arg(&model),
+        arg(&model),
+        "--inputs",
+        &format!("other={}", dir.path().join("x.npy").display()),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["check", arg(&model), arg(&model)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--random"));
+}
