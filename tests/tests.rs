@@ -5,4 +5,5 @@ mod cli_errors;
 mod common;
 mod inspect;
 mod prune;
+mod replay;
 mod roundtrip;

@@ -43,6 +43,15 @@ pub enum Command {
     ///   onnx-prune check model.onnx pruned.onnx --inputs model_dir/ --atol 1e-4 --rtol 1e-3
     #[command(verbatim_doc_comment)]
     Check(CheckArgs),
+
+    /// Apply a mask schedule exported from training to the exported model.
+    ///
+    /// Examples:
+    ///   onnx-prune replay model.onnx --schedule schedule.json -o pruned.onnx
+    ///   onnx-prune replay model.onnx --schedule schedule.json --step 6 -o step6.onnx --explain
+    ///   onnx-prune replay model.onnx --schedule schedule.json -o pruned.onnx --check --inputs test.npz
+    #[command(verbatim_doc_comment)]
+    Replay(ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -205,4 +214,42 @@ pub struct CheckArgs {
     /// Also write the report as JSON to FILE (keys: passed, samples, outputs, accuracy, ...).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The exported ONNX model to replay the masks onto.
+    pub model: PathBuf,
+
+    /// The mask-schedule manifest (format onnx-prune/mask-schedule, version 1).
+    #[arg(long, value_name = "FILE")]
+    pub schedule: PathBuf,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// The step to replay (default: the last). Masks are cumulative: step N's masks are applied.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub step: Option<i64>,
+
+    /// JSON object mapping training-side mask keys to weight ids, overriding name resolution.
+    /// Example: {"encoder.fc.weight_mask": "val_20"}
+    #[arg(long, value_name = "FILE")]
+    pub map: Option<PathBuf>,
+
+    /// Print how each mask key was resolved to a weight.
+    #[arg(long)]
+    pub explain: bool,
+
+    /// Fail (exit 2) when the replayed step keeps weights that the step before it pruned,
+    /// instead of warning.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// After writing, check the result against the input through tract (see the Check options).
+    #[arg(long)]
+    pub check: bool,
+
+    #[command(flatten)]
+    pub check_flags: CheckFlags,
 }

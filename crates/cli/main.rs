@@ -5,6 +5,7 @@ mod args;
 mod check;
 mod inspect;
 mod prune;
+mod replay;
 mod table;
 
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Prune(args) => prune::run(args),
         Command::Check(args) => check::run(args),
+        Command::Replay(args) => replay::run(args),
     };
     match result {
         Ok(code) => code,

@@ -20,8 +20,10 @@ mod inspect;
 mod model;
 mod proto;
 mod prune;
+mod replay;
 mod report;
 mod rewrite;
+mod schedule;
 mod select;
 mod size;
 mod threshold;
@@ -36,9 +38,13 @@ pub use model::{
     MAX_GRAPH_DEPTH,
 };
 pub use proto::DataType;
-pub use prune::{check_sparsity, plan, Pattern, Plan, PruneConfig, Scope, WeightOutcome};
+pub use prune::{
+    check_sparsity, plan, plan_zeroings, Pattern, Plan, PruneConfig, Scope, WeightOutcome,
+};
+pub use replay::{resolve, unpruned, Resolution};
 pub use report::{write_file_atomic, FileSizes, OutcomeTotals, RewriteReport};
 pub use rewrite::{save, Edit, WrittenFile};
+pub use schedule::{read_masks, Layout, Manifest, Mask, SparsitySchedule, Step, FORMAT};
 pub use select::{select, Selection};
 pub use size::{compressed_size, CompressedSize};
 pub use threshold::{cut, Cut, Segment};

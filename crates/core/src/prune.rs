@@ -348,3 +348,42 @@ fn block(item: &Loaded, rows: usize, cols: usize, sparsity: f64) -> Zeroing {
     }
     Zeroing::Keep(keep)
 }
+
+/// A plan that applies given zeroings (replayed masks) to weights, with their outcomes.
+pub fn plan_zeroings(model: &Model, zeroings: Vec<(&Weight, Zeroing)>) -> Result<Plan> {
+    let mut plan = Plan {
+        edits: Vec::new(),
+        outcomes: Vec::new(),
+    };
+    for (weight, zeroing) in zeroings {
+        let tensor = &model.tensors()[weight.tensor];
+        let data = stored_bytes(
+            model,
+            &tensor.payload,
+            tensor.dtype,
+            tensor.elements,
+            &weight.id,
+        )?;
+        let zeros_before = count_zeros(tensor.dtype, &data);
+        let zeros_after = zeroing.zeros_after(tensor.dtype, &data);
+        let params = tensor.elements;
+        plan.outcomes.push(WeightOutcome {
+            id: weight.id.clone(),
+            tensor: weight.tensor,
+            params,
+            zeros_before,
+            zeros_after,
+            sparsity: if params == 0 {
+                0.0
+            } else {
+                zeros_after as f64 / params as f64
+            },
+            skipped: None,
+        });
+        plan.edits.push(Edit {
+            tensor: weight.tensor,
+            zeroing,
+        });
+    }
+    Ok(plan)
+}

@@ -61,7 +61,7 @@ impl Zeroing {
 }
 
 /// Writes `bytes` (little-endian elements of `dtype`) to `out` with the elements chosen by
-/// `zeroing` set to `+0`. Work is spread over threads; the output does not depend on their number.
+/// `zeroing` multiplied by zero (so `-x` becomes `-0`, bit for bit what PyTorch's masks give). Work is spread over threads; the output does not depend on their number.
 pub fn write_zeroed(
     dtype: DataType,
     bytes: &[u8],
@@ -119,7 +119,11 @@ pub fn write_zeroed(
                         Zeroing::Keep(keep) => !keep[base + i],
                     };
                     if zero {
-                        data[i * size..(i + 1) * size].fill(0);
+                        // `x * 0.0`, as training frameworks apply masks: the sign survives.
+                        let last = (i + 1) * size - 1;
+                        let sign = data[last] & 0x80;
+                        data[i * size..=last].fill(0);
+                        data[last] = sign;
                     }
                 }
                 data
