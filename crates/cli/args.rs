@@ -78,6 +78,27 @@ pub struct OutputArgs {
     /// Also write the report as JSON to FILE (keys: weights, totals, input, output).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+
+    /// `dense`: pruned weights keep their place with exact zeros (runs everywhere);
+    /// `sparse`: they move to sparse_initializer / a Constant's sparse_value (COO, int64
+    /// linear indices) where that is smaller.
+    #[arg(long, value_enum, default_value = "dense")]
+    pub storage: StorageArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StorageArg {
+    Dense,
+    Sparse,
+}
+
+impl From<StorageArg> for onnx_prune_core::Storage {
+    fn from(arg: StorageArg) -> Self {
+        match arg {
+            StorageArg::Dense => onnx_prune_core::Storage::Dense,
+            StorageArg::Sparse => onnx_prune_core::Storage::Sparse,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

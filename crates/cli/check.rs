@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use onnx_prune_core::write_file_atomic;
+use onnx_prune_core::{densified, write_file_atomic, Model};
 use onnx_prune_verify::{check, CheckOptions, CheckReport, InputSource, Tolerances};
 
 use crate::args::{CheckArgs, CheckFlags};
@@ -62,14 +62,23 @@ pub fn options(flags: &CheckFlags) -> Result<CheckOptions> {
     })
 }
 
+/// The bytes tract is given for the model at `path`: sparse tensors made dense, since tract
+/// reads only dense initializers.
+fn tract_bytes(path: &Path) -> Result<Vec<u8>> {
+    let model = Model::load(path)?;
+    Ok(match densified(&model)? {
+        Some(bytes) => bytes,
+        None => model.bytes().to_vec(),
+    })
+}
+
 /// Runs the check of `candidate` against `reference`.
 pub fn run_check(
     reference: &Path,
     candidate: &Path,
     options: &CheckOptions,
 ) -> Result<CheckReport> {
-    let read = |p: &Path| std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()));
-    let (a, b) = (read(reference)?, read(candidate)?);
+    let (a, b) = (tract_bytes(reference)?, tract_bytes(candidate)?);
     Ok(check((reference, &a), (candidate, &b), options)?)
 }
 

@@ -84,9 +84,14 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     let written = if args.dry_run {
         None
     } else {
-        Some(save(&model, &plan.edits, &args.output.output)?)
+        Some(save(
+            &model,
+            &plan.edits,
+            &args.output.output,
+            args.output.storage.into(),
+        )?)
     };
-    let report = RewriteReport::new(&model, plan.outcomes, written.as_deref())?;
+    let report = RewriteReport::new(&model, plan.outcomes, written.as_ref())?;
     let checked = match (&check_options, args.dry_run) {
         (Some(options), false) => {
             Some(check::run_check(&args.model, &args.output.output, options)?)
@@ -131,10 +136,11 @@ pub fn render(report: &RewriteReport) -> String {
                 w.params.to_string(),
                 percent(w.zeros_before, w.params),
                 percent(w.zeros_after, w.params),
-                w.skipped
-                    .clone()
-                    .map(|s| format!("skipped: {s}"))
-                    .unwrap_or_default(),
+                match (&w.skipped, w.stored_sparse) {
+                    (Some(reason), _) => format!("skipped: {reason}"),
+                    (None, true) => "stored sparse".into(),
+                    (None, false) => String::new(),
+                },
             ]
         })
         .collect();

@@ -96,8 +96,13 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             .collect();
         plan_zeroings(&model, zeroings)?
     };
-    let written = save(&model, &plan.edits, &args.output.output)?;
-    let report = RewriteReport::new(&model, plan.outcomes, Some(&written))?;
+    let saved = save(
+        &model,
+        &plan.edits,
+        &args.output.output,
+        args.output.storage.into(),
+    )?;
+    let report = RewriteReport::new(&model, plan.outcomes, Some(&saved))?;
     let checked = match &check_options {
         Some(options) => Some(check::run_check(&args.model, &args.output.output, options)?),
         None => None,

@@ -125,6 +125,8 @@ pub struct WeightOutcome {
     pub sparsity: f64,
     /// Why the weight was left alone, if it was.
     pub skipped: Option<String>,
+    /// Whether the output stores it sparsely (`--storage sparse`).
+    pub stored_sparse: bool,
 }
 
 /// Pruning decisions for a model, ready for [`crate::save`].
@@ -253,6 +255,7 @@ pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result
                 zeros_after as f64 / params as f64
             },
             skipped,
+            stored_sparse: false,
         });
     }
     Ok(plan)
@@ -379,6 +382,7 @@ pub fn plan_zeroings(model: &Model, zeroings: Vec<(&Weight, Zeroing)>) -> Result
                 zeros_after as f64 / params as f64
             },
             skipped: None,
+            stored_sparse: false,
         });
         plan.edits.push(Edit {
             tensor: weight.tensor,

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::model::{FileBytes, Model};
 use crate::prune::WeightOutcome;
-use crate::rewrite::WrittenFile;
+use crate::rewrite::Saved;
 use crate::size::{compressed_size, CompressedSize};
 
 /// Zero counts over all pruned weights.
@@ -45,12 +45,17 @@ pub struct RewriteReport {
 }
 
 impl RewriteReport {
-    /// Builds the report; `written` are the files [`crate::save`] wrote, if any.
+    /// Builds the report; `saved` is what [`crate::save`] wrote, if anything.
     pub fn new(
         model: &Model,
-        weights: Vec<WeightOutcome>,
-        written: Option<&[WrittenFile]>,
+        mut weights: Vec<WeightOutcome>,
+        saved: Option<&Saved>,
     ) -> Result<Self> {
+        if let Some(saved) = saved {
+            for weight in &mut weights {
+                weight.stored_sparse = saved.sparse.contains(&weight.tensor);
+            }
+        }
         let params: u64 = weights.iter().map(|w| w.params).sum();
         let zeros_after: u64 = weights.iter().map(|w| w.zeros_after).sum();
         let totals = OutcomeTotals {
@@ -66,9 +71,10 @@ impl RewriteReport {
         let mut inputs: Vec<&[u8]> = vec![model.bytes()];
         inputs.extend(model.external_files().values().map(|f| &f[..]));
         let input = sizes(&inputs);
-        let output = match written {
-            Some(files) => {
-                let maps = files
+        let output = match saved {
+            Some(saved) => {
+                let maps = saved
+                    .files
                     .iter()
                     .map(|f| FileBytes::open(&f.path))
                     .collect::<Result<Vec<_>>>()?;

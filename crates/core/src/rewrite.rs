@@ -14,6 +14,7 @@ use tempfile::NamedTempFile;
 use crate::error::{Error, Result};
 use crate::model::{Model, Payload};
 use crate::proto::tensor as field;
+use crate::sparse::{sparse_field, swap_field};
 use crate::values::stored_bytes;
 use crate::zeroing::{write_zeroed, Zeroing};
 
@@ -24,6 +25,25 @@ pub struct Edit {
     pub tensor: usize,
     /// The elements set to zero.
     pub zeroing: Zeroing,
+}
+
+/// How pruned tensors are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Storage {
+    /// Dense, with exact zeros: runs everywhere.
+    #[default]
+    Dense,
+    /// COO in `sparse_initializer` (or a `Constant`'s `sparse_value`) where that is smaller.
+    Sparse,
+}
+
+/// What [`save`] wrote.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    /// The files, the model last.
+    pub files: Vec<WrittenFile>,
+    /// Tensors (indices into [`Model::tensors`]) moved to sparse storage.
+    pub sparse: Vec<usize>,
 }
 
 /// An output file written by [`save`].
@@ -93,8 +113,9 @@ fn typed_field(number: u32, element_size: usize, data: &[u8]) -> Vec<u8> {
 }
 
 /// Writes `model` with `edits` applied to `out` (and its external data files beside it).
-pub fn save(model: &Model, edits: &[Edit], out: &Path) -> Result<Vec<WrittenFile>> {
+pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Result<Saved> {
     let out_dir = check_output(model, out)?;
+    let mut moved = Vec::new();
     let mut model_splice = Splice::default();
     let mut external: BTreeMap<&str, Splice> = model
         .external_files()
@@ -110,6 +131,16 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path) -> Result<Vec<WrittenFile
             ));
         }
         let dtype = tensor.dtype;
+        if storage == Storage::Sparse && !matches!(tensor.payload, Payload::External { .. }) {
+            let data = stored_bytes(model, &tensor.payload, dtype, tensor.elements, &tensor.name)?;
+            let mut zeroed = Vec::with_capacity(data.len());
+            write_zeroed(dtype, &data, &edit.zeroing, &mut zeroed).expect("writing to memory");
+            if let Some(field) = sparse_field(tensor, &zeroed) {
+                swap_field(&mut model_splice, tensor, field);
+                moved.push(edit.tensor);
+                continue;
+            }
+        }
         match &tensor.payload {
             Payload::Raw(raw) => {
                 let data = model.raw_bytes(&tensor.payload).expect("raw payload");
@@ -187,7 +218,10 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path) -> Result<Vec<WrittenFile
             bytes,
         });
     }
-    Ok(written)
+    Ok(Saved {
+        files: written,
+        sparse: moved,
+    })
 }
 
 /// Writes `input` with `splice` applied to a synced temporary file beside `target`.
