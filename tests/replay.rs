@@ -62,46 +62,6 @@ fn the_last_step_reproduces_pytorchs_export_bit_for_bit() {
 }
 
 #[test]
-fn every_steps_accuracy_equals_torchs() {
-    let metrics: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(sample("torch_metrics.json")).unwrap()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let test_set = sample("test_set.npz");
-    let labels = format!("{}:labels", test_set.display());
-    for step in metrics["steps"].as_array().unwrap() {
-        let n = step["step"].to_string();
-        let out = dir.path().join(format!("step{n}.onnx"));
-        let result = replay(
-            &sample("dense.onnx"),
-            &sample("schedule.json"),
-            &out,
-            &["--step", &n],
-        );
-        assert!(
-            result.status.success(),
-            "{}",
-            String::from_utf8_lossy(&result.stderr)
-        );
-        let (_, report) = check_report(&[
-            arg(&sample("dense.onnx")),
-            arg(&out),
-            "--inputs",
-            arg(&test_set),
-            "--labels",
-            &labels,
-            "--min-cosine",
-            "0",
-            "--max-accuracy-drop",
-            "1",
-        ]);
-        assert_eq!(
-            report["accuracy"]["candidate"], step["accuracy"],
-            "step {n}"
-        );
-    }
-}
-
-#[test]
 fn explain_says_how_each_key_was_resolved() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("step4.onnx");
@@ -438,4 +398,53 @@ fn strict_refuses_a_step_that_unprunes() {
     );
     assert_eq!(strict.status.code(), Some(2));
     assert!(!out.exists());
+}
+
+#[test]
+fn all_steps_give_the_accuracy_curve_torch_measured() {
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sample("torch_metrics.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps");
+    let report = dir.path().join("curve.json");
+    let test_set = sample("test_set.npz");
+    let labels = format!("{}:labels", test_set.display());
+    let result = run(&[
+        "replay",
+        arg(&sample("dense.onnx")),
+        "--schedule",
+        arg(&sample("schedule.json")),
+        "--all-steps",
+        "--out-dir",
+        arg(&steps),
+        "--report",
+        arg(&report),
+        "--check",
+        "--inputs",
+        arg(&test_set),
+        "--labels",
+        &labels,
+    ]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let curve: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let curve = curve["steps"].as_array().unwrap();
+    let expected = metrics["steps"].as_array().unwrap();
+    assert_eq!(curve.len(), expected.len());
+    for (got, want) in curve.iter().zip(expected) {
+        assert_eq!(got["step"], want["step"]);
+        assert_eq!(got["check"]["accuracy"]["candidate"], want["accuracy"]);
+        let sparsity = got["report"]["totals"]["sparsity"].as_f64().unwrap();
+        assert!(
+            (sparsity - want["sparsity"].as_f64().unwrap()).abs() < 1e-6,
+            "step {}",
+            want["step"]
+        );
+        assert!(steps
+            .join(format!("dense.step{}.onnx", want["step"]))
+            .exists());
+    }
 }

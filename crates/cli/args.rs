@@ -71,10 +71,6 @@ pub struct InspectArgs {
 /// Flags shared by the commands that rewrite a model.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
-    /// Where to write the pruned model (never the input; external data goes beside it).
-    #[arg(short, long, value_name = "OUT")]
-    pub output: PathBuf,
-
     /// Also write the report as JSON to FILE (keys: weights, totals, input, output).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -106,8 +102,12 @@ pub struct PruneArgs {
     /// The ONNX model to prune.
     pub model: PathBuf,
 
+    /// Where to write the pruned model (never the input; external data goes beside it).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub rewrite: OutputArgs,
 
     /// Fraction of zeros wanted in [0, 1): exactly round(S x n) zeros per weight (or across
     /// all selected weights with --scope global); existing zeros count. Not needed for N:M.
@@ -246,12 +246,37 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub schedule: PathBuf,
 
+    /// Where to write the pruned model (never the input; external data goes beside it).
+    #[arg(
+        short,
+        long,
+        value_name = "OUT",
+        required_unless_present = "all_steps",
+        conflicts_with = "all_steps"
+    )]
+    pub output: Option<PathBuf>,
+
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub rewrite: OutputArgs,
 
     /// The step to replay (default: the last). Masks are cumulative: step N's masks are applied.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        conflicts_with = "all_steps"
+    )]
     pub step: Option<i64>,
+
+    /// Replay every step, one model per step in --out-dir, and print the sparsity (and, with
+    /// --check, the accuracy or agreement) of each: the curve to pick the step to ship from.
+    /// Example: --all-steps --out-dir steps/ --check --inputs test.npz --labels test.npz:labels
+    #[arg(long, requires = "out_dir")]
+    pub all_steps: bool,
+
+    /// Directory for --all-steps outputs, named <model>.step<N>.onnx.
+    #[arg(long, value_name = "DIR", requires = "all_steps")]
+    pub out_dir: Option<PathBuf>,
 
     /// JSON object mapping training-side mask keys to weight ids, overriding name resolution.
     /// Example: {"encoder.fc.weight_mask": "val_20"}

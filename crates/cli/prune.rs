@@ -87,18 +87,16 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
         Some(save(
             &model,
             &plan.edits,
-            &args.output.output,
-            args.output.storage.into(),
+            &args.output,
+            args.rewrite.storage.into(),
         )?)
     };
     let report = RewriteReport::new(&model, plan.outcomes, written.as_ref())?;
     let checked = match (&check_options, args.dry_run) {
-        (Some(options), false) => {
-            Some(check::run_check(&args.model, &args.output.output, options)?)
-        }
+        (Some(options), false) => Some(check::run_check(&args.model, &args.output, options)?),
         _ => None,
     };
-    finish(&report, checked.as_ref(), args.output.report.as_deref())
+    finish(&report, checked.as_ref(), args.rewrite.report.as_deref())
 }
 
 /// Prints the rewrite report (and the check's, if one ran), writes the JSON report if asked,

@@ -1,22 +1,33 @@
-//! `onnx-prune replay`: a training mask schedule onto the exported model.
+//! `onnx-prune replay`: a training mask schedule onto the exported model, at one step or all.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use onnx_prune_core::{
-    discover, plan, plan_zeroings, read_masks, resolve, save, select, unpruned, Manifest, Model,
-    Plan, PruneConfig, RewriteReport, Selection,
+    discover, plan, plan_zeroings, read_masks, resolve, save, select, unpruned, write_file_atomic,
+    Manifest, Model, Plan, PruneConfig, RewriteReport, Selection, SparsitySchedule, Weight,
 };
+use onnx_prune_verify::CheckOptions;
 
 use crate::args::ReplayArgs;
-use crate::table::table;
+use crate::table::{bytes, percent, table};
 use crate::{check, prune};
 
-fn read_map(path: &std::path::Path) -> Result<BTreeMap<String, String>> {
+fn read_map(path: &Path) -> Result<BTreeMap<String, String>> {
     let text = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     serde_json::from_slice(&text)
         .with_context(|| format!("{}: not a JSON object of key to weight id", path.display()))
+}
+
+/// Everything a step's replay needs.
+struct Replay<'a> {
+    args: &'a ReplayArgs,
+    manifest: Manifest,
+    model: Model,
+    weights: Vec<Weight>,
+    map: BTreeMap<String, String>,
 }
 
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
@@ -27,32 +38,87 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let manifest = Manifest::load(&args.schedule)?;
     let model = Model::load(&args.model)?;
     let weights = discover(&model);
-    let plan: Plan = if let Some(schedule) = &manifest.sparsity_schedule {
-        let Some(step) = args.step else {
-            bail!(
-                "{}: a sparsity schedule needs --step N",
-                args.schedule.display()
-            );
-        };
-        let sparsity = schedule.sparsity_at(step);
-        println!("step {step}: target sparsity {sparsity:.6} by magnitude, per weight");
-        let selected = select(&model, &weights, &Selection::default())?;
-        let config = PruneConfig {
-            sparsity,
-            ..PruneConfig::default()
-        };
-        plan(&model, &selected, &config)?
-    } else {
-        let step = manifest.step(args.step)?;
-        let masks = read_masks(&manifest.dir.join(&step.file))?;
-        let map = args
-            .map
-            .as_deref()
-            .map(read_map)
-            .transpose()?
-            .unwrap_or_default();
-        let resolved = resolve(&model, &weights, &masks, &map, manifest.layout)?;
-        if args.explain {
+    let map = args
+        .map
+        .as_deref()
+        .map(read_map)
+        .transpose()?
+        .unwrap_or_default();
+    let replay = Replay {
+        args: &args,
+        manifest,
+        model,
+        weights,
+        map,
+    };
+    match (&args.out_dir, &args.output) {
+        (Some(dir), _) => replay.all_steps(dir, check_options.as_ref()),
+        (None, Some(output)) => {
+            let plan = replay.plan(args.step)?;
+            let saved = save(
+                &replay.model,
+                &plan.edits,
+                output,
+                args.rewrite.storage.into(),
+            )?;
+            let report = RewriteReport::new(&replay.model, plan.outcomes, Some(&saved))?;
+            let checked = match &check_options {
+                Some(options) => Some(check::run_check(&args.model, output, options)?),
+                None => None,
+            };
+            prune::finish(&report, checked.as_ref(), args.rewrite.report.as_deref())
+        }
+        (None, None) => bail!("give -o OUT, or --all-steps --out-dir DIR"),
+    }
+}
+
+/// The steps a sparsity schedule updates at.
+fn update_steps(schedule: &SparsitySchedule) -> Vec<i64> {
+    match *schedule {
+        SparsitySchedule::PolynomialDecay {
+            begin_step,
+            end_step,
+            frequency,
+            ..
+        } => {
+            let mut steps: Vec<i64> = (begin_step..end_step)
+                .step_by(frequency.max(1) as usize)
+                .collect();
+            steps.push(end_step);
+            steps
+        }
+        SparsitySchedule::Constant { begin_step, .. } => vec![begin_step],
+    }
+}
+
+impl Replay<'_> {
+    /// Every step of the schedule, in order.
+    fn steps(&self) -> Vec<i64> {
+        match &self.manifest.sparsity_schedule {
+            Some(schedule) => update_steps(schedule),
+            None => self.manifest.steps.iter().map(|s| s.step).collect(),
+        }
+    }
+
+    /// What replaying `step` (default: the last) zeroes.
+    fn plan(&self, step: Option<i64>) -> Result<Plan> {
+        let (model, weights) = (&self.model, &self.weights);
+        if let Some(schedule) = &self.manifest.sparsity_schedule {
+            let step = step
+                .or_else(|| self.steps().last().copied())
+                .context("the sparsity schedule has no step")?;
+            let sparsity = schedule.sparsity_at(step);
+            let selected = select(model, weights, &Selection::default())?;
+            let config = PruneConfig {
+                sparsity,
+                ..PruneConfig::default()
+            };
+            return Ok(plan(model, &selected, &config)?);
+        }
+        let step = self.manifest.step(step)?;
+        let masks = read_masks(&self.manifest.dir.join(&step.file))?;
+        let resolved = resolve(model, weights, &masks, &self.map, self.manifest.layout)?;
+        if self.args.explain {
             let rows = resolved
                 .iter()
                 .map(|(r, _)| {
@@ -69,43 +135,122 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
                 table(&["mask key", "weight", "resolved by"], rows, &[])
             );
         }
-        let position = manifest
+        let position = self
+            .manifest
             .steps
             .iter()
             .position(|s| s.step == step.step)
-            .expect("step of the manifest");
+            .expect("a step of the manifest");
         if position > 0 {
-            let earlier = &manifest.steps[position - 1];
-            let previous = read_masks(&manifest.dir.join(&earlier.file))?;
+            let earlier = &self.manifest.steps[position - 1];
+            let previous = read_masks(&self.manifest.dir.join(&earlier.file))?;
             for (key, count) in unpruned(&previous, &masks) {
                 let msg = format!(
                     "step {} keeps {count} elements of `{key}` that step {} pruned",
                     step.step, earlier.step
                 );
-                if args.strict {
+                if self.args.strict {
                     bail!("{msg} (--strict)");
                 }
                 eprintln!("warning: {msg}");
             }
         }
-        let by_tensor: BTreeMap<usize, &onnx_prune_core::Weight> =
-            weights.iter().map(|w| (w.tensor, w)).collect();
+        let by_tensor: BTreeMap<usize, &Weight> = weights.iter().map(|w| (w.tensor, w)).collect();
         let zeroings = resolved
             .into_iter()
             .map(|(r, z)| (by_tensor[&r.tensor], z))
             .collect();
-        plan_zeroings(&model, zeroings)?
-    };
-    let saved = save(
-        &model,
-        &plan.edits,
-        &args.output.output,
-        args.output.storage.into(),
-    )?;
-    let report = RewriteReport::new(&model, plan.outcomes, Some(&saved))?;
-    let checked = match &check_options {
-        Some(options) => Some(check::run_check(&args.model, &args.output.output, options)?),
-        None => None,
-    };
-    prune::finish(&report, checked.as_ref(), args.output.report.as_deref())
+        Ok(plan_zeroings(model, zeroings)?)
+    }
+
+    /// One model per step in `dir`, and the sparsity / accuracy curve.
+    fn all_steps(&self, dir: &Path, check_options: Option<&CheckOptions>) -> Result<ExitCode> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        let stem = self
+            .args
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let mut rows = Vec::new();
+        let mut json = Vec::new();
+        for step in self.steps() {
+            let plan = self.plan(Some(step))?;
+            let output = dir.join(format!("{stem}.step{step}.onnx"));
+            let saved = save(
+                &self.model,
+                &plan.edits,
+                &output,
+                self.args.rewrite.storage.into(),
+            )?;
+            let report = RewriteReport::new(&self.model, plan.outcomes, Some(&saved))?;
+            let checked = match check_options {
+                Some(options) => Some(check::run_check(&self.args.model, &output, options)?),
+                None => None,
+            };
+            let trained = self
+                .manifest
+                .steps
+                .iter()
+                .find(|s| s.step == step)
+                .and_then(|s| s.sparsity);
+            let t = &report.totals;
+            let first = checked.as_ref().and_then(|c| c.outputs.first());
+            rows.push(vec![
+                step.to_string(),
+                percent(t.zeros_after, t.params),
+                trained
+                    .map(|s| format!("{:.2}%", 100.0 * s))
+                    .unwrap_or_else(|| "-".into()),
+                report
+                    .output
+                    .as_ref()
+                    .map(|o| bytes(o.compressed.bytes))
+                    .unwrap_or_default(),
+                checked
+                    .as_ref()
+                    .and_then(|c| c.accuracy.as_ref())
+                    .map(|a| format!("{:.2}%", 100.0 * a.candidate))
+                    .unwrap_or_else(|| "-".into()),
+                first
+                    .and_then(|o| o.top1_agreement)
+                    .map(|a| format!("{:.2}%", 100.0 * a))
+                    .unwrap_or_else(|| "-".into()),
+                first
+                    .map(|o| format!("{:.4}", o.cosine))
+                    .unwrap_or_else(|| "-".into()),
+                checked
+                    .as_ref()
+                    .map(|c| if c.passed { "yes" } else { "no" })
+                    .unwrap_or("-")
+                    .to_string(),
+            ]);
+            json.push(serde_json::json!({
+                "step": step,
+                "output": output.file_name().map(|f| f.to_string_lossy().into_owned()),
+                "schedule_sparsity": trained,
+                "report": report,
+                "check": checked,
+            }));
+        }
+        let header = [
+            "step",
+            "sparsity",
+            "in training",
+            "compressed",
+            "accuracy",
+            "top-1 agree",
+            "cosine",
+            "passed",
+        ];
+        println!("{}", table(&header, rows, &[1, 2, 3, 4, 5, 6]));
+        if let Some(path) = &self.args.rewrite.report {
+            write_file_atomic(
+                path,
+                &serde_json::to_vec_pretty(&serde_json::json!({ "steps": json }))?,
+            )?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
 }
