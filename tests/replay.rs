@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use onnx_prune_core::{discover, stored_bytes, Model};
 
-use crate::check::check_report;
 use crate::common::{arg, fixture, run};
 
 fn sample(name: &str) -> PathBuf {
