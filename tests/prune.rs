@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use onnx_prune_core::{discover, stored_bytes, Model};
+use onnx_prune_core::{dense_bytes, discover, Model};
 use proptest::prelude::*;
 use protobuf::Message;
 
@@ -17,7 +17,7 @@ fn values(path: &Path) -> Vec<(String, Vec<i64>, Vec<f64>)> {
         .filter(|w| model.tensors()[w.tensor].sparse.is_none())
         .map(|w| {
             let t = &model.tensors()[w.tensor];
-            let bytes = stored_bytes(&model, &t.payload, t.dtype, t.elements, &w.id).unwrap();
+            let bytes = dense_bytes(&model, t).unwrap();
             let n = t.elements as usize;
             let values = (0..n)
                 .map(|i| {
@@ -321,4 +321,37 @@ fn sparse_storage_holds_the_same_model_smaller() {
         assert_eq!(code, 0, "{name}: {check}");
         assert_eq!(check["outputs"][0]["max_abs"], 0.0, "{name}");
     }
+}
+
+#[test]
+fn external_data_beside_the_input_gets_its_own_file_and_the_input_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["external_data.onnx", "external_data.bin"] {
+        std::fs::copy(fixture(name), dir.path().join(name)).unwrap();
+    }
+    let model = dir.path().join("external_data.onnx");
+    let out = dir.path().join("pruned.onnx");
+    prune(&model, &out, &["--sparsity", "0.5"]);
+    for name in ["external_data.onnx", "external_data.bin"] {
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            std::fs::read(fixture(name)).unwrap()
+        );
+    }
+    let pruned = Model::load(&out).unwrap();
+    let files: Vec<&String> = pruned.external_files().keys().collect();
+    assert_eq!(files, ["pruned.onnx.external_data.bin"]);
+    for (id, _, values) in values(&out) {
+        let zeros = values.iter().filter(|v| **v == 0.0).count();
+        assert_eq!(zeros, values.len() / 2, "{id}");
+    }
+    // Writing it again elsewhere keeps the layout: same names, same offsets.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("copy.onnx");
+    prune(&out, &copy, &["--sparsity", "0"]);
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&out).unwrap());
+    assert!(elsewhere
+        .path()
+        .join("pruned.onnx.external_data.bin")
+        .exists());
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use onnx_prune_core::{discover, stored_bytes, Model};
+use onnx_prune_core::{dense_bytes, discover, Model};
 
 use crate::common::{arg, fixture, run};
 
@@ -21,12 +21,7 @@ fn weight_bytes(path: &Path) -> HashMap<String, Vec<u8>> {
         .iter()
         .map(|w| {
             let t = &model.tensors()[w.tensor];
-            (
-                t.name.clone(),
-                stored_bytes(&model, &t.payload, t.dtype, t.elements, &w.id)
-                    .unwrap()
-                    .into_owned(),
-            )
+            (t.name.clone(), dense_bytes(&model, t).unwrap().into_owned())
         })
         .collect()
 }

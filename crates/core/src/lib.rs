@@ -50,6 +50,6 @@ pub use select::{select, Selection};
 pub use size::{compressed_size, CompressedSize};
 pub use sparse::densified;
 pub use threshold::{cut, Cut, Segment};
-pub use values::{count_zeros, magnitude_key, stored_bytes};
+pub use values::{count_zeros, dense_bytes, magnitude_key, stored_bytes};
 pub use weights::{discover, discover_with, Consumer, Role, Weight, DEFAULT_MIN_PARAMS};
 pub use zeroing::{write_zeroed, Zeroing};

@@ -37,8 +37,8 @@ impl Deref for FileBytes {
 }
 
 impl FileBytes {
-    /// Maps `path` read-only.
-    pub fn open(path: &Path) -> Result<FileBytes> {
+    /// Maps `path` read-only; `populate` faults every page in up front (for data read whole).
+    pub fn open(path: &Path, populate: bool) -> Result<FileBytes> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
@@ -49,7 +49,11 @@ impl FileBytes {
         }
         // SAFETY: the mapping is read-only; like every tool that maps its input, we rely on the
         // file not being truncated by another process while we run.
-        match unsafe { memmap2::Mmap::map(&file) } {
+        let mut options = memmap2::MmapOptions::new();
+        if populate {
+            options.populate();
+        }
+        match unsafe { options.map(&file) } {
             Ok(map) => Ok(FileBytes::Mapped(map)),
             Err(_) => std::fs::read(path)
                 .map(FileBytes::Owned)
@@ -149,6 +153,9 @@ pub enum Payload {
         offset: u64,
         /// Byte length.
         length: u64,
+        /// The `external_data` entry holding the location and its `value` field, so that an
+        /// output can name another file.
+        location_field: Option<[LenField; 2]>,
     },
     /// No data field (a tensor of zero elements, or all values defaulted).
     Empty,
@@ -208,7 +215,8 @@ impl Model {
     /// offsets that reference them.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
-        let bytes = FileBytes::open(path)?;
+        // Populated: one pass of page faults instead of one per page from many threads.
+        let bytes = FileBytes::open(path, true)?;
         if bytes.is_empty() {
             return Err(Error::invalid(path, "is empty, not an ONNX model"));
         }
@@ -273,6 +281,7 @@ impl Model {
                 location,
                 offset,
                 length,
+                ..
             } => {
                 let file = &self.external[location];
                 Some(&file[*offset as usize..(*offset + *length) as usize])
@@ -303,6 +312,7 @@ fn map_external_files(model: &Path, tensors: &[Tensor]) -> Result<BTreeMap<Strin
             location,
             offset,
             length,
+            ..
         } = payload
         else {
             continue;
@@ -318,7 +328,7 @@ fn map_external_files(model: &Path, tensors: &[Tensor]) -> Result<BTreeMap<Strin
         }
         if !files.contains_key(location) {
             let file_path = dir.join(location);
-            let bytes = FileBytes::open(&file_path).map_err(|e| match e {
+            let bytes = FileBytes::open(&file_path, true).map_err(|e| match e {
                 Error::Io { error, .. } => Error::invalid(
                     model,
                     format!(
@@ -632,15 +642,22 @@ impl Scanner<'_> {
         }
         if external {
             let (mut location, mut offset, mut length) = (String::new(), 0u64, None);
+            let mut location_field = None;
             for entry in entries {
-                let (mut key, mut value) = (String::new(), String::new());
+                let (mut key, mut value, mut value_field) = (String::new(), String::new(), None);
                 for f in self.fields(payload(&entry)?) {
                     let f = f?;
                     match f.number {
                         proto::entry::KEY => key = string(self.bytes, &f)?,
-                        proto::entry::VALUE => value = string(self.bytes, &f)?,
+                        proto::entry::VALUE => {
+                            value = string(self.bytes, &f)?;
+                            value_field = LenField::of(&f);
+                        }
                         _ => {}
                     }
+                }
+                if key == "location" {
+                    location_field = LenField::of(&entry).zip(value_field).map(|(e, v)| [e, v]);
                 }
                 let number = || {
                     value.parse::<u64>().map_err(|_| {
@@ -673,6 +690,7 @@ impl Scanner<'_> {
                 location,
                 offset,
                 length,
+                location_field,
             };
         } else if matches!(facts.payload, Payload::Empty) {
             if let Some((number, pieces)) = typed.into_iter().next() {

@@ -13,7 +13,7 @@ use crate::model::Model;
 use crate::proto::DataType;
 use crate::rewrite::Edit;
 use crate::threshold::{cut, Segment};
-use crate::values::{count_zeros, first_non_finite, magnitude_key, stored_bytes};
+use crate::values::{count_zeros, dense_bytes, magnitude_key, value_stats};
 use crate::weights::Weight;
 use crate::zeroing::Zeroing;
 
@@ -146,6 +146,31 @@ struct Loaded<'m, 'w> {
     zeros_before: u64,
 }
 
+impl WeightOutcome {
+    fn new(
+        weight: &Weight,
+        params: u64,
+        zeros_before: u64,
+        zeros_after: u64,
+        skipped: Option<String>,
+    ) -> Self {
+        WeightOutcome {
+            id: weight.id.clone(),
+            tensor: weight.tensor,
+            params,
+            zeros_before,
+            zeros_after,
+            sparsity: if params == 0 {
+                0.0
+            } else {
+                zeros_after as f64 / params as f64
+            },
+            skipped,
+            stored_sparse: false,
+        }
+    }
+}
+
 /// Checks a sparsity value given by `what` (a flag name).
 pub fn check_sparsity(value: f64, what: &str) -> Result<f64> {
     if (0.0..1.0).contains(&value) {
@@ -169,20 +194,15 @@ pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result
         .par_iter()
         .map(|&weight| {
             let tensor = &model.tensors()[weight.tensor];
-            let data = stored_bytes(
-                model,
-                &tensor.payload,
-                tensor.dtype,
-                tensor.elements,
-                &weight.id,
-            )?;
-            if let Some(index) = first_non_finite(tensor.dtype, &data) {
+            let data = dense_bytes(model, tensor)?;
+            let stats = value_stats(tensor.dtype, &data);
+            if let Some(index) = stats.first_non_finite {
                 return Err(Error::tensor(
                     &weight.id,
                     format!("element {index} is NaN or infinite; refusing to rank it by magnitude"),
                 ));
             }
-            let zeros_before = count_zeros(tensor.dtype, &data);
+            let zeros_before = stats.zeros;
             Ok(Loaded {
                 weight,
                 dtype: tensor.dtype,
@@ -200,17 +220,22 @@ pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result
             .map(|(_, s)| *s)
     };
     let in_pool = |w: &Weight| config.scope == Scope::Global && target(w).is_none();
-    let mut decisions: Vec<Option<std::result::Result<Zeroing, String>>> = loaded
+    // Each decision: the zeroing and the zeros it leaves, or why the weight is left alone.
+    let mut decisions: Vec<Option<std::result::Result<(Zeroing, u64), String>>> = loaded
         .par_iter()
         .map(|item| {
             if in_pool(item.weight) {
                 return None;
             }
             let sparsity = target(item.weight).unwrap_or(config.sparsity);
+            let with_zeros = |zeroing: Zeroing| {
+                let zeros = zeroing.zeros_after(item.dtype, &item.data);
+                (zeroing, zeros)
+            };
             Some(match config.pattern {
                 Pattern::Unstructured => Ok(threshold_zeroing(&[item], sparsity).remove(0)),
-                Pattern::NOfM { n, m } => n_of_m(item, n, m),
-                Pattern::Block { rows, cols } => Ok(block(item, rows, cols, sparsity)),
+                Pattern::NOfM { n, m } => n_of_m(item, n, m).map(with_zeros),
+                Pattern::Block { rows, cols } => Ok(with_zeros(block(item, rows, cols, sparsity))),
             })
         })
         .collect();
@@ -221,8 +246,8 @@ pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result
         .collect();
     if !pool.is_empty() {
         let items: Vec<&Loaded> = pool.iter().map(|(_, l)| *l).collect();
-        for ((i, _), zeroing) in pool.iter().zip(threshold_zeroing(&items, config.sparsity)) {
-            decisions[*i] = Some(Ok(zeroing));
+        for ((i, _), decided) in pool.iter().zip(threshold_zeroing(&items, config.sparsity)) {
+            decisions[*i] = Some(Ok(decided));
         }
     }
     let mut plan = Plan {
@@ -233,8 +258,7 @@ pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result
         let decision = decision.expect("every weight decided");
         let params = (item.data.len() / item.dtype.size().expect("float type")) as u64;
         let (zeros_after, skipped) = match decision {
-            Ok(zeroing) => {
-                let zeros = zeroing.zeros_after(item.dtype, &item.data);
+            Ok((zeroing, zeros)) => {
                 plan.edits.push(Edit {
                     tensor: item.weight.tensor,
                     zeroing,
@@ -243,26 +267,20 @@ pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result
             }
             Err(reason) => (item.zeros_before, Some(reason)),
         };
-        plan.outcomes.push(WeightOutcome {
-            id: item.weight.id.clone(),
-            tensor: item.weight.tensor,
+        plan.outcomes.push(WeightOutcome::new(
+            item.weight,
             params,
-            zeros_before: item.zeros_before,
+            item.zeros_before,
             zeros_after,
-            sparsity: if params == 0 {
-                0.0
-            } else {
-                zeros_after as f64 / params as f64
-            },
             skipped,
-            stored_sparse: false,
-        });
+        ));
     }
     Ok(plan)
 }
 
-/// One threshold over `pool` zeroing `round(sparsity * n)` elements; one zeroing per weight.
-fn threshold_zeroing(pool: &[&Loaded], sparsity: f64) -> Vec<Zeroing> {
+/// One threshold over `pool` zeroing `round(sparsity * n)` elements: per weight, its zeroing
+/// and the zeros it leaves.
+fn threshold_zeroing(pool: &[&Loaded], sparsity: f64) -> Vec<(Zeroing, u64)> {
     let segments: Vec<Segment> = pool
         .iter()
         .map(|l| Segment {
@@ -276,9 +294,13 @@ fn threshold_zeroing(pool: &[&Loaded], sparsity: f64) -> Vec<Zeroing> {
         .sum();
     let k = (sparsity * total as f64).round() as u64;
     let cut = cut(&segments, k);
-    cut.ties
-        .into_iter()
-        .map(|ties| Zeroing::Threshold { key: cut.key, ties })
+    pool.iter()
+        .zip(cut.ties.iter().zip(&cut.below))
+        .map(|(item, (&ties, &below))| {
+            let zeroing = Zeroing::Threshold { key: cut.key, ties };
+            // Zeros have the smallest key: below a positive threshold, all of them are counted.
+            (zeroing, (below + ties).max(item.zeros_before))
+        })
         .collect()
 }
 
@@ -360,30 +382,17 @@ pub fn plan_zeroings(model: &Model, zeroings: Vec<(&Weight, Zeroing)>) -> Result
     };
     for (weight, zeroing) in zeroings {
         let tensor = &model.tensors()[weight.tensor];
-        let data = stored_bytes(
-            model,
-            &tensor.payload,
-            tensor.dtype,
-            tensor.elements,
-            &weight.id,
-        )?;
+        let data = dense_bytes(model, tensor)?;
         let zeros_before = count_zeros(tensor.dtype, &data);
         let zeros_after = zeroing.zeros_after(tensor.dtype, &data);
         let params = tensor.elements;
-        plan.outcomes.push(WeightOutcome {
-            id: weight.id.clone(),
-            tensor: weight.tensor,
+        plan.outcomes.push(WeightOutcome::new(
+            weight,
             params,
             zeros_before,
             zeros_after,
-            sparsity: if params == 0 {
-                0.0
-            } else {
-                zeros_after as f64 / params as f64
-            },
-            skipped: None,
-            stored_sparse: false,
-        });
+            None,
+        ));
         plan.edits.push(Edit {
             tensor: weight.tensor,
             zeroing,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::schedule::{Layout, Mask};
-use crate::weights::{Role, Weight};
+use crate::weights::Weight;
 use crate::zeroing::Zeroing;
 
 /// How one mask key was matched to a weight.
@@ -135,17 +135,6 @@ pub fn resolve(
             .filter(|w| w.id == name || model.tensors()[w.tensor].name == name)
             .collect::<Vec<_>>()
     };
-    let prunable_roles = |w: &&Weight| {
-        matches!(
-            w.role,
-            Role::ConvWeight
-                | Role::ConvTransposeWeight
-                | Role::GemmB
-                | Role::MatmulWeight
-                | Role::RnnW
-                | Role::RnnR
-        )
-    };
     let mut used = BTreeSet::new();
     let mut out = Vec::new();
     for mask in masks {
@@ -179,7 +168,7 @@ pub fn resolve(
                 "unique shape".into(),
                 weights
                     .iter()
-                    .filter(prunable_roles)
+                    .filter(|w| w.role.prunable())
                     .filter(fits)
                     .filter(|w| !used.contains(&w.tensor))
                     .collect(),
@@ -196,7 +185,7 @@ pub fn resolve(
         let Some((rule, candidates)) = rules.into_iter().find(|(_, c)| !c.is_empty()) else {
             let similar: Vec<String> = weights
                 .iter()
-                .filter(prunable_roles)
+                .filter(|w| w.role.prunable())
                 .map(|w| format!("{} {:?}", w.id, dims(model, w)))
                 .collect();
             return Err(Error::Usage(format!(

@@ -12,10 +12,10 @@ use onnx_splice::{encode_len_header, Patch, Splice};
 use tempfile::NamedTempFile;
 
 use crate::error::{Error, Result};
-use crate::model::{Model, Payload};
+use crate::model::{Model, Payload, Tensor};
 use crate::proto::tensor as field;
 use crate::sparse::{sparse_field, swap_field};
-use crate::values::stored_bytes;
+use crate::values::dense_bytes;
 use crate::zeroing::{write_zeroed, Zeroing};
 
 /// A change to one tensor.
@@ -77,20 +77,44 @@ fn check_output(model: &Model, out: &Path) -> Result<PathBuf> {
             out.display()
         )));
     }
-    if !model.external_files().is_empty() && input.parent() == Some(out_dir.as_path()) {
+    let input_dir = input.parent().unwrap_or(Path::new("/"));
+    if model
+        .external_files()
+        .keys()
+        .any(|l| input_dir.join(l) == resolved)
+    {
         return Err(Error::Usage(format!(
-            "`{}` keeps its weights in external files ({}), which the output would overwrite: \
-             write the output to another directory",
-            model.path().display(),
-            model
-                .external_files()
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            "output `{}` is an external data file of the input; write to another file",
+            out.display()
         )));
     }
     Ok(out_dir)
+}
+
+/// Where each external data file goes, by location: the same name beside the output (the same
+/// layout), unless that is the input's own file; then `<output file name>.<location>`.
+fn external_targets(
+    model: &Model,
+    out_dir: &Path,
+    out_name: &str,
+) -> Result<BTreeMap<String, String>> {
+    let input = model
+        .path()
+        .canonicalize()
+        .map_err(|e| Error::io(model.path(), e))?;
+    let beside_input = input.parent() == Some(out_dir);
+    Ok(model
+        .external_files()
+        .keys()
+        .map(|location| {
+            let target = if beside_input {
+                format!("{out_name}.{}", location.replace(['/', '\\'], "_"))
+            } else {
+                location.clone()
+            };
+            (location.clone(), target)
+        })
+        .collect())
 }
 
 /// The packed typed field (`float_data`, `double_data` or `int32_data`) holding `data`.
@@ -110,6 +134,14 @@ fn typed_field(number: u32, element_size: usize, data: &[u8]) -> Vec<u8> {
     encode_len_header(number, payload.len(), &mut out);
     out.extend_from_slice(&payload);
     out
+}
+
+/// A tensor's elements with `zeroing` applied, in memory.
+fn zeroed_copy(model: &Model, tensor: &Tensor, zeroing: &Zeroing) -> Result<Vec<u8>> {
+    let data = dense_bytes(model, tensor)?;
+    let mut zeroed = Vec::with_capacity(data.len());
+    write_zeroed(tensor.dtype, &data, zeroing, &mut zeroed).expect("writing to memory");
+    Ok(zeroed)
 }
 
 /// Writes `model` with `edits` applied to `out` (and its external data files beside it).
@@ -132,9 +164,7 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Resu
         }
         let dtype = tensor.dtype;
         if storage == Storage::Sparse && !matches!(tensor.payload, Payload::External { .. }) {
-            let data = stored_bytes(model, &tensor.payload, dtype, tensor.elements, &tensor.name)?;
-            let mut zeroed = Vec::with_capacity(data.len());
-            write_zeroed(dtype, &data, &edit.zeroing, &mut zeroed).expect("writing to memory");
+            let zeroed = zeroed_copy(model, tensor, &edit.zeroing)?;
             if let Some(field) = sparse_field(tensor, &zeroed) {
                 swap_field(&mut model_splice, tensor, field);
                 moved.push(edit.tensor);
@@ -160,6 +190,7 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Resu
                 location,
                 offset,
                 length,
+                ..
             } => {
                 let data = model.raw_bytes(&tensor.payload).expect("external payload");
                 let zeroing = edit.zeroing.clone();
@@ -177,10 +208,7 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Resu
                     );
             }
             Payload::Typed { number, pieces } => {
-                let data =
-                    stored_bytes(model, &tensor.payload, dtype, tensor.elements, &tensor.name)?;
-                let mut zeroed = Vec::with_capacity(data.len());
-                write_zeroed(dtype, &data, &edit.zeroing, &mut zeroed).expect("writing to memory");
+                let zeroed = zeroed_copy(model, tensor, &edit.zeroing)?;
                 let size = dtype.size().expect("float type");
                 let mut new_field = typed_field(*number, size, &zeroed);
                 for piece in pieces {
@@ -192,9 +220,38 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Resu
             Payload::Empty => {}
         }
     }
+    let out_name = out
+        .file_name()
+        .expect("checked file name")
+        .to_string_lossy()
+        .into_owned();
+    let targets = external_targets(model, &out_dir, &out_name)?;
+    for tensor in model.tensors() {
+        let Payload::External {
+            location,
+            location_field,
+            ..
+        } = &tensor.payload
+        else {
+            continue;
+        };
+        if targets[location] == *location {
+            continue;
+        }
+        let [entry, value] = location_field
+            .ok_or_else(|| Error::tensor(&tensor.name, "external data without a location entry"))?;
+        let mut enclosing = tensor.enclosing.clone();
+        enclosing.extend([entry, value]);
+        let renamed = targets[location].clone().into_bytes();
+        model_splice.replace(
+            value.payload_start..value.payload_end,
+            Patch::Bytes(renamed),
+            enclosing,
+        );
+    }
     let mut pending = Vec::new();
     for (location, splice) in external {
-        let target = out_dir.join(location);
+        let target = out_dir.join(&targets[location]);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
@@ -232,7 +289,8 @@ fn write_temp(target: &Path, input: &[u8], splice: Splice) -> Result<NamedTempFi
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     let file: &File = temp.as_file();
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
+    // Small buffer: large pieces (copied ranges, tensor batches) go straight to the file.
+    let mut writer = BufWriter::with_capacity(64 << 10, file);
     splice
         .write_to(input, &mut writer)
         .map_err(|e| Error::io(target, std::io::Error::other(e)))?;

@@ -11,7 +11,9 @@ const CHUNK: usize = 4 << 20;
 /// Inputs up to this size are compressed whole; larger ones are sampled.
 const EXACT_LIMIT: usize = 64 << 20;
 /// Chunks sampled from a large input.
-const SAMPLES: usize = 16;
+const SAMPLES: usize = 32;
+/// Bytes compressed from each sampled chunk.
+const SAMPLE_BYTES: usize = 256 << 10;
 
 /// A compressed size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -29,8 +31,8 @@ fn deflated_len(data: &[u8]) -> u64 {
 }
 
 /// The DEFLATE-compressed size of `parts` taken together (a model and its external data files).
-/// Inputs over 64 MiB are estimated from 16 evenly spaced 4 MiB chunks, so that reporting the
-/// size of a gigabyte model costs a fraction of a second.
+/// Inputs over 64 MiB are estimated from 32 evenly spaced 256 KiB samples, so that reporting
+/// the size of a gigabyte model costs a fraction of a second.
 pub fn compressed_size(parts: &[&[u8]]) -> CompressedSize {
     let chunks: Vec<&[u8]> = parts.iter().flat_map(|p| p.chunks(CHUNK)).collect();
     let total: usize = parts.iter().map(|p| p.len()).sum();
@@ -43,7 +45,10 @@ pub fn compressed_size(parts: &[&[u8]]) -> CompressedSize {
     }
     let step = chunks.len() as f64 / SAMPLES as f64;
     let picked: Vec<&[u8]> = (0..SAMPLES)
-        .map(|i| chunks[(i as f64 * step) as usize])
+        .map(|i| {
+            let chunk = chunks[(i as f64 * step) as usize];
+            &chunk[..chunk.len().min(SAMPLE_BYTES)]
+        })
         .collect();
     let sampled_in: usize = picked.iter().map(|c| c.len()).sum();
     let sampled_out: u64 = picked.par_iter().map(|c| deflated_len(c)).sum();

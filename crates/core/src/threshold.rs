@@ -1,15 +1,25 @@
 //! Finding the magnitude below which the `k` smallest elements of one or more tensors lie,
-//! by radix selection on the bits of `|x|` rather than by sorting: a few parallel passes of
-//! 16-bit digits, then an exact selection among the few candidates left.
+//! without sorting them.
+//!
+//! Design note: a deterministic strided sample brackets the wanted rank between two keys; one
+//! parallel pass then counts the elements below the bracket and gathers the few inside it, and
+//! an exact selection among those gives the threshold and every per-tensor count. When the
+//! sample misjudges (heavily skewed data), a radix selection on 16-bit digits of the keys takes
+//! over. Either way the result does not depend on the number of threads.
 
 use rayon::prelude::*;
 
 use crate::proto::DataType;
-use crate::values::{magnitude_key, CHUNK_ELEMENTS};
+use crate::values::{for_each_key, CHUNK_ELEMENTS};
 
-/// Candidates left after a pass are gathered and selected directly below this count.
+/// Candidates left after a radix pass are gathered and selected directly below this count.
 const GATHER_LIMIT: u64 = 1 << 20;
 const DIGIT_BITS: u32 = 16;
+/// Elements sampled to bracket the wanted rank.
+const SAMPLE: usize = 1 << 18;
+/// Half-width of the bracket, as a fraction of all elements: five standard errors of a
+/// quantile estimated from the sample (at most 0.5 / sqrt(SAMPLE)).
+const BRACKET: f64 = 5.0 * 0.5 / 512.0;
 
 /// The elements of one tensor, as little-endian bytes of a float type.
 #[derive(Debug, Clone, Copy)]
@@ -21,16 +31,32 @@ pub struct Segment<'a> {
 }
 
 impl Segment<'_> {
-    fn len(&self) -> usize {
-        self.bytes.len() / self.dtype.size().expect("float type")
+    fn size(&self) -> usize {
+        self.dtype.size().expect("float type")
     }
 
-    /// Parallel iterator over (chunk start, chunk end) element ranges.
-    fn chunks(&self) -> impl ParallelIterator<Item = (usize, usize)> + '_ {
-        let n = self.len();
-        (0..n.div_ceil(CHUNK_ELEMENTS))
-            .into_par_iter()
-            .map(move |c| (c * CHUNK_ELEMENTS, ((c + 1) * CHUNK_ELEMENTS).min(n)))
+    fn len(&self) -> usize {
+        self.bytes.len() / self.size()
+    }
+
+    /// Parallel iterator over chunks of elements: (first element index, bytes).
+    fn chunks(&self) -> impl IndexedParallelIterator<Item = (usize, &[u8])> + '_ {
+        self.bytes
+            .par_chunks(self.size() * CHUNK_ELEMENTS)
+            .enumerate()
+            .map(|(c, chunk)| (c * CHUNK_ELEMENTS, chunk))
+    }
+
+    fn key(&self, index: usize) -> u64 {
+        let size = self.size();
+        let mut key = 0;
+        for_each_key(
+            self.dtype,
+            &self.bytes[index * size..(index + 1) * size],
+            0,
+            |_, k| key = k,
+        );
+        key
     }
 }
 
@@ -43,10 +69,19 @@ pub struct Cut {
     pub key: u64,
     /// Elements equal to the threshold to zero, per segment.
     pub ties: Vec<u64>,
+    /// Elements below the threshold, per segment.
+    pub below: Vec<u64>,
+}
+
+/// Per-segment counts around a key.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    below: u64,
+    equal: u64,
 }
 
 /// The cut that zeroes exactly the `k` smallest elements (by magnitude, then position) of the
-/// concatenated `segments`. The result does not depend on the number of threads.
+/// concatenated `segments`.
 pub fn cut(segments: &[Segment], k: u64) -> Cut {
     let total: u64 = segments.iter().map(|s| s.len() as u64).sum();
     let k = k.min(total);
@@ -54,37 +89,169 @@ pub fn cut(segments: &[Segment], k: u64) -> Cut {
         return Cut {
             key: 0,
             ties: vec![0; segments.len()],
+            below: vec![0; segments.len()],
         };
     }
-    let key = kth_key(segments, k);
-    // Per segment: elements below the threshold and equal to it.
-    let counts: Vec<(u64, u64)> = segments
-        .iter()
-        .map(|s| {
-            s.chunks()
-                .map(|(a, b)| {
-                    (a..b).fold((0u64, 0u64), |(less, equal), i| {
-                        let x = magnitude_key(s.dtype, s.bytes, i);
-                        (less + u64::from(x < key), equal + u64::from(x == key))
-                    })
-                })
-                .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
-        })
-        .collect();
-    let mut remaining = k - counts.iter().map(|c| c.0).sum::<u64>();
+    let (key, counts) = bracketed(segments, k, total).unwrap_or_else(|| {
+        let key = radix_kth(segments, k);
+        (key, count_around(segments, key))
+    });
+    let mut remaining = k - counts.iter().map(|c| c.below).sum::<u64>();
     let ties = counts
         .iter()
-        .map(|&(_, equal)| {
-            let take = equal.min(remaining);
+        .map(|c| {
+            let take = c.equal.min(remaining);
             remaining -= take;
             take
         })
         .collect();
-    Cut { key, ties }
+    Cut {
+        key,
+        ties,
+        below: counts.iter().map(|c| c.below).collect(),
+    }
 }
 
-/// The key of the `k`-th smallest element (1-based).
-fn kth_key(segments: &[Segment], k: u64) -> u64 {
+/// Per segment: elements below `key` and equal to it.
+fn count_around(segments: &[Segment], key: u64) -> Vec<Counts> {
+    segments
+        .iter()
+        .map(|s| {
+            s.chunks()
+                .map(|(first, chunk)| {
+                    let mut c = Counts::default();
+                    for_each_key(s.dtype, chunk, first, |_, x| {
+                        c.below += u64::from(x < key);
+                        c.equal += u64::from(x == key);
+                    });
+                    c
+                })
+                .reduce(Counts::default, |a, b| Counts {
+                    below: a.below + b.below,
+                    equal: a.equal + b.equal,
+                })
+        })
+        .collect()
+}
+
+/// The `k`-th key (1-based) and per-segment counts around it, from a strided sample and one
+/// pass; `None` when the sample's bracket misses the rank or holds too many elements.
+fn bracketed(segments: &[Segment], k: u64, total: u64) -> Option<(u64, Vec<Counts>)> {
+    let stride = (total as usize / SAMPLE).max(1);
+    let mut sample: Vec<u64> = Vec::with_capacity(SAMPLE + segments.len());
+    let mut offset = 0usize;
+    for s in segments {
+        let n = s.len();
+        let mut i = (stride - offset % stride) % stride;
+        while i < n {
+            sample.push(s.key(i));
+            i += stride;
+        }
+        offset += n;
+    }
+    sample.sort_unstable();
+    let m = sample.len() as f64;
+    let q = k as f64 / total as f64;
+    let lo_at = ((q - BRACKET) * m).floor();
+    let hi_at = ((q + BRACKET) * m).ceil();
+    let lo = if lo_at < 0.0 {
+        0
+    } else {
+        sample[lo_at as usize]
+    };
+    let hi = if hi_at >= m {
+        u64::MAX
+    } else {
+        sample[hi_at as usize]
+    };
+    // One pass: per segment, counts below lo, equal to lo, equal to hi; keys strictly inside.
+    type Pass = (Vec<[u64; 3]>, Vec<(u64, u32)>);
+    let (edges, mut inside): Pass = segments
+        .iter()
+        .enumerate()
+        .map(|(index, s)| {
+            s.chunks()
+                .map(|(first, chunk)| {
+                    let mut edge = [0u64; 3];
+                    let mut inside = Vec::new();
+                    let width = hi - lo;
+                    for_each_key(s.dtype, chunk, first, |_, x| {
+                        // Branch-free for the many elements outside the bracket.
+                        edge[0] += u64::from(x < lo);
+                        if x.wrapping_sub(lo) <= width {
+                            if x == lo {
+                                edge[1] += 1;
+                            } else if x == hi {
+                                edge[2] += 1;
+                            } else {
+                                inside.push((x, index as u32));
+                            }
+                        }
+                    });
+                    (edge, inside)
+                })
+                .reduce(
+                    || ([0u64; 3], Vec::new()),
+                    |mut a, b| {
+                        (0..3).for_each(|j| a.0[j] += b.0[j]);
+                        a.1.extend(b.1);
+                        a
+                    },
+                )
+        })
+        .fold((Vec::new(), Vec::new()), |mut acc, (edge, inside)| {
+            acc.0.push(edge);
+            acc.1.extend(inside);
+            acc
+        });
+    let below_lo: u64 = edges.iter().map(|e| e[0]).sum();
+    let at_lo: u64 = edges.iter().map(|e| e[1]).sum();
+    let at_hi: u64 = edges.iter().map(|e| e[2]).sum();
+    let n_inside = inside.len() as u64;
+    if k <= below_lo || inside.len() as u64 > 64 * GATHER_LIMIT {
+        return None;
+    }
+    let per_segment = |f: &dyn Fn(usize, &[u64; 3]) -> Counts| {
+        edges.iter().enumerate().map(|(i, e)| f(i, e)).collect()
+    };
+    if k <= below_lo + at_lo {
+        return Some((
+            lo,
+            per_segment(&|_, e| Counts {
+                below: e[0],
+                equal: e[1],
+            }),
+        ));
+    }
+    let rank = k - below_lo - at_lo;
+    if rank <= n_inside {
+        let (_, &mut (key, _), _) = inside.select_nth_unstable((rank - 1) as usize);
+        let mut counts: Vec<Counts> = per_segment(&|_, e| Counts {
+            below: e[0] + e[1],
+            equal: 0,
+        });
+        for &(x, segment) in &inside {
+            let c = &mut counts[segment as usize];
+            c.below += u64::from(x < key);
+            c.equal += u64::from(x == key);
+        }
+        return Some((key, counts));
+    }
+    if rank <= n_inside + at_hi && hi != u64::MAX {
+        let mut counts: Vec<Counts> = per_segment(&|_, e| Counts {
+            below: e[0] + e[1],
+            equal: e[2],
+        });
+        for &(_, segment) in &inside {
+            counts[segment as usize].below += 1;
+        }
+        return Some((hi, counts));
+    }
+    None
+}
+
+/// The key of the `k`-th smallest element (1-based), by radix selection.
+fn radix_kth(segments: &[Segment], k: u64) -> u64 {
     let mut prefix = 0u64; // the digits fixed so far, in place
     let mut fixed_bits = 0u32; // how many high bits of `prefix` are fixed
     let mut rank = k; // rank of the wanted key among candidates
@@ -94,16 +261,14 @@ fn kth_key(segments: &[Segment], k: u64) -> u64 {
     };
     while fixed_bits < 64 {
         if candidates <= GATHER_LIMIT {
-            let mut keys: Vec<u64> = segments
-                .iter()
-                .flat_map(|s| {
-                    (0..s.len())
-                        .into_par_iter()
-                        .map(|i| magnitude_key(s.dtype, s.bytes, i))
-                        .filter(|&key| matches(key, prefix, fixed_bits))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            let mut keys: Vec<u64> = Vec::with_capacity(candidates as usize);
+            for s in segments {
+                for_each_key(s.dtype, s.bytes, 0, |_, key| {
+                    if matches(key, prefix, fixed_bits) {
+                        keys.push(key);
+                    }
+                });
+            }
             let (_, nth, _) = keys.select_nth_unstable((rank - 1) as usize);
             return *nth;
         }
@@ -112,18 +277,15 @@ fn kth_key(segments: &[Segment], k: u64) -> u64 {
             .iter()
             .map(|s| {
                 s.chunks()
-                    .fold(
-                        || vec![0u64; 1 << DIGIT_BITS],
-                        |mut h, (a, b)| {
-                            for i in a..b {
-                                let key = magnitude_key(s.dtype, s.bytes, i);
-                                if matches(key, prefix, fixed_bits) {
-                                    h[((key >> shift) & 0xffff) as usize] += 1;
-                                }
+                    .map(|(first, chunk)| {
+                        let mut h = vec![0u64; 1 << DIGIT_BITS];
+                        for_each_key(s.dtype, chunk, first, |_, key| {
+                            if matches(key, prefix, fixed_bits) {
+                                h[((key >> shift) & 0xffff) as usize] += 1;
                             }
-                            h
-                        },
-                    )
+                        });
+                        h
+                    })
                     .reduce(|| vec![0u64; 1 << DIGIT_BITS], add_histograms)
             })
             .reduce(add_histograms)
@@ -209,6 +371,28 @@ mod tests {
     }
 
     #[test]
+    fn skewed_data_falls_back_to_radix_selection_and_agrees() {
+        // 90% exact zeros then distinct values: the bracket collapses onto zero.
+        let values: Vec<f32> = (0..1_500_000u32)
+            .map(|i| if i % 10 == 0 { (i as f32).sqrt() } else { 0.0 })
+            .collect();
+        let bytes = f32_bytes(&values);
+        let segment = Segment {
+            dtype: DataType::Float32,
+            bytes: &bytes,
+        };
+        for k in [10, 1_350_000, 1_400_001, 1_499_999] {
+            let cut = cut(&[segment], k as u64);
+            assert_eq!(
+                zeroed_by_cut(&values, &cut),
+                zeroed_by_sorting(&values, k),
+                "k = {k}"
+            );
+            assert_eq!(radix_kth(&[segment], k as u64), cut.key, "k = {k}");
+        }
+    }
+
+    #[test]
     fn ties_across_segments_break_by_segment_order() {
         let a = f32_bytes(&[0.5, 0.1, 0.1]);
         let b = f32_bytes(&[0.1, 0.2]);
@@ -225,5 +409,6 @@ mod tests {
         let cut = cut(&segments, 2);
         assert_eq!(cut.key, f64::from(0.1f32).to_bits());
         assert_eq!(cut.ties, vec![2, 0]);
+        assert_eq!(cut.below, vec![0, 0]);
     }
 }

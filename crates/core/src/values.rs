@@ -7,7 +7,7 @@ use onnx_splice::Value;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::model::{Model, Payload};
+use crate::model::{Model, Payload, Tensor};
 use crate::proto::{tensor as field, DataType};
 
 /// Elements per chunk for parallel element-wise work.
@@ -86,6 +86,17 @@ pub fn stored_bytes<'m>(
     Ok(bytes)
 }
 
+/// The elements of a dense tensor as little-endian bytes (see [`stored_bytes`]).
+pub fn dense_bytes<'m>(model: &'m Model, tensor: &Tensor) -> Result<Cow<'m, [u8]>> {
+    stored_bytes(
+        model,
+        &tensor.payload,
+        tensor.dtype,
+        tensor.elements,
+        &tensor.name,
+    )
+}
+
 fn push_varint_element(out: &mut Vec<u8>, v: u64, size: usize) {
     out.extend_from_slice(&v.to_le_bytes()[..size]);
 }
@@ -119,25 +130,60 @@ pub fn magnitude_key(dtype: DataType, bytes: &[u8], index: usize) -> u64 {
 /// Keys at or above this are infinite or NaN.
 pub const NON_FINITE_KEY: u64 = 0x7ff0_0000_0000_0000;
 
-/// Counts the elements equal to zero (either sign).
-pub fn count_zeros(dtype: DataType, bytes: &[u8]) -> u64 {
-    let Some(size) = dtype.size() else { return 0 };
-    let is_zero = |element: &[u8]| {
-        let last = element.len() - 1;
-        element[..last].iter().all(|&b| b == 0) && element[last] & 0x7f == 0
-    };
-    bytes
-        .par_chunks(size * CHUNK_ELEMENTS)
-        .map(|chunk| chunk.chunks_exact(size).filter(|e| is_zero(e)).count() as u64)
-        .sum()
+/// Calls `f(index, key)` for every element of `bytes` (little-endian elements of `dtype`), with
+/// `index` counted from `first`. The type dispatch sits outside the loop, so each arm is a
+/// tight loop over one element type: this is the hot path of pruning gigabytes.
+#[inline]
+pub fn for_each_key(dtype: DataType, bytes: &[u8], first: usize, mut f: impl FnMut(usize, u64)) {
+    macro_rules! each {
+        ($size:expr, $to_f64:expr) => {
+            for (i, c) in bytes.chunks_exact($size).enumerate() {
+                let value: f64 = $to_f64(c.try_into().unwrap());
+                f(first + i, value.abs().to_bits());
+            }
+        };
+    }
+    match dtype {
+        DataType::Float32 => each!(4, |c| f64::from(f32::from_le_bytes(c))),
+        DataType::Float64 => each!(8, f64::from_le_bytes),
+        DataType::Float16 => each!(2, |c| half::f16::from_le_bytes(c).to_f64()),
+        DataType::BFloat16 => each!(2, |c| half::bf16::from_le_bytes(c).to_f64()),
+        DataType::Other(_) => unreachable!("magnitudes of non-float tensors"),
+    }
 }
 
-/// Finds the first element that is NaN or infinite.
-pub fn first_non_finite(dtype: DataType, bytes: &[u8]) -> Option<usize> {
-    let size = dtype.size()?;
-    let n = bytes.len() / size;
-    (0..n)
-        .into_par_iter()
-        .by_exponential_blocks()
-        .find_first(|&i| magnitude_key(dtype, bytes, i) >= NON_FINITE_KEY)
+/// What one pass over a float tensor finds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ValueStats {
+    /// Elements equal to zero (either sign).
+    pub zeros: u64,
+    /// The first NaN or infinite element, if any.
+    pub first_non_finite: Option<usize>,
+}
+
+/// Counts zeros and finds the first non-finite element, in one parallel pass.
+pub fn value_stats(dtype: DataType, bytes: &[u8]) -> ValueStats {
+    let size = dtype.size().expect("float type");
+    bytes
+        .par_chunks(size * CHUNK_ELEMENTS)
+        .enumerate()
+        .map(|(c, chunk)| {
+            let mut stats = ValueStats::default();
+            for_each_key(dtype, chunk, c * CHUNK_ELEMENTS, |i, key| {
+                stats.zeros += u64::from(key == 0);
+                if key >= NON_FINITE_KEY && stats.first_non_finite.is_none() {
+                    stats.first_non_finite = Some(i);
+                }
+            });
+            stats
+        })
+        .reduce(ValueStats::default, |a, b| ValueStats {
+            zeros: a.zeros + b.zeros,
+            first_non_finite: a.first_non_finite.or(b.first_non_finite),
+        })
+}
+
+/// Counts the elements equal to zero (either sign).
+pub fn count_zeros(dtype: DataType, bytes: &[u8]) -> u64 {
+    value_stats(dtype, bytes).zeros
 }

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use rayon::prelude::*;
 
 use crate::proto::DataType;
-use crate::values::{magnitude_key, CHUNK_ELEMENTS};
+use crate::values::{for_each_key, CHUNK_ELEMENTS};
 
 /// Chunks processed in parallel before their bytes are written.
 const BATCH_CHUNKS: usize = 32;
@@ -29,25 +29,24 @@ impl Zeroing {
     /// Number of zero elements after applying this to `bytes` (existing zeros included).
     pub fn zeros_after(&self, dtype: DataType, bytes: &[u8]) -> u64 {
         let size = dtype.size().expect("float type");
-        let n = bytes.len() / size;
+        let (below, zeros) = bytes
+            .par_chunks(size * CHUNK_ELEMENTS)
+            .enumerate()
+            .map(|(c, chunk)| {
+                let (mut below, mut zeros) = (0u64, 0u64);
+                for_each_key(dtype, chunk, c * CHUNK_ELEMENTS, |i, key| match self {
+                    Zeroing::Threshold { key: t, .. } => {
+                        below += u64::from(key < *t);
+                        zeros += u64::from(key == 0);
+                    }
+                    Zeroing::Keep(keep) => zeros += u64::from(!keep[i] || key == 0),
+                });
+                (below, zeros)
+            })
+            .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         match self {
-            Zeroing::Threshold { key, ties } => {
-                let (less, zeros) = (0..n)
-                    .into_par_iter()
-                    .fold(
-                        || (0u64, 0u64),
-                        |(less, zeros), i| {
-                            let k = magnitude_key(dtype, bytes, i);
-                            (less + u64::from(k < *key), zeros + u64::from(k == 0))
-                        },
-                    )
-                    .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-                (less + ties).max(zeros)
-            }
-            Zeroing::Keep(keep) => (0..n)
-                .into_par_iter()
-                .filter(|&i| !keep[i] || magnitude_key(dtype, bytes, i) == 0)
-                .count() as u64,
+            Zeroing::Threshold { ties, .. } => (below + ties).max(zeros),
+            Zeroing::Keep(_) => zeros,
         }
     }
 
@@ -61,7 +60,8 @@ impl Zeroing {
 }
 
 /// Writes `bytes` (little-endian elements of `dtype`) to `out` with the elements chosen by
-/// `zeroing` multiplied by zero (so `-x` becomes `-0`, bit for bit what PyTorch's masks give). Work is spread over threads; the output does not depend on their number.
+/// `zeroing` multiplied by zero (so `-x` becomes `-0`, bit for bit what PyTorch's masks give).
+/// Work is spread over threads; the output does not depend on their number.
 pub fn write_zeroed(
     dtype: DataType,
     bytes: &[u8],
@@ -74,18 +74,19 @@ pub fn write_zeroed(
         Zeroing::Threshold { ties, .. } => *ties,
         Zeroing::Keep(_) => 0,
     };
+    let mut buffer = vec![0u8; bytes.len().min(chunk_bytes * BATCH_CHUNKS)];
     for (batch_index, batch) in bytes.chunks(chunk_bytes * BATCH_CHUNKS).enumerate() {
         let first_element = batch_index * CHUNK_ELEMENTS * BATCH_CHUNKS;
         let chunks: Vec<&[u8]> = batch.chunks(chunk_bytes).collect();
         // Ties are zeroed in flat-index order: each chunk learns how many remain for it.
         let budgets: Vec<u64> = match zeroing {
-            Zeroing::Threshold { key, .. } if ties_left > 0 => {
+            Zeroing::Threshold { key: t, .. } if ties_left > 0 => {
                 let equal: Vec<u64> = chunks
                     .par_iter()
                     .map(|c| {
-                        (0..c.len() / size)
-                            .filter(|&i| magnitude_key(dtype, c, i) == *key)
-                            .count() as u64
+                        let mut equal = 0;
+                        for_each_key(dtype, c, 0, |_, key| equal += u64::from(key == *t));
+                        equal
                     })
                     .collect();
                 equal
@@ -99,39 +100,128 @@ pub fn write_zeroed(
             }
             _ => vec![0; chunks.len()],
         };
-        let zeroed: Vec<Vec<u8>> = chunks
-            .par_iter()
+        let data = &mut buffer[..batch.len()];
+        data.copy_from_slice(batch);
+        data.par_chunks_mut(chunk_bytes)
             .zip(budgets)
             .enumerate()
-            .map(|(c, (chunk, mut budget))| {
-                let mut data = chunk.to_vec();
-                let base = first_element + c * CHUNK_ELEMENTS;
-                for i in 0..chunk.len() / size {
+            .for_each(|(c, (data, mut budget))| {
+                if let (Zeroing::Threshold { key, .. }, 0) = (zeroing, budget) {
+                    zero_below(dtype, native_threshold(dtype, *key), data);
+                    return;
+                }
+                let first = first_element + c * CHUNK_ELEMENTS;
+                let original = chunks[c];
+                for_each_key(dtype, original, first, |i, key| {
                     let zero = match zeroing {
-                        Zeroing::Threshold { key, .. } => {
-                            let k = magnitude_key(dtype, chunk, i);
-                            k < *key
-                                || (k == *key && budget > 0 && {
+                        Zeroing::Threshold { key: t, .. } => {
+                            key < *t
+                                || (key == *t && budget > 0 && {
                                     budget -= 1;
                                     true
                                 })
                         }
-                        Zeroing::Keep(keep) => !keep[base + i],
+                        Zeroing::Keep(keep) => !keep[i],
                     };
                     if zero {
                         // `x * 0.0`, as training frameworks apply masks: the sign survives.
-                        let last = (i + 1) * size - 1;
+                        let at = i - first;
+                        let last = (at + 1) * size - 1;
                         let sign = data[last] & 0x80;
-                        data[i * size..=last].fill(0);
+                        data[at * size..=last].fill(0);
                         data[last] = sign;
                     }
-                }
-                data
-            })
-            .collect();
-        for chunk in zeroed {
-            out.write_all(&chunk)?;
-        }
+                });
+            });
+        out.write_all(data)?;
     }
     Ok(())
+}
+
+/// The threshold key in the element type's own magnitude bits: the smallest `b` such that every
+/// element whose `|bits|` is at least `b` has a magnitude key of at least `key`.
+fn native_threshold(dtype: DataType, key: u64) -> u64 {
+    let t = f64::from_bits(key);
+    // Rounding to the nearest representable value gives the neighbour below or above `t`.
+    let smallest_at_least = |bits: u64, value: f64| if value < t { bits + 1 } else { bits };
+    match dtype {
+        DataType::Float32 => {
+            let v = t as f32;
+            smallest_at_least(u64::from(v.to_bits()), f64::from(v))
+        }
+        DataType::Float64 => key,
+        DataType::Float16 => {
+            let v = half::f16::from_f64(t);
+            smallest_at_least(u64::from(v.to_bits()), v.to_f64())
+        }
+        DataType::BFloat16 => {
+            let v = half::bf16::from_f64(t);
+            smallest_at_least(u64::from(v.to_bits()), v.to_f64())
+        }
+        DataType::Other(_) => unreachable!("thresholds of non-float tensors"),
+    }
+}
+
+/// Multiplies by zero every element of `data` whose magnitude bits are below `threshold`
+/// (see [`native_threshold`]): integer compares only, so the loop vectorises.
+fn zero_below(dtype: DataType, threshold: u64, data: &mut [u8]) {
+    macro_rules! zero {
+        ($t:ty, $size:expr) => {{
+            let sign: $t = 1 << ($size * 8 - 1);
+            let threshold = threshold.min(<$t>::MAX as u64) as $t;
+            for c in data.chunks_exact_mut($size) {
+                let word = <$t>::from_le_bytes(c.try_into().unwrap());
+                let below = <$t>::from((word & !sign) < threshold);
+                let kept = word & (sign | below.wrapping_sub(1));
+                c.copy_from_slice(&kept.to_le_bytes());
+            }
+        }};
+    }
+    match dtype.size().expect("float type") {
+        2 => zero!(u16, 2),
+        4 => zero!(u32, 4),
+        _ => zero!(u64, 8),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_thresholds_agree_with_magnitude_keys() {
+        let values = [0.0f32, 1e-30, 0.1, 0.25, 0.3333, 1.0, 65504.0, f32::MAX];
+        for &t in &values {
+            for dtype in [
+                DataType::Float32,
+                DataType::Float16,
+                DataType::BFloat16,
+                DataType::Float64,
+            ] {
+                let key = f64::from(t).to_bits();
+                let native = native_threshold(dtype, key);
+                for &x in &values {
+                    for x in [x, -x] {
+                        let bytes: Vec<u8> = match dtype {
+                            DataType::Float32 => x.to_le_bytes().to_vec(),
+                            DataType::Float64 => f64::from(x).to_le_bytes().to_vec(),
+                            DataType::Float16 => half::f16::from_f32(x).to_le_bytes().to_vec(),
+                            _ => half::bf16::from_f32(x).to_le_bytes().to_vec(),
+                        };
+                        let mut fast = bytes.clone();
+                        zero_below(dtype, native, &mut fast);
+                        let mut slow = Vec::new();
+                        write_zeroed(
+                            dtype,
+                            &bytes,
+                            &Zeroing::Keep(vec![crate::magnitude_key(dtype, &bytes, 0) >= key]),
+                            &mut slow,
+                        )
+                        .unwrap();
+                        assert_eq!(fast, slow, "{dtype:?} t={t} x={x}");
+                    }
+                }
+            }
+        }
+    }
 }
