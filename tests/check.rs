@@ -191,3 +191,32 @@ fn inputs_that_do_not_fit_the_model_are_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--random"));
 }
+
+/// Regression: test-data inputs were concatenated on their first axis as if it were a sample
+/// axis, which refused two matrices of different heights and panicked on outputs smaller than
+/// the batch. Each data set is now one run, compared whole.
+#[test]
+fn test_data_sets_without_a_batch_axis_are_compared_whole() {
+    for name in ["pytorch_mm", "pytorch_chunk"] {
+        let model = fixture(&format!("{name}.onnx"));
+        let data = fixture(&format!("{name}_test_data"));
+        let (code, report) = check_report(&[
+            arg(&model),
+            arg(&model),
+            "--inputs",
+            arg(&data),
+            "--atol",
+            "0",
+        ]);
+        assert_eq!(code, 0, "{name}: {report}");
+        assert_eq!(report["samples"], 1, "{name}");
+        assert!(
+            report["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|o| o["max_abs"] == 0.0),
+            "{name}"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 mod check;
 mod cli_errors;
 mod common;
+mod hostile;
 mod inspect;
 mod prune;
 mod replay;

@@ -9,9 +9,9 @@ use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::inputs::{
-    random, read_labels, read_npy, read_npz, read_test_data, sample_values, slice, Samples,
+    output_values, random, read_labels, read_npy, read_npz, read_test_data, slice,
 };
-use crate::runner::{input_specs, Runner};
+use crate::runner::{input_specs, InputSpec, Runner, Shapes};
 
 /// Where input samples come from.
 #[derive(Debug, Clone)]
@@ -184,26 +184,86 @@ fn argmax(values: &[f64]) -> usize {
         .0
 }
 
+/// The inputs of a check, as the options describe them.
+enum SampleSet {
+    /// Tensors whose first axis is the sample axis, run in batches.
+    Batched(BTreeMap<String, Tensor>),
+    /// Whole model inputs, one run each (ONNX test-data sets).
+    Sets(Vec<BTreeMap<String, Tensor>>),
+}
+
+/// One run of both models.
+struct Run {
+    inputs: BTreeMap<String, Tensor>,
+    /// Index of the first sample the run covers.
+    first: usize,
+    /// Real samples in it (a padded last batch holds fewer than its size).
+    samples: usize,
+    /// Whether outputs carry a sample axis to split on (batched runs).
+    batched: bool,
+}
+
+fn check_fits(specs: &[InputSpec], name: &str, tensor: &Tensor, batched: bool) -> Result<()> {
+    let Some(spec) = specs.iter().find(|s| s.name == name) else {
+        return Ok(());
+    };
+    if tensor.datum_type() != spec.datum {
+        return Err(Error::Usage(format!(
+            "input `{name}` is {:?} in the data but the model wants {:?}",
+            tensor.datum_type(),
+            spec.datum
+        )));
+    }
+    if !spec.dims.is_empty() && tensor.rank() != spec.dims.len() {
+        let what = if batched { " (sample axis first)" } else { "" };
+        return Err(Error::Usage(format!(
+            "input `{name}` has rank {}{what} in the data but the model wants rank {}",
+            tensor.rank(),
+            spec.dims.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The samples the options ask for, for a model with the given inputs.
-fn load_samples(options: &CheckOptions, reference: &Path, bytes: &[u8]) -> Result<Samples> {
-    let specs = input_specs(bytes, reference)?;
+fn load_samples(options: &CheckOptions, specs: &[InputSpec]) -> Result<SampleSet> {
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let mut samples = Samples::default();
-    for source in &options.inputs {
-        let more = match source {
-            InputSource::Npz(path) => read_npz(path)?,
-            InputSource::TestData(dir) => read_test_data(dir, &names)?,
-            InputSource::Npy { name, path } => {
-                let mut s = Samples::default();
-                s.tensors.insert(name.clone(), read_npy(name, path)?);
-                s
+    let directories: Vec<&PathBuf> = options
+        .inputs
+        .iter()
+        .filter_map(|s| match s {
+            InputSource::TestData(dir) => Some(dir),
+            _ => None,
+        })
+        .collect();
+    if let Some(dir) = directories.first() {
+        if options.inputs.len() > 1 || options.random.is_some() {
+            return Err(Error::Usage(format!(
+                "`{}` is a test-data directory: give it alone, without other --inputs or --random",
+                dir.display()
+            )));
+        }
+        let sets = read_test_data(dir, &names)?;
+        for set in &sets {
+            for (name, tensor) in set {
+                check_fits(specs, name, tensor, false)?;
             }
-        };
-        samples.tensors.extend(more.tensors);
+        }
+        return Ok(SampleSet::Sets(sets));
+    }
+    let mut tensors = BTreeMap::new();
+    for source in &options.inputs {
+        match source {
+            InputSource::Npz(path) => tensors.extend(read_npz(path)?),
+            InputSource::Npy { name, path } => {
+                tensors.insert(name.clone(), read_npy(name, path)?);
+            }
+            InputSource::TestData(_) => unreachable!("handled above"),
+        }
     }
     if let Some((count, seed)) = options.random {
         for (i, spec) in specs.iter().enumerate() {
-            if samples.tensors.contains_key(&spec.name) {
+            if tensors.contains_key(&spec.name) {
                 continue;
             }
             let dims: Vec<usize> = match options.shapes.get(&spec.name) {
@@ -223,48 +283,71 @@ fn load_samples(options: &CheckOptions, reference: &Path, bytes: &[u8]) -> Resul
                     .collect::<Result<_>>()?,
             };
             let per_sample = if dims.is_empty() { &[][..] } else { &dims[1..] };
-            samples.tensors.insert(
+            tensors.insert(
                 spec.name.clone(),
                 random(spec.datum, per_sample, count, seed, i)?,
             );
         }
     }
-    for spec in &specs {
-        let Some(tensor) = samples.tensors.get(&spec.name) else {
-            return Err(Error::Usage(format!(
+    for spec in specs {
+        let tensor = tensors.get(&spec.name).ok_or_else(|| {
+            Error::Usage(format!(
                 "no data for input `{}` (give --inputs or --random)",
                 spec.name
-            )));
-        };
-        if tensor.datum_type() != spec.datum {
-            return Err(Error::Usage(format!(
-                "input `{}` is {:?} in the data but the model wants {:?}",
-                spec.name,
-                tensor.datum_type(),
-                spec.datum
-            )));
-        }
-        if !spec.dims.is_empty() && tensor.rank() != spec.dims.len() {
-            return Err(Error::Usage(format!(
-                "input `{}` has rank {} in the data (sample axis first) but the model wants rank {}",
-                spec.name,
-                tensor.rank(),
-                spec.dims.len()
-            )));
-        }
+            ))
+        })?;
+        check_fits(specs, &spec.name, tensor, true)?;
     }
-    samples.tensors.retain(|name, _| names.contains(name));
-    let counts: Vec<usize> = samples
-        .tensors
+    tensors.retain(|name, _| names.contains(name));
+    let counts: Vec<usize> = tensors
         .values()
         .map(|t| t.shape().first().copied().unwrap_or(1))
         .collect();
     if counts.windows(2).any(|w| w[0] != w[1]) {
         return Err(Error::Usage(format!(
-            "inputs hold different numbers of samples: {counts:?}"
+            "inputs hold different numbers of samples on their first axis: {counts:?}"
         )));
     }
-    Ok(samples)
+    Ok(SampleSet::Batched(tensors))
+}
+
+/// Splits batched samples into runs of `batch`, padding the last by repeating its last sample.
+fn batched_runs(
+    tensors: &BTreeMap<String, Tensor>,
+    count: usize,
+    batch: usize,
+) -> Result<Vec<Run>> {
+    (0..count)
+        .step_by(batch)
+        .map(|start| {
+            let end = (start + batch).min(count);
+            let mut inputs = slice(tensors, start, end)?;
+            if end - start < batch {
+                for tensor in inputs.values_mut() {
+                    let last = tensor
+                        .slice(0, end - start - 1, end - start)
+                        .map_err(|e| Error::Usage(format!("{e:#}")))?;
+                    let mut parts = vec![tensor.clone()];
+                    parts.extend(std::iter::repeat_n(last, batch - (end - start)));
+                    *tensor = Tensor::stack_tensors(0, &parts)
+                        .map_err(|e| Error::Usage(format!("{e:#}")))?;
+                }
+            }
+            Ok(Run {
+                inputs,
+                first: start,
+                samples: end - start,
+                batched: true,
+            })
+        })
+        .collect()
+}
+
+fn shapes_of(inputs: &BTreeMap<String, Tensor>) -> Shapes {
+    inputs
+        .iter()
+        .map(|(name, t)| (name.clone(), (t.datum_type(), t.shape().to_vec())))
+        .collect()
 }
 
 /// Runs `reference` and `candidate` (ONNX bytes of the files at those paths) on the samples the
@@ -274,32 +357,50 @@ pub fn check(
     candidate: (&Path, &[u8]),
     options: &CheckOptions,
 ) -> Result<CheckReport> {
-    let samples = load_samples(options, reference.0, reference.1)?;
-    let count = samples.count();
+    let specs = input_specs(reference.1, reference.0)?;
+    let (runs, count) = match load_samples(options, &specs)? {
+        SampleSet::Sets(sets) => {
+            let count = sets.len();
+            let runs = sets
+                .into_iter()
+                .enumerate()
+                .map(|(i, inputs)| Run {
+                    inputs,
+                    first: i,
+                    samples: 1,
+                    batched: false,
+                })
+                .collect();
+            (runs, count)
+        }
+        SampleSet::Batched(tensors) => {
+            let count = tensors
+                .values()
+                .next()
+                .map_or(0, |t| t.shape().first().copied().unwrap_or(1));
+            // One batch size for all inputs: a fixed batch dimension sets it, else --batch-size.
+            let batch = specs
+                .iter()
+                .find_map(|s| s.dims.first().copied().flatten())
+                .unwrap_or(options.batch_size.max(1))
+                .min(count)
+                .max(1);
+            (batched_runs(&tensors, count, batch)?, count)
+        }
+    };
     if count == 0 {
         return Err(Error::Usage("the inputs hold no sample".into()));
     }
-    let specs = input_specs(reference.1, reference.0)?;
-    // One batch size for all inputs: free batch dimensions take --batch-size, fixed ones their size.
-    let batch = specs
-        .iter()
-        .find_map(|s| s.dims.first().copied().flatten())
-        .unwrap_or(options.batch_size.max(1))
-        .min(count)
-        .max(1);
-    let shapes: BTreeMap<String, (DatumType, Vec<usize>)> = samples
-        .tensors
-        .iter()
-        .map(|(name, t)| {
-            let mut shape = t.shape().to_vec();
-            if let Some(first) = shape.first_mut() {
-                *first = batch;
-            }
-            (name.clone(), (t.datum_type(), shape))
-        })
-        .collect();
-    let reference_runner = Runner::new(reference.1, reference.0, &shapes)?;
-    let candidate_runner = Runner::new(candidate.1, candidate.0, &shapes)?;
+    // Each model is optimised once per distinct input shape.
+    let mut runners: Vec<(Shapes, Runner, Runner)> = Vec::new();
+    for run in &runs {
+        let shapes = shapes_of(&run.inputs);
+        if !runners.iter().any(|(s, _, _)| *s == shapes) {
+            let r = Runner::new(reference.1, reference.0, &shapes)?;
+            let c = Runner::new(candidate.1, candidate.0, &shapes)?;
+            runners.push((shapes, r, c));
+        }
+    }
     let labels = options.labels.as_deref().map(read_labels).transpose()?;
     if let Some(labels) = &labels {
         if labels.len() != count {
@@ -316,32 +417,28 @@ pub fn check(
             tolerances.rtol.unwrap_or(0.0),
         )
     });
-    let starts: Vec<usize> = (0..count).step_by(batch).collect();
-    type BatchResult = (Vec<Accumulator>, u64, u64);
-    let results: Vec<BatchResult> = starts
+    type RunResult = (Vec<Accumulator>, u64, u64);
+    let results: Vec<RunResult> = runs
         .par_iter()
-        .map(|&start| -> Result<BatchResult> {
-            let end = (start + batch).min(count);
-            let mut inputs = slice(&samples.tensors, start, end)?;
-            if end - start < batch {
-                // Pad a short last batch by repeating its last sample; padded rows are dropped.
-                for tensor in inputs.values_mut() {
-                    let last = tensor
-                        .slice(0, end - start - 1, end - start)
-                        .map_err(|e| Error::Usage(format!("{e:#}")))?;
-                    let mut parts = vec![tensor.clone()];
-                    parts.extend(std::iter::repeat_n(last, batch - (end - start)));
-                    *tensor = Tensor::stack_tensors(0, &parts)
-                        .map_err(|e| Error::Usage(format!("{e:#}")))?;
-                }
-            }
-            let expected = reference_runner.run(reference.0, &inputs)?;
-            let actual = candidate_runner.run(candidate.0, &inputs)?;
+        .map(|run| -> Result<RunResult> {
+            let shapes = shapes_of(&run.inputs);
+            let (_, reference_runner, candidate_runner) = runners
+                .iter()
+                .find(|(s, _, _)| *s == shapes)
+                .expect("a runner per shape");
+            let expected = reference_runner.run(reference.0, &run.inputs)?;
+            let actual = candidate_runner.run(candidate.0, &run.inputs)?;
             let mut accs = vec![Accumulator::default(); expected.len()];
             let (mut ref_correct, mut cand_correct) = (0, 0);
-            for s in 0..end - start {
-                for (o, (e, a)) in expected.iter().zip(&actual).enumerate() {
-                    let (ev, av) = (sample_values(e, s)?, sample_values(a, s)?);
+            for (o, (e, a)) in expected.iter().zip(&actual).enumerate() {
+                // Outputs without the batch as their first axis are compared whole, once.
+                let split = run.batched
+                    && e.rank() > 0
+                    && e.shape()[0] == run.inputs.values().next().map_or(0, |t| t.shape()[0]);
+                let pieces = if split { run.samples } else { 1 };
+                for s in 0..pieces {
+                    let sample = split.then_some(s);
+                    let (ev, av) = (output_values(e, sample)?, output_values(a, sample)?);
                     let acc = &mut accs[o];
                     let mut sample_max = 0.0f64;
                     for (&x, &y) in ev.iter().zip(&av) {
@@ -359,17 +456,15 @@ pub fn check(
                     acc.count += ev.len() as u64;
                     if sample_max > acc.max_abs {
                         acc.max_abs = sample_max;
-                        acc.worst_sample = start + s;
+                        acc.worst_sample = run.first + s;
                     }
-                    if e.rank() == 2 && ev.len() > 1 {
+                    if split && e.rank() == 2 && ev.len() > 1 {
                         acc.classified += 1;
                         let (re, ca) = (argmax(&ev), argmax(&av));
                         acc.agree += u64::from(re == ca);
-                        if o == 0 {
-                            if let Some(labels) = &labels {
-                                ref_correct += u64::from(re as i64 == labels[start + s]);
-                                cand_correct += u64::from(ca as i64 == labels[start + s]);
-                            }
+                        if let (0, Some(labels)) = (o, &labels) {
+                            ref_correct += u64::from(re as i64 == labels[run.first + s]);
+                            cand_correct += u64::from(ca as i64 == labels[run.first + s]);
                         }
                     }
                 }
@@ -377,8 +472,8 @@ pub fn check(
             Ok((accs, ref_correct, cand_correct))
         })
         .collect::<Result<_>>()?;
-    let outputs_count = reference_runner.outputs.len();
-    let mut totals = vec![Accumulator::default(); outputs_count];
+    let output_names = &runners[0].1.outputs;
+    let mut totals = vec![Accumulator::default(); output_names.len()];
     let (mut ref_correct, mut cand_correct) = (0u64, 0u64);
     for (accs, r, c) in results {
         totals = totals
@@ -390,8 +485,7 @@ pub fn check(
         cand_correct += c;
     }
     let mut failures = Vec::new();
-    let outputs: Vec<OutputMetrics> = reference_runner
-        .outputs
+    let outputs: Vec<OutputMetrics> = output_names
         .iter()
         .zip(totals)
         .map(|(name, acc)| {

@@ -12,23 +12,6 @@ use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
 
-/// Named input tensors whose first axis is the sample axis.
-#[derive(Debug, Clone, Default)]
-pub struct Samples {
-    /// Tensors by input name, each with the sample axis first.
-    pub tensors: BTreeMap<String, Tensor>,
-}
-
-impl Samples {
-    /// Number of samples (the length of the first axis, shared by every input).
-    pub fn count(&self) -> usize {
-        self.tensors
-            .values()
-            .next()
-            .map_or(0, |t| t.shape().first().copied().unwrap_or(1))
-    }
-}
-
 fn invalid(path: &Path, msg: impl Into<String>) -> Error {
     Error::Input {
         path: path.to_path_buf(),
@@ -58,17 +41,16 @@ fn open_npz(path: &Path) -> Result<NpzReader<File>> {
 }
 
 /// Every array of a `.npz`, by key (a trailing `.npy` in the key is dropped).
-pub fn read_npz(path: &Path) -> Result<Samples> {
+pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let mut reader = open_npz(path)?;
     let names = reader.names().map_err(|e| invalid(path, e.to_string()))?;
-    let mut samples = Samples::default();
-    for name in names {
-        let tensor = npz_array(&mut reader, &name, path)?;
-        samples
-            .tensors
-            .insert(name.trim_end_matches(".npy").to_string(), tensor);
-    }
-    Ok(samples)
+    names
+        .into_iter()
+        .map(|name| {
+            let tensor = npz_array(&mut reader, &name, path)?;
+            Ok((name.trim_end_matches(".npy").to_string(), tensor))
+        })
+        .collect()
 }
 
 /// One `.npy` file as an input.
@@ -90,8 +72,9 @@ pub fn read_npy(name: &str, path: &Path) -> Result<Tensor> {
     ))
 }
 
-/// An ONNX test-data directory (`test_data_set_*/input_*.pb`, inputs in the model's order).
-pub fn read_test_data(dir: &Path, input_names: &[String]) -> Result<Samples> {
+/// An ONNX test-data directory (`test_data_set_*/input_*.pb`, inputs in the model's order):
+/// one set of whole model inputs per data set.
+pub fn read_test_data(dir: &Path, input_names: &[String]) -> Result<Vec<BTreeMap<String, Tensor>>> {
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| invalid(dir, e.to_string()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -116,29 +99,24 @@ pub fn read_test_data(dir: &Path, input_names: &[String]) -> Result<Samples> {
         tract_onnx::tensor::load_tensor(&*resolver, &proto, None)
             .map_err(|e| invalid(path, format!("{e:#}")))
     };
-    let mut per_input: Vec<Vec<Tensor>> = vec![Vec::new(); input_names.len()];
-    for set in &sets {
-        for (i, inputs) in per_input.iter_mut().enumerate() {
-            let path = set.join(format!("input_{i}.pb"));
-            if !path.exists() {
-                return Err(invalid(
-                    set,
-                    format!("has no input_{i}.pb for input `{}`", input_names[i]),
-                ));
-            }
-            inputs.push(load(&path)?);
-        }
-    }
-    // Each data set holds whole model inputs: they are concatenated along the batch axis.
-    let stack = |tensors: Vec<Tensor>| -> Result<Tensor> {
-        Tensor::stack_tensors(0, &tensors)
-            .map_err(|e| invalid(dir, format!("data sets differ in shape: {e:#}")))
-    };
-    let mut samples = Samples::default();
-    for (name, tensors) in input_names.iter().zip(per_input) {
-        samples.tensors.insert(name.clone(), stack(tensors)?);
-    }
-    Ok(samples)
+    sets.iter()
+        .map(|set| {
+            input_names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let path = set.join(format!("input_{i}.pb"));
+                    if !path.exists() {
+                        return Err(invalid(
+                            set,
+                            format!("has no input_{i}.pb for input `{name}`"),
+                        ));
+                    }
+                    Ok((name.clone(), load(&path)?))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// `count` random samples for an input of element type `dt` and per-sample shape `shape`:
@@ -239,17 +217,18 @@ pub fn slice(
         .collect()
 }
 
-/// One sample of an output tensor (sample axis first) as `f64` values.
-pub fn sample_values(tensor: &Tensor, sample: usize) -> Result<Vec<f64>> {
+/// An output tensor as `f64` values: all of it, or one sample of its first axis.
+pub fn output_values(tensor: &Tensor, sample: Option<usize>) -> Result<Vec<f64>> {
     let cast = tensor
         .cast_to::<f64>()
         .map_err(|e| Error::Usage(format!("output is not numeric: {e:#}")))?;
     let view = cast
         .to_plain_array_view::<f64>()
         .map_err(|e| Error::Usage(format!("{e:#}")))?;
-    Ok(if view.ndim() == 0 {
-        vec![view.iter().copied().next().unwrap_or(0.0)]
-    } else {
-        view.index_axis(Axis(0), sample).iter().copied().collect()
+    Ok(match sample {
+        Some(sample) if view.ndim() > 0 && sample < view.shape()[0] => {
+            view.index_axis(Axis(0), sample).iter().copied().collect()
+        }
+        _ => view.iter().copied().collect(),
     })
 }

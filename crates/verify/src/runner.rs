@@ -20,13 +20,20 @@ pub struct InputSpec {
     pub dims: Vec<Option<usize>>,
 }
 
-/// Loads the model's ONNX bytes with the options that let tract run the most real exports:
-/// stored output shapes and `value_info` are ignored (their symbolic batch dimensions cannot
-/// unify with concrete inputs), and shapes are inferred from the inputs instead.
-fn inference_model(bytes: &[u8], path: &Path) -> Result<InferenceModel> {
+/// How tract is asked to read a model. The first lets tract run the most real exports: stored
+/// output shapes and `value_info` are ignored (their symbolic batch dimensions cannot unify
+/// with concrete inputs) and shapes are inferred from the inputs; the second, tract's default,
+/// is the fallback for the few models whose stored shapes tract needs.
+const LOADINGS: [bool; 2] = [true, false];
+
+fn inference_model(
+    bytes: &[u8],
+    path: &Path,
+    ignore_stored_shapes: bool,
+) -> Result<InferenceModel> {
     let onnx = tract_onnx::onnx()
-        .with_ignore_output_shapes(true)
-        .with_ignore_value_info(true);
+        .with_ignore_output_shapes(ignore_stored_shapes)
+        .with_ignore_value_info(ignore_stored_shapes);
     let proto = onnx
         .proto_model_for_read(&mut &bytes[..])
         .map_err(|e| unsupported(path, e))?;
@@ -49,7 +56,7 @@ fn unsupported(path: &Path, error: TractError) -> Error {
 
 /// The inputs a model declares.
 pub fn input_specs(bytes: &[u8], path: &Path) -> Result<Vec<InputSpec>> {
-    let model = inference_model(bytes, path)?;
+    let model = inference_model(bytes, path, LOADINGS[0])?;
     model
         .input_outlets()
         .map_err(|e| unsupported(path, e))?
@@ -78,6 +85,9 @@ pub fn input_specs(bytes: &[u8], path: &Path) -> Result<Vec<InputSpec>> {
         .collect()
 }
 
+/// Element type and full shape of every input, by name.
+pub type Shapes = BTreeMap<String, (DatumType, Vec<usize>)>;
+
 /// A model optimised for one batch shape, ready to run from several threads.
 pub struct Runner {
     plan: std::sync::Arc<TypedRunnableModel>,
@@ -88,13 +98,28 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Loads `bytes` (the model at `path`) for inputs of the given full shapes, by name.
-    pub fn new(
+    /// Loads `bytes` (the model at `path`) for inputs of the given full shapes, by name, trying
+    /// each way of loading in turn; the first way's error is the one reported.
+    pub fn new(bytes: &[u8], path: &Path, shapes: &Shapes) -> Result<Runner> {
+        let mut first_error = None;
+        for ignore_stored_shapes in LOADINGS {
+            match Self::load(bytes, path, shapes, ignore_stored_shapes) {
+                Ok(runner) => return Ok(runner),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        Err(first_error.expect("at least one way of loading"))
+    }
+
+    fn load(
         bytes: &[u8],
         path: &Path,
-        shapes: &BTreeMap<String, (DatumType, Vec<usize>)>,
+        shapes: &Shapes,
+        ignore_stored_shapes: bool,
     ) -> Result<Runner> {
-        let mut model = inference_model(bytes, path)?;
+        let mut model = inference_model(bytes, path, ignore_stored_shapes)?;
         let inputs: Vec<String> = model
             .input_outlets()
             .map_err(|e| unsupported(path, e))?
