@@ -61,26 +61,66 @@ impl Zeroing {
 
 /// Writes `bytes` (little-endian elements of `dtype`) to `out` with the elements chosen by
 /// `zeroing` multiplied by zero (so `-x` becomes `-0`, bit for bit what PyTorch's masks give).
-/// Work is spread over threads; the output does not depend on their number.
+/// Batches are zeroed on the thread pool while the previous one is being written; the output
+/// does not depend on the number of threads.
 pub fn write_zeroed(
     dtype: DataType,
     bytes: &[u8],
     zeroing: &Zeroing,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let size = dtype.size().expect("float type");
-    let chunk_bytes = size * CHUNK_ELEMENTS;
-    let mut ties_left = match zeroing {
-        Zeroing::Threshold { ties, .. } => *ties,
-        Zeroing::Keep(_) => 0,
+    let batch_bytes = dtype.size().expect("float type") * CHUNK_ELEMENTS * BATCH_CHUNKS;
+    let mut zeroer = BatchZeroer {
+        dtype,
+        zeroing,
+        ties_left: match zeroing {
+            Zeroing::Threshold { ties, .. } => *ties,
+            Zeroing::Keep(_) => 0,
+        },
     };
-    let mut buffer = vec![0u8; bytes.len().min(chunk_bytes * BATCH_CHUNKS)];
-    for (batch_index, batch) in bytes.chunks(chunk_bytes * BATCH_CHUNKS).enumerate() {
-        let first_element = batch_index * CHUNK_ELEMENTS * BATCH_CHUNKS;
+    let mut batches = bytes.chunks(batch_bytes).enumerate();
+    let (mut ready, mut spare) = (
+        vec![0u8; bytes.len().min(batch_bytes)],
+        vec![0u8; bytes.len().min(batch_bytes)],
+    );
+    let Some((index, batch)) = batches.next() else {
+        return Ok(());
+    };
+    zeroer.zero(index * CHUNK_ELEMENTS * BATCH_CHUNKS, batch, &mut ready);
+    let mut ready_len = batch.len();
+    for (index, batch) in batches {
+        // Zero the next batch while this thread writes the one before it.
+        let written = std::thread::scope(|scope| {
+            let next = scope
+                .spawn(|| zeroer.zero(index * CHUNK_ELEMENTS * BATCH_CHUNKS, batch, &mut spare));
+            let written = out.write_all(&ready[..ready_len]);
+            next.join().expect("zeroing does not panic");
+            written
+        });
+        written?;
+        std::mem::swap(&mut ready, &mut spare);
+        ready_len = batch.len();
+    }
+    out.write_all(&ready[..ready_len])
+}
+
+/// Zeroes batches in order, carrying how many threshold ties remain to be zeroed.
+struct BatchZeroer<'z> {
+    dtype: DataType,
+    zeroing: &'z Zeroing,
+    ties_left: u64,
+}
+
+impl BatchZeroer<'_> {
+    /// Writes `batch` (whose first element has index `first_element`) zeroed into `out`.
+    fn zero(&mut self, first_element: usize, batch: &[u8], out: &mut [u8]) {
+        let (dtype, zeroing) = (self.dtype, self.zeroing);
+        let size = dtype.size().expect("float type");
+        let chunk_bytes = size * CHUNK_ELEMENTS;
         let chunks: Vec<&[u8]> = batch.chunks(chunk_bytes).collect();
         // Ties are zeroed in flat-index order: each chunk learns how many remain for it.
         let budgets: Vec<u64> = match zeroing {
-            Zeroing::Threshold { key: t, .. } if ties_left > 0 => {
+            Zeroing::Threshold { key: t, .. } if self.ties_left > 0 => {
                 let equal: Vec<u64> = chunks
                     .par_iter()
                     .map(|c| {
@@ -92,26 +132,26 @@ pub fn write_zeroed(
                 equal
                     .iter()
                     .map(|&e| {
-                        let take = e.min(ties_left);
-                        ties_left -= take;
+                        let take = e.min(self.ties_left);
+                        self.ties_left -= take;
                         take
                     })
                     .collect()
             }
             _ => vec![0; chunks.len()],
         };
-        let data = &mut buffer[..batch.len()];
-        data.copy_from_slice(batch);
-        data.par_chunks_mut(chunk_bytes)
+        out[..batch.len()]
+            .par_chunks_mut(chunk_bytes)
             .zip(budgets)
             .enumerate()
             .for_each(|(c, (data, mut budget))| {
+                let original = chunks[c];
                 if let (Zeroing::Threshold { key, .. }, 0) = (zeroing, budget) {
-                    zero_below(dtype, native_threshold(dtype, *key), data);
+                    zero_below(dtype, native_threshold(dtype, *key), original, data);
                     return;
                 }
+                data.copy_from_slice(original);
                 let first = first_element + c * CHUNK_ELEMENTS;
-                let original = chunks[c];
                 for_each_key(dtype, original, first, |i, key| {
                     let zero = match zeroing {
                         Zeroing::Threshold { key: t, .. } => {
@@ -133,9 +173,7 @@ pub fn write_zeroed(
                     }
                 });
             });
-        out.write_all(data)?;
     }
-    Ok(())
 }
 
 /// The threshold key in the element type's own magnitude bits: the smallest `b` such that every
@@ -162,15 +200,15 @@ fn native_threshold(dtype: DataType, key: u64) -> u64 {
     }
 }
 
-/// Multiplies by zero every element of `data` whose magnitude bits are below `threshold`
-/// (see [`native_threshold`]): integer compares only, so the loop vectorises.
-fn zero_below(dtype: DataType, threshold: u64, data: &mut [u8]) {
+/// Copies `source` to `out`, multiplying by zero every element whose magnitude bits are below
+/// `threshold` (see [`native_threshold`]): integer compares only, so the loop vectorises.
+fn zero_below(dtype: DataType, threshold: u64, source: &[u8], out: &mut [u8]) {
     macro_rules! zero {
         ($t:ty, $size:expr) => {{
             let sign: $t = 1 << ($size * 8 - 1);
             let threshold = threshold.min(<$t>::MAX as u64) as $t;
-            for c in data.chunks_exact_mut($size) {
-                let word = <$t>::from_le_bytes(c.try_into().unwrap());
+            for (c, s) in out.chunks_exact_mut($size).zip(source.chunks_exact($size)) {
+                let word = <$t>::from_le_bytes(s.try_into().unwrap());
                 let below = <$t>::from((word & !sign) < threshold);
                 let kept = word & (sign | below.wrapping_sub(1));
                 c.copy_from_slice(&kept.to_le_bytes());
@@ -208,8 +246,8 @@ mod tests {
                             DataType::Float16 => half::f16::from_f32(x).to_le_bytes().to_vec(),
                             _ => half::bf16::from_f32(x).to_le_bytes().to_vec(),
                         };
-                        let mut fast = bytes.clone();
-                        zero_below(dtype, native, &mut fast);
+                        let mut fast = vec![0; bytes.len()];
+                        zero_below(dtype, native, &bytes, &mut fast);
                         let mut slow = Vec::new();
                         write_zeroed(
                             dtype,
