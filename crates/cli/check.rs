@@ -9,6 +9,7 @@ use onnx_prune_core::{densified, write_file_atomic, Model};
 use onnx_prune_verify::{check, CheckOptions, CheckReport, InputSource, Tolerances};
 
 use crate::args::{CheckArgs, CheckFlags};
+use crate::progress::Progress;
 use crate::table::table;
 
 /// Exit code for a check that ran and failed a tolerance.
@@ -84,7 +85,10 @@ pub fn run_check(
 
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let options = options(&args.flags)?;
+    let progress = Progress::start();
+    progress.phase("running both models through tract");
     let report = run_check(&args.reference, &args.candidate, &options)?;
+    drop(progress);
     if let Some(path) = &args.report {
         write_file_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }

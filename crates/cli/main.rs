@@ -4,6 +4,7 @@
 mod args;
 mod check;
 mod inspect;
+mod progress;
 mod prune;
 mod replay;
 mod table;

@@ -13,6 +13,7 @@ use regex::Regex;
 
 use crate::args::{PruneArgs, ScopeArg};
 use crate::check;
+use crate::progress::Progress;
 use crate::table::{bytes, percent, table};
 
 fn regex(pattern: &str, flag: &str) -> Result<Regex> {
@@ -77,10 +78,14 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
         .check
         .then(|| check::options(&args.check_flags))
         .transpose()?;
+    let progress = Progress::start();
+    progress.phase("loading");
     let model = Model::load(&args.model)?;
     let weights = discover_with(&model, args.min_params);
     let selected = select(&model, &weights, &selection)?;
+    progress.phase("choosing what to zero");
     let plan = plan(&model, &selected, &config)?;
+    progress.phase("writing");
     let written = if args.dry_run {
         None
     } else {
@@ -91,11 +96,14 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
             args.rewrite.storage.into(),
         )?)
     };
+    progress.phase("measuring sizes");
     let report = RewriteReport::new(&model, plan.outcomes, written.as_ref())?;
+    progress.phase("checking through tract");
     let checked = match (&check_options, args.dry_run) {
         (Some(options), false) => Some(check::run_check(&args.model, &args.output, options)?),
         _ => None,
     };
+    drop(progress);
     finish(&report, checked.as_ref(), args.rewrite.report.as_deref())
 }
 
