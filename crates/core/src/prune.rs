@@ -313,7 +313,9 @@ fn n_of_m(item: &Loaded, n: usize, m: usize) -> std::result::Result<Zeroing, Str
         )
     })?;
     let dims: Vec<usize> = item.dims.iter().map(|&d| d as usize).collect();
-    let len = dims[axis];
+    let Some(&len) = dims.get(axis) else {
+        return Err(format!("rank {} has no reduction axis {axis}", dims.len()));
+    };
     if len % m != 0 {
         return Err(format!(
             "axis {axis} has {len} elements, not a multiple of {m}"
