@@ -16,6 +16,7 @@ measure() { # name, command... : median of 3 runs
   local name=$1; shift
   local runs=()
   for _ in 1 2 3; do
+    rm -f "$out"/copy.onnx "$out"/pruned.onnx "$out"/numpy.onnx  # no old output to free on the clock
     sync; sleep 2; cat "$model" > /dev/null  # flushed disk, warm input, for every contender
     /usr/bin/time -f "%e %M" -o "$out/time.txt" "$@" > /dev/null
     runs+=("$(cat "$out/time.txt")")
