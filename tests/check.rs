@@ -1,14 +1,6 @@
 //! `check` through tract: ground truth from PyTorch, self-checks, damaged models, test-data dirs.
 
-use std::path::{Path, PathBuf};
-
-use crate::common::{arg, fixture, run};
-
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/samples/digits-mlp-pytorch")
-        .join(name)
-}
+use crate::common::{arg, fixture, run, sample, sample_test_set};
 
 fn torch_metrics() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(sample("torch_metrics.json")).unwrap()).unwrap()
@@ -36,8 +28,7 @@ pub fn check_report(args: &[&str]) -> (i32, serde_json::Value) {
 
 #[test]
 fn accuracy_of_the_pytorch_sample_equals_torch_exactly() {
-    let test_set = sample("test_set.npz");
-    let labels = format!("{}:labels", test_set.display());
+    let (test_set, labels) = sample_test_set();
     let (code, report) = check_report(&[
         arg(&sample("dense.onnx")),
         arg(&sample("reference_final.onnx")),
@@ -120,8 +111,7 @@ fn prune_then_check_reports_both() {
     let dir = tempfile::tempdir().unwrap();
     let pruned = dir.path().join("pruned.onnx");
     let report = dir.path().join("report.json");
-    let test_set = sample("test_set.npz");
-    let labels = format!("{}:labels", test_set.display());
+    let (test_set, labels) = sample_test_set();
     let out = run(&[
         "prune",
         arg(&sample("dense.onnx")),

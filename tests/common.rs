@@ -53,3 +53,17 @@ pub fn stdout_ok(args: &[&str]) -> String {
 pub fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// A file of the PyTorch sample in `shared/samples/digits-mlp-pytorch/`.
+pub fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/samples/digits-mlp-pytorch")
+        .join(name)
+}
+
+/// The sample's test set and its `--labels` argument.
+pub fn sample_test_set() -> (PathBuf, String) {
+    let test_set = sample("test_set.npz");
+    let labels = format!("{}:labels", test_set.display());
+    (test_set, labels)
+}

@@ -6,13 +6,7 @@ use std::path::{Path, PathBuf};
 
 use onnx_prune_core::{dense_bytes, discover, Model};
 
-use crate::common::{arg, fixture, run};
-
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/samples/digits-mlp-pytorch")
-        .join(name)
-}
+use crate::common::{arg, fixture, run, sample, sample_test_set};
 
 /// Every weight's stored bytes, by tensor name.
 fn weight_bytes(path: &Path) -> HashMap<String, Vec<u8>> {
@@ -401,8 +395,7 @@ fn all_steps_give_the_accuracy_curve_torch_measured() {
     let dir = tempfile::tempdir().unwrap();
     let steps = dir.path().join("steps");
     let report = dir.path().join("curve.json");
-    let test_set = sample("test_set.npz");
-    let labels = format!("{}:labels", test_set.display());
+    let (test_set, labels) = sample_test_set();
     let result = run(&[
         "replay",
         arg(&sample("dense.onnx")),
