@@ -180,3 +180,69 @@ fn nan_in_a_selected_weight_is_named_and_nothing_is_written() {
     );
     assert_empty_dir(out_dir.path());
 }
+
+/// A 128 MiB one-layer model, large enough that writing it takes a while.
+fn large_model(dir: &Path) -> std::path::PathBuf {
+    use protobuf::Message;
+    let (rows, cols) = (4096usize, 8192usize);
+    let mut weight = onnx_protobuf::TensorProto::new();
+    weight.name = "w".into();
+    weight.dims = vec![rows as i64, cols as i64];
+    weight.data_type = 1;
+    weight.raw_data = (0..rows * cols)
+        .flat_map(|i| ((i % 1000) as f32 - 500.0).to_le_bytes())
+        .collect();
+    let mut node = onnx_protobuf::NodeProto::new();
+    node.op_type = "MatMul".into();
+    node.input = vec!["x".into(), "w".into()];
+    node.output = vec!["y".into()];
+    let mut graph = onnx_protobuf::GraphProto::new();
+    graph.node.push(node);
+    graph.initializer.push(weight);
+    let mut model = onnx_protobuf::ModelProto::new();
+    model.ir_version = 8;
+    let mut opset = onnx_protobuf::OperatorSetIdProto::new();
+    opset.version = 17;
+    model.opset_import.push(opset);
+    model.graph = protobuf::MessageField::some(graph);
+    let path = dir.join("large.onnx");
+    std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn an_interrupted_prune_leaves_nothing_behind() {
+    let input_dir = tempfile::tempdir().unwrap();
+    let model = large_model(input_dir.path());
+    let size = std::fs::metadata(&model).unwrap().len();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("out.onnx");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_onnx-prune"))
+        .args(["prune", arg(&model), "-o", arg(&out), "--sparsity", "0.5"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Interrupt as soon as the temporary output appears, as Ctrl-C mid-write would.
+    let started = std::time::Instant::now();
+    loop {
+        let writing = std::fs::read_dir(out_dir.path()).unwrap().count() > 0;
+        if writing {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "prune finished before it could be interrupted"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_empty_dir(out_dir.path());
+    assert_eq!(std::fs::metadata(&model).unwrap().len(), size);
+}

@@ -20,8 +20,16 @@ const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code for a model that tract cannot run.
 const EXIT_UNSUPPORTED: u8 = 3;
 
+/// Exit code after an interruption (128 + SIGINT), as shells report it.
+const EXIT_INTERRUPTED: i32 = 130;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C or SIGTERM: remove half-written outputs, then exit; the input is never touched.
+    let _ = ctrlc::set_handler(|| {
+        onnx_prune_core::remove_unfinished_outputs();
+        std::process::exit(EXIT_INTERRUPTED);
+    });
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Prune(args) => prune::run(args),

@@ -18,6 +18,7 @@
 mod error;
 mod inspect;
 mod model;
+mod pending;
 mod proto;
 mod prune;
 mod replay;
@@ -38,6 +39,7 @@ pub use model::{
     element_count, FileBytes, Graph, Model, ModelInfo, Node, Payload, Source, SparseLayout, Tensor,
     MAX_GRAPH_DEPTH,
 };
+pub use pending::remove_unfinished_outputs;
 pub use proto::DataType;
 pub use prune::{
     check_sparsity, plan, plan_zeroings, Pattern, Plan, PruneConfig, Scope, WeightOutcome,

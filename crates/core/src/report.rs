@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::model::{FileBytes, Model};
+use crate::pending::Pending;
 use crate::prune::WeightOutcome;
 use crate::rewrite::Saved;
 use crate::size::{compressed_size, CompressedSize};
@@ -110,6 +111,7 @@ pub fn write_file_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         .prefix(".onnx-prune-")
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
+    let _pending = Pending::new(temp.path());
     temp.write_all(contents).map_err(|e| Error::io(path, e))?;
     temp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     temp.persist(path).map_err(|e| Error::io(path, e.error))?;

@@ -13,6 +13,7 @@ use tempfile::NamedTempFile;
 
 use crate::error::{Error, Result};
 use crate::model::{Model, Payload, Tensor};
+use crate::pending::Pending;
 use crate::proto::tensor as field;
 use crate::sparse::{sparse_field, swap_field};
 use crate::values::dense_bytes;
@@ -255,14 +256,15 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Resu
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
-        let temp = write_temp(&target, &model.external_files()[location], splice)?;
-        pending.push((temp, target));
+        pending.push((
+            write_temp(&target, &model.external_files()[location], splice)?,
+            target,
+        ));
     }
     let target = out_dir.join(out.file_name().expect("checked file name"));
-    let temp = write_temp(&target, model.bytes(), model_splice)?;
-    pending.push((temp, target));
+    pending.push((write_temp(&target, model.bytes(), model_splice)?, target));
     let mut written = Vec::new();
-    for (temp, target) in pending {
+    for ((temp, _registered), target) in pending {
         let bytes = temp
             .as_file()
             .metadata()
@@ -282,12 +284,13 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Resu
 }
 
 /// Writes `input` with `splice` applied to a synced temporary file beside `target`.
-fn write_temp(target: &Path, input: &[u8], splice: Splice) -> Result<NamedTempFile> {
+fn write_temp(target: &Path, input: &[u8], splice: Splice) -> Result<(NamedTempFile, Pending)> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let temp = tempfile::Builder::new()
         .prefix(".onnx-prune-")
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
+    let pending = Pending::new(temp.path());
     let file: &File = temp.as_file();
     // Small buffer: large pieces (copied ranges, tensor batches) go straight to the file.
     let mut writer = BufWriter::with_capacity(64 << 10, file);
@@ -297,5 +300,5 @@ fn write_temp(target: &Path, input: &[u8], splice: Splice) -> Result<NamedTempFi
     writer.flush().map_err(|e| Error::io(target, e))?;
     drop(writer);
     file.sync_all().map_err(|e| Error::io(target, e))?;
-    Ok(temp)
+    Ok((temp, pending))
 }
