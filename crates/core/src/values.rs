@@ -36,7 +36,10 @@ pub fn stored_bytes<'m>(
             Cow::Borrowed(model.raw_bytes(payload).expect("raw payload"))
         }
         Payload::Typed { number, pieces } => {
-            let mut out = Vec::with_capacity(expected.min(1 << 30) as usize);
+            // Sized by what the file holds, not by what a (possibly hostile) shape claims.
+            let held: usize = pieces.iter().map(|p| p.span.len()).sum();
+            let mut out =
+                Vec::with_capacity((held.saturating_mul(size) as u64).min(expected) as usize);
             let bytes = model.bytes();
             for piece in pieces {
                 match (&piece.value, *number) {
