@@ -4,7 +4,7 @@ use std::path::Path;
 
 use onnx_prune_core::{Model, Payload};
 
-use crate::common::{arg, fixture, run};
+use crate::common::{arg, fixture, matmul_model, run};
 
 fn fails_with(args: &[&str], code: i32, needle: &str) {
     let out = run(args);
@@ -183,31 +183,11 @@ fn nan_in_a_selected_weight_is_named_and_nothing_is_written() {
 
 /// A 128 MiB one-layer model, large enough that writing it takes a while.
 fn large_model(dir: &Path) -> std::path::PathBuf {
-    use protobuf::Message;
     let (rows, cols) = (4096usize, 8192usize);
-    let mut weight = onnx_protobuf::TensorProto::new();
-    weight.name = "w".into();
-    weight.dims = vec![rows as i64, cols as i64];
-    weight.data_type = 1;
-    weight.raw_data = (0..rows * cols)
-        .flat_map(|i| ((i % 1000) as f32 - 500.0).to_le_bytes())
+    let weight: Vec<f32> = (0..rows * cols)
+        .map(|i| (i % 1000) as f32 - 500.0)
         .collect();
-    let mut node = onnx_protobuf::NodeProto::new();
-    node.op_type = "MatMul".into();
-    node.input = vec!["x".into(), "w".into()];
-    node.output = vec!["y".into()];
-    let mut graph = onnx_protobuf::GraphProto::new();
-    graph.node.push(node);
-    graph.initializer.push(weight);
-    let mut model = onnx_protobuf::ModelProto::new();
-    model.ir_version = 8;
-    let mut opset = onnx_protobuf::OperatorSetIdProto::new();
-    opset.version = 17;
-    model.opset_import.push(opset);
-    model.graph = protobuf::MessageField::some(graph);
-    let path = dir.join("large.onnx");
-    std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
-    path
+    matmul_model(dir, rows, cols, &weight)
 }
 
 #[test]

@@ -67,3 +67,29 @@ pub fn sample_test_set() -> (PathBuf, String) {
     let labels = format!("{}:labels", test_set.display());
     (test_set, labels)
 }
+
+/// A one-node model `y = x · W` with a `rows x cols` float32 weight, written to `dir/model.onnx`.
+pub fn matmul_model(dir: &Path, rows: usize, cols: usize, weight: &[f32]) -> PathBuf {
+    use protobuf::Message;
+    let mut w = onnx_protobuf::TensorProto::new();
+    w.name = "w".into();
+    w.dims = vec![rows as i64, cols as i64];
+    w.data_type = 1;
+    w.raw_data = weight.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut node = onnx_protobuf::NodeProto::new();
+    node.op_type = "MatMul".into();
+    node.input = vec!["x".into(), "w".into()];
+    node.output = vec!["y".into()];
+    let mut graph = onnx_protobuf::GraphProto::new();
+    graph.node.push(node);
+    graph.initializer.push(w);
+    let mut model = onnx_protobuf::ModelProto::new();
+    model.ir_version = 8;
+    let mut opset = onnx_protobuf::OperatorSetIdProto::new();
+    opset.version = 17;
+    model.opset_import.push(opset);
+    model.graph = protobuf::MessageField::some(graph);
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
+    path
+}

@@ -5,9 +5,8 @@ use std::path::Path;
 
 use onnx_prune_core::{dense_bytes, discover, Model};
 use proptest::prelude::*;
-use protobuf::Message;
 
-use crate::common::{arg, fixture, run_with_env, stdout_ok};
+use crate::common::{arg, fixture, matmul_model, run_with_env, stdout_ok};
 
 /// Every weight of a written model as f64 values, by id.
 fn values(path: &Path) -> Vec<(String, Vec<i64>, Vec<f64>)> {
@@ -198,31 +197,6 @@ fn same_bytes_with_one_thread_and_with_many() {
         let first = &outputs.iter().find(|(s, _)| s == scope).unwrap().1;
         assert_eq!(bytes, first, "{scope}");
     }
-}
-
-/// A one-node model `y = x · W` with the given weight, written to `dir`.
-fn matmul_model(dir: &Path, rows: usize, cols: usize, weight: &[f32]) -> std::path::PathBuf {
-    let mut w = onnx_protobuf::TensorProto::new();
-    w.name = "w".into();
-    w.dims = vec![rows as i64, cols as i64];
-    w.data_type = 1;
-    w.raw_data = weight.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let mut node = onnx_protobuf::NodeProto::new();
-    node.op_type = "MatMul".into();
-    node.input = vec!["x".into(), "w".into()];
-    node.output = vec!["y".into()];
-    let mut graph = onnx_protobuf::GraphProto::new();
-    graph.node.push(node);
-    graph.initializer.push(w);
-    let mut model = onnx_protobuf::ModelProto::new();
-    model.ir_version = 8;
-    let mut opset = onnx_protobuf::OperatorSetIdProto::new();
-    opset.version = 17;
-    model.opset_import.push(opset);
-    model.graph = protobuf::MessageField::some(graph);
-    let path = dir.join("model.onnx");
-    std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
-    path
 }
 
 proptest! {
