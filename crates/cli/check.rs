@@ -63,24 +63,19 @@ pub fn options(flags: &CheckFlags) -> Result<CheckOptions> {
     })
 }
 
-/// The bytes tract is given for the model at `path`: sparse tensors made dense, since tract
-/// reads only dense initializers.
-fn tract_bytes(path: &Path) -> Result<Vec<u8>> {
-    let model = Model::load(path)?;
-    Ok(match densified(&model)? {
-        Some(bytes) => bytes,
-        None => model.bytes().to_vec(),
-    })
-}
-
-/// Runs the check of `candidate` against `reference`.
+/// Runs the check of `candidate` against `reference`. tract reads only dense initializers, so
+/// a model with sparse tensors is handed over densified; any other is handed its mapped bytes
+/// as they are, without a copy.
 pub fn run_check(
     reference: &Path,
     candidate: &Path,
     options: &CheckOptions,
 ) -> Result<CheckReport> {
-    let (a, b) = (tract_bytes(reference)?, tract_bytes(candidate)?);
-    Ok(check((reference, &a), (candidate, &b), options)?)
+    let (a, b) = (Model::load(reference)?, Model::load(candidate)?);
+    let (dense_a, dense_b) = (densified(&a)?, densified(&b)?);
+    let bytes_a = dense_a.as_deref().unwrap_or(a.bytes());
+    let bytes_b = dense_b.as_deref().unwrap_or(b.bytes());
+    Ok(check((reference, bytes_a), (candidate, bytes_b), options)?)
 }
 
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
