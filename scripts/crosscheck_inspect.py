@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import onnx
+from onnx_files import onnx_files
 from onnx import numpy_helper
 
 FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
@@ -49,15 +50,9 @@ def expected(path):
 
 def main():
     binary, *targets = sys.argv[1:]
-    files = []
-    for t in targets:
-        if os.path.isdir(t):
-            for root, _, names in os.walk(t):
-                files += [os.path.join(root, n) for n in names if n.endswith(".onnx")]
-        else:
-            files.append(t)
+    files = onnx_files(targets)
     agree = 0
-    for f in sorted(files):
+    for f in files:
         out = subprocess.run([binary, "inspect", f, "--json"], capture_output=True, text=True)
         if out.returncode != 0:
             print(f"FAIL {f}: {out.stderr.strip()}")

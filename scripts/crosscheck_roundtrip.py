@@ -13,6 +13,7 @@ import sys
 import tempfile
 
 import onnx
+from onnx_files import onnx_files
 from onnx import numpy_helper
 
 
@@ -38,23 +39,16 @@ def tensors(model):
 
 def main():
     binary, *targets = sys.argv[1:]
-    files = []
-    for t in targets:
-        if os.path.isdir(t):
-            for root, _, names in os.walk(t):
-                files += [os.path.join(root, n) for n in names if n.endswith(".onnx")]
-        else:
-            files.append(t)
-    identical = faithful = pruned_any = 0
+    files = onnx_files(targets)
+    identical = faithful = pruned_any = weightless = 0
     problems = []
-    for f in sorted(files):
+    for f in files:
         with tempfile.TemporaryDirectory() as d:
             out0, out5 = os.path.join(d, "zero.onnx"), os.path.join(d, "half.onnx")
             base = [binary, "prune", f, "--include", ".", "--min-params", "0"]
             r0 = subprocess.run(base + ["-o", out0, "--sparsity", "0"], capture_output=True, text=True)
             if r0.returncode == 2 and "no weight" in r0.stderr:
-                identical += 1  # nothing to select: nothing written, nothing to compare
-                faithful += 1
+                weightless += 1  # nothing to select: nothing written, nothing to compare
                 continue
             if r0.returncode != 0:
                 problems.append(f"{f}: {r0.stderr.strip()}")
@@ -76,8 +70,10 @@ def main():
                 faithful += 1
             else:
                 problems.append(f"{f}: differs beyond the pruned tensors")
-    print(f"{identical} of {len(files)} byte-identical with --sparsity 0")
-    print(f"{faithful} of {len(files)} unchanged but for the pruned tensors with --sparsity 0.5 ({pruned_any} had a tensor pruned)")
+    tested = len(files) - weightless
+    print(f"{len(files)} models, {weightless} without a float weight to select (not compared)")
+    print(f"{identical} of {tested} byte-identical with --sparsity 0")
+    print(f"{faithful} of {tested} unchanged but for the pruned tensors with --sparsity 0.5 ({pruned_any} had a tensor pruned)")
     for p in problems:
         print("  " + p)
 
