@@ -6,7 +6,7 @@
 //! as bias input or in a following `Add`; and the only prunable weight of the same or
 //! transposed shape.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -99,25 +99,50 @@ fn dims(model: &Model, weight: &Weight) -> Vec<usize> {
         .collect()
 }
 
-/// Weights whose consumer takes `<module>.bias` as its bias, directly or through a following `Add`.
-fn bias_siblings<'w>(model: &Model, weights: &'w [Weight], module: &str) -> Vec<&'w Weight> {
-    let bias = format!("{module}.bias");
-    weights
+/// Weights by the bias their consumer takes, directly (`Gemm`/`Conv` input 2 onward) or through
+/// an `Add` that follows it: built once, so resolving many masks stays linear in the graph.
+fn bias_index(model: &Model, weights: &[Weight]) -> HashMap<String, Vec<usize>> {
+    // Per graph: the `Add` nodes that read each value.
+    let adds: Vec<HashMap<&str, Vec<usize>>> = model
+        .graphs()
         .iter()
-        .filter(|w| {
-            let Some(consumer) = &w.consumer else {
-                return false;
-            };
-            let graph = &model.graphs()[consumer.graph];
-            let node = &graph.nodes[consumer.node];
-            node.inputs.iter().skip(2).any(|i| *i == bias)
-                || graph.nodes.iter().any(|next| {
-                    next.op_type == "Add"
-                        && next.inputs.contains(&bias)
-                        && next.inputs.iter().any(|i| node.outputs.contains(i))
-                })
+        .map(|graph| {
+            let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+            for (n, node) in graph
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.op_type == "Add")
+            {
+                for input in &node.inputs {
+                    readers.entry(input.as_str()).or_default().push(n);
+                }
+            }
+            readers
         })
-        .collect()
+        .collect();
+    let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+    for (w, weight) in weights.iter().enumerate() {
+        let Some(consumer) = &weight.consumer else {
+            continue;
+        };
+        let graph = &model.graphs()[consumer.graph];
+        let node = &graph.nodes[consumer.node];
+        let direct = node.inputs.iter().skip(2);
+        let through_add = node
+            .outputs
+            .iter()
+            .filter_map(|out| adds[consumer.graph].get(out.as_str()))
+            .flatten()
+            .flat_map(|&add| graph.nodes[add].inputs.iter());
+        let mut biases: Vec<&String> = direct.chain(through_add).collect();
+        biases.sort();
+        biases.dedup();
+        for bias in biases {
+            index.entry(bias.clone()).or_default().push(w);
+        }
+    }
+    index
 }
 
 /// Resolves every mask to one weight and builds its zeroing. `map` (training key -> weight id
@@ -129,60 +154,62 @@ pub fn resolve(
     map: &BTreeMap<String, String>,
     layout: Layout,
 ) -> Result<Vec<(Resolution, Zeroing)>> {
-    let find = |name: &str| {
-        weights
-            .iter()
-            .filter(|w| w.id == name || model.tensors()[w.tensor].name == name)
-            .collect::<Vec<_>>()
-    };
+    let mut by_name: HashMap<&str, Vec<&Weight>> = HashMap::new();
+    for w in weights {
+        by_name.entry(w.id.as_str()).or_default().push(w);
+        let name = model.tensors()[w.tensor].name.as_str();
+        if name != w.id {
+            by_name.entry(name).or_default().push(w);
+        }
+    }
+    let find = |name: &str| by_name.get(name).cloned().unwrap_or_default();
+    let biases = bias_index(model, weights);
     let mut used = BTreeSet::new();
     let mut out = Vec::new();
     for mask in masks {
         let base = strip_suffixes(&mask.key);
+        let module = base.strip_suffix(".weight").unwrap_or(base);
         let fits = |w: &&Weight| orientation(&mask.shape, w, &dims(model, w), layout).is_some();
-        let rules: Vec<(String, Vec<&Weight>)> = vec![
-            (
-                "--map".into(),
-                map.get(&mask.key).map(|id| find(id)).unwrap_or_default(),
-            ),
-            ("exact name".into(), find(&mask.key)),
-            (
-                format!("name without suffix (`{base}`)"),
-                if base != mask.key {
-                    find(base)
-                } else {
-                    Vec::new()
-                },
-            ),
-            (
-                format!(
-                    "bias sibling (`{}.bias`)",
-                    base.strip_suffix(".weight").unwrap_or(base)
-                ),
-                bias_siblings(model, weights, base.strip_suffix(".weight").unwrap_or(base))
-                    .into_iter()
-                    .filter(fits)
-                    .collect(),
-            ),
-            (
-                "unique shape".into(),
-                weights
-                    .iter()
-                    .filter(|w| w.role.prunable())
-                    .filter(fits)
-                    .filter(|w| !used.contains(&w.tensor))
-                    .collect(),
-            ),
-        ];
         if let Some(id) = map.get(&mask.key) {
-            if rules[0].1.is_empty() {
+            if find(id).is_empty() {
                 return Err(Error::Usage(format!(
                     "--map sends `{}` to `{id}`, which is not a weight of the model",
                     mask.key
                 )));
             }
         }
-        let Some((rule, candidates)) = rules.into_iter().find(|(_, c)| !c.is_empty()) else {
+        // The rules in order; each runs only if those before it found nothing.
+        let rule = |r: usize| -> (String, Vec<&Weight>) {
+            match r {
+                0 => (
+                    "--map".into(),
+                    map.get(&mask.key).map(|id| find(id)).unwrap_or_default(),
+                ),
+                1 => ("exact name".into(), find(&mask.key)),
+                2 if base != mask.key => (format!("name without suffix (`{base}`)"), find(base)),
+                3 => (
+                    format!("bias sibling (`{module}.bias`)"),
+                    biases
+                        .get(&format!("{module}.bias"))
+                        .into_iter()
+                        .flatten()
+                        .map(|&w| &weights[w])
+                        .filter(fits)
+                        .collect(),
+                ),
+                4 => (
+                    "unique shape".into(),
+                    weights
+                        .iter()
+                        .filter(|w| w.role.prunable())
+                        .filter(fits)
+                        .filter(|w| !used.contains(&w.tensor))
+                        .collect(),
+                ),
+                _ => (String::new(), Vec::new()),
+            }
+        };
+        let Some((rule, candidates)) = (0..5).map(rule).find(|(_, c)| !c.is_empty()) else {
             let similar: Vec<String> = weights
                 .iter()
                 .filter(|w| w.role.prunable())
