@@ -164,28 +164,32 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Resu
             ));
         }
         let dtype = tensor.dtype;
+        // Sparse storage needs the zeroed elements in memory; when the tensor stays dense after
+        // all, they are written as they are rather than zeroed a second time.
+        let mut zeroed = None;
         if storage == Storage::Sparse && !matches!(tensor.payload, Payload::External { .. }) {
-            let zeroed = zeroed_copy(model, tensor, &edit.zeroing)?;
-            if let Some(field) = sparse_field(tensor, &zeroed) {
+            let data = zeroed_copy(model, tensor, &edit.zeroing)?;
+            if let Some(field) = sparse_field(tensor, &data) {
                 swap_field(&mut model_splice, tensor, field);
                 moved.push(edit.tensor);
                 continue;
             }
+            zeroed = Some(data);
         }
+        let zeroing = &edit.zeroing;
         match &tensor.payload {
             Payload::Raw(raw) => {
                 let data = model.raw_bytes(&tensor.payload).expect("raw payload");
-                let zeroing = edit.zeroing.clone();
                 let mut enclosing = tensor.enclosing.clone();
                 enclosing.push(*raw);
-                model_splice.replace(
-                    raw.payload_start..raw.payload_end,
-                    Patch::Stream {
+                let patch = match zeroed {
+                    Some(bytes) => Patch::Bytes(bytes),
+                    None => Patch::Stream {
                         len: data.len(),
-                        write: Box::new(move |w| write_zeroed(dtype, data, &zeroing, w)),
+                        write: Box::new(move |w| write_zeroed(dtype, data, zeroing, w)),
                     },
-                    enclosing,
-                );
+                };
+                model_splice.replace(raw.payload_start..raw.payload_end, patch, enclosing);
             }
             Payload::External {
                 location,
@@ -194,7 +198,6 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Resu
                 ..
             } => {
                 let data = model.raw_bytes(&tensor.payload).expect("external payload");
-                let zeroing = edit.zeroing.clone();
                 let start = *offset as usize;
                 external
                     .get_mut(location.as_str())
@@ -203,13 +206,16 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Resu
                         start..start + *length as usize,
                         Patch::Stream {
                             len: data.len(),
-                            write: Box::new(move |w| write_zeroed(dtype, data, &zeroing, w)),
+                            write: Box::new(move |w| write_zeroed(dtype, data, zeroing, w)),
                         },
                         Vec::new(),
                     );
             }
             Payload::Typed { number, pieces } => {
-                let zeroed = zeroed_copy(model, tensor, &edit.zeroing)?;
+                let zeroed = match zeroed {
+                    Some(bytes) => bytes,
+                    None => zeroed_copy(model, tensor, zeroing)?,
+                };
                 let size = dtype.size().expect("float type");
                 let mut new_field = typed_field(*number, size, &zeroed);
                 for piece in pieces {
