@@ -15,6 +15,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bits;
 mod error;
 mod inspect;
 mod model;

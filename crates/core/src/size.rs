@@ -13,7 +13,7 @@ const EXACT_LIMIT: usize = 64 << 20;
 /// Chunks sampled from a large input.
 const SAMPLES: usize = 32;
 /// Bytes compressed from each sampled chunk.
-const SAMPLE_BYTES: usize = 256 << 10;
+const SAMPLE_BYTES: usize = 64 << 10;
 
 /// A compressed size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -31,7 +31,7 @@ fn deflated_len(data: &[u8]) -> u64 {
 }
 
 /// The DEFLATE-compressed size of `parts` taken together (a model and its external data files).
-/// Inputs over 64 MiB are estimated from 32 evenly spaced 256 KiB samples, so that reporting
+/// Inputs over 64 MiB are estimated from 32 evenly spaced 64 KiB samples, so that reporting
 /// the size of a gigabyte model costs a fraction of a second.
 pub fn compressed_size(parts: &[&[u8]]) -> CompressedSize {
     let chunks: Vec<&[u8]> = parts.iter().flat_map(|p| p.chunks(CHUNK)).collect();

@@ -9,8 +9,9 @@
 
 use rayon::prelude::*;
 
+use crate::bits::{native_threshold, with_bits, Bits};
 use crate::proto::DataType;
-use crate::values::{for_each_key, CHUNK_ELEMENTS};
+use crate::values::{for_each_key, magnitude_key, CHUNK_ELEMENTS};
 
 /// Candidates left after a radix pass are gathered and selected directly below this count.
 const GATHER_LIMIT: u64 = 1 << 20;
@@ -164,60 +165,34 @@ fn bracketed(segments: &[Segment], k: u64, total: u64) -> Option<(u64, Vec<Count
     } else {
         sample[hi_at as usize]
     };
-    // One pass: per segment, counts below lo, equal to lo, equal to hi; keys strictly inside.
-    type Pass = (Vec<[u64; 3]>, Vec<(u64, u32)>);
-    let (edges, mut inside): Pass = segments
-        .iter()
+    // One pass over every chunk of every segment, results kept in order (no merging of lists).
+    let chunks: Vec<Bracketed> = segments
+        .par_iter()
         .enumerate()
-        .map(|(index, s)| {
-            s.chunks()
-                .map(|(first, chunk)| {
-                    let mut edge = [0u64; 3];
-                    let mut inside = Vec::new();
-                    let width = hi - lo;
-                    for_each_key(s.dtype, chunk, first, |_, x| {
-                        // Branch-free for the many elements outside the bracket.
-                        edge[0] += u64::from(x < lo);
-                        if x.wrapping_sub(lo) <= width {
-                            if x == lo {
-                                edge[1] += 1;
-                            } else if x == hi {
-                                edge[2] += 1;
-                            } else {
-                                inside.push((x, index as u32));
-                            }
-                        }
-                    });
-                    (edge, inside)
-                })
-                .reduce(
-                    || ([0u64; 3], Vec::new()),
-                    |mut a, b| {
-                        (0..3).for_each(|j| a.0[j] += b.0[j]);
-                        a.1.extend(b.1);
-                        a
-                    },
-                )
+        .flat_map_iter(|(index, s)| {
+            let size = s.size();
+            s.bytes
+                .chunks(size * CHUNK_ELEMENTS)
+                .map(move |chunk| (index, s.dtype, chunk))
         })
-        .fold((Vec::new(), Vec::new()), |mut acc, (edge, inside)| {
-            acc.0.push(edge);
-            acc.1.extend(inside);
-            acc
-        });
+        .map(|(index, dtype, chunk)| with_bits!(dtype, bracket_chunk(dtype, chunk, lo, hi, index)))
+        .collect();
+    let mut edges = vec![[0u64; 3]; segments.len()];
+    for chunk in &chunks {
+        (0..3).for_each(|j| edges[chunk.segment][j] += chunk.edge[j]);
+    }
     let below_lo: u64 = edges.iter().map(|e| e[0]).sum();
     let at_lo: u64 = edges.iter().map(|e| e[1]).sum();
     let at_hi: u64 = edges.iter().map(|e| e[2]).sum();
-    let n_inside = inside.len() as u64;
-    if k <= below_lo || inside.len() as u64 > 64 * GATHER_LIMIT {
+    let n_inside: u64 = chunks.iter().map(|c| c.inside.len() as u64).sum();
+    if k <= below_lo || n_inside > 64 * GATHER_LIMIT {
         return None;
     }
-    let per_segment = |f: &dyn Fn(usize, &[u64; 3]) -> Counts| {
-        edges.iter().enumerate().map(|(i, e)| f(i, e)).collect()
-    };
+    let per_segment = |f: &dyn Fn(&[u64; 3]) -> Counts| edges.iter().map(f).collect();
     if k <= below_lo + at_lo {
         return Some((
             lo,
-            per_segment(&|_, e| Counts {
+            per_segment(&|e| Counts {
                 below: e[0],
                 equal: e[1],
             }),
@@ -225,29 +200,98 @@ fn bracketed(segments: &[Segment], k: u64, total: u64) -> Option<(u64, Vec<Count
     }
     let rank = k - below_lo - at_lo;
     if rank <= n_inside {
-        let (_, &mut (key, _), _) = inside.select_nth_unstable((rank - 1) as usize);
-        let mut counts: Vec<Counts> = per_segment(&|_, e| Counts {
+        let mut inside: Vec<u64> = Vec::with_capacity(n_inside as usize);
+        chunks.iter().for_each(|c| inside.extend(&c.inside));
+        let (_, &mut key, _) = inside.select_nth_unstable((rank - 1) as usize);
+        let mut counts: Vec<Counts> = per_segment(&|e| Counts {
             below: e[0] + e[1],
             equal: 0,
         });
-        for &(x, segment) in &inside {
-            let c = &mut counts[segment as usize];
-            c.below += u64::from(x < key);
-            c.equal += u64::from(x == key);
+        for chunk in &chunks {
+            let c = &mut counts[chunk.segment];
+            for &x in &chunk.inside {
+                c.below += u64::from(x < key);
+                c.equal += u64::from(x == key);
+            }
         }
         return Some((key, counts));
     }
     if rank <= n_inside + at_hi && hi != u64::MAX {
-        let mut counts: Vec<Counts> = per_segment(&|_, e| Counts {
+        let mut counts: Vec<Counts> = per_segment(&|e| Counts {
             below: e[0] + e[1],
             equal: e[2],
         });
-        for &(_, segment) in &inside {
-            counts[segment as usize].below += 1;
+        for chunk in &chunks {
+            counts[chunk.segment].below += chunk.inside.len() as u64;
         }
         return Some((hi, counts));
     }
     None
+}
+
+/// What the bracket pass finds in one chunk of a segment.
+struct Bracketed {
+    /// The segment's index.
+    segment: usize,
+    /// Elements with keys below `lo`, equal to `lo`, equal to `hi`.
+    edge: [u64; 3],
+    /// The keys strictly between `lo` and `hi`.
+    inside: Vec<u64>,
+}
+
+/// The bracket pass over one chunk of segment `segment`: elements are compared in their own
+/// bits, branch-free; only blocks that hold a key in the bracket are looked at one by one.
+fn bracket_chunk<T: Bits>(
+    dtype: DataType,
+    chunk: &[u8],
+    lo: u64,
+    hi: u64,
+    segment: usize,
+) -> Bracketed {
+    const BLOCK: usize = 32;
+    // In the bracket: `from <= bits < to`; no key is above `u64::MAX`, no magnitude reaches
+    // the sign bit.
+    let from = T::saturating_from(native_threshold(dtype, lo));
+    let to = if hi == u64::MAX {
+        T::SIGN
+    } else {
+        T::saturating_from(native_threshold(dtype, hi + 1))
+    };
+    let width = to.wrapping_sub(from);
+    let (mut edge, mut inside) = ([0u64; 3], Vec::new());
+    for block in chunk.chunks(T::SIZE * BLOCK) {
+        let (mut below, mut in_bracket) = (0u32, 0u32);
+        for element in block.chunks_exact(T::SIZE) {
+            let bits = T::read(element).magnitude();
+            below += u32::from(bits < from);
+            in_bracket += u32::from(bits.wrapping_sub(from) < width);
+        }
+        edge[0] += u64::from(below);
+        if in_bracket == 0 {
+            continue;
+        }
+        // Branch-free compaction of the positions in the bracket, then those few one by one.
+        let (mut found, mut n) = ([0u8; BLOCK], 0);
+        for (i, element) in block.chunks_exact(T::SIZE).enumerate() {
+            found[n] = i as u8;
+            n += usize::from(T::read(element).magnitude().wrapping_sub(from) < width);
+        }
+        for &i in &found[..n] {
+            let x = magnitude_key(dtype, block, usize::from(i));
+            if x == lo {
+                edge[1] += 1;
+            } else if x == hi {
+                edge[2] += 1;
+            } else {
+                inside.push(x);
+            }
+        }
+    }
+    Bracketed {
+        segment,
+        edge,
+        inside,
+    }
 }
 
 /// The key of the `k`-th smallest element (1-based), by radix selection.
@@ -389,6 +433,68 @@ mod tests {
                 "k = {k}"
             );
             assert_eq!(radix_kth(&[segment], k as u64), cut.key, "k = {k}");
+        }
+    }
+
+    #[test]
+    fn mixed_float_types_agree_with_sorting() {
+        // Large enough for the bracket pass, whose bounds come from one type and must be
+        // translated into the bits of the others.
+        let n = 400_000u32;
+        let value = |i: u32| ((i.wrapping_mul(2654435761) >> 8) % 100_000) as f64 / 7_919.0 - 6.0;
+        let segments_bytes: Vec<(DataType, Vec<u8>)> = vec![
+            (
+                DataType::Float32,
+                (0..n)
+                    .flat_map(|i| (value(i) as f32).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                DataType::Float16,
+                (0..n)
+                    .flat_map(|i| half::f16::from_f64(value(i + 7)).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                DataType::BFloat16,
+                (0..n)
+                    .flat_map(|i| half::bf16::from_f64(value(i + 13)).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                DataType::Float64,
+                (0..n).flat_map(|i| value(i + 29).to_le_bytes()).collect(),
+            ),
+        ];
+        let segments: Vec<Segment> = segments_bytes
+            .iter()
+            .map(|(dtype, bytes)| Segment {
+                dtype: *dtype,
+                bytes,
+            })
+            .collect();
+        let mut keys: Vec<(u64, usize)> = segments
+            .iter()
+            .enumerate()
+            .flat_map(|(s, seg)| (0..seg.len()).map(move |i| (seg.key(i), s)))
+            .collect();
+        // Stable: equal keys keep segment order, as ties break by position.
+        keys.sort_by_key(|&(key, _)| key);
+        for k in [1, 640_000, 800_000, 1_599_999] {
+            let cut = cut(&segments, k as u64);
+            assert_eq!(cut.key, keys[k - 1].0, "k = {k}");
+            for s in 0..segments.len() {
+                let below = keys
+                    .iter()
+                    .filter(|&&(x, seg)| seg == s && x < cut.key)
+                    .count();
+                let ties = keys[..k]
+                    .iter()
+                    .filter(|&&(x, seg)| seg == s && x == cut.key)
+                    .count();
+                assert_eq!(cut.below[s], below as u64, "k = {k}, segment {s}");
+                assert_eq!(cut.ties[s], ties as u64, "k = {k}, segment {s}");
+            }
         }
     }
 

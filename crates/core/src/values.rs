@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use onnx_splice::Value;
 use rayon::prelude::*;
 
+use crate::bits::{native_threshold, with_bits, Bits};
 use crate::error::{Error, Result};
 use crate::model::{Model, Payload, Tensor};
 use crate::proto::{tensor as field, DataType};
@@ -167,23 +168,40 @@ pub struct ValueStats {
 /// Counts zeros and finds the first non-finite element, in one parallel pass.
 pub fn value_stats(dtype: DataType, bytes: &[u8]) -> ValueStats {
     let size = dtype.size().expect("float type");
+    let infinity = native_threshold(dtype, NON_FINITE_KEY);
     bytes
         .par_chunks(size * CHUNK_ELEMENTS)
         .enumerate()
-        .map(|(c, chunk)| {
-            let mut stats = ValueStats::default();
-            for_each_key(dtype, chunk, c * CHUNK_ELEMENTS, |i, key| {
-                stats.zeros += u64::from(key == 0);
-                if key >= NON_FINITE_KEY && stats.first_non_finite.is_none() {
-                    stats.first_non_finite = Some(i);
-                }
-            });
-            stats
-        })
+        .map(|(c, chunk)| with_bits!(dtype, chunk_stats(chunk, c * CHUNK_ELEMENTS, infinity)))
         .reduce(ValueStats::default, |a, b| ValueStats {
             zeros: a.zeros + b.zeros,
             first_non_finite: a.first_non_finite.or(b.first_non_finite),
         })
+}
+
+/// [`value_stats`] of one chunk whose first element has index `first`; `infinity` is the
+/// magnitude bits of infinity.
+fn chunk_stats<T: Bits>(chunk: &[u8], first: usize, infinity: u64) -> ValueStats {
+    const BLOCK: usize = 64;
+    let (zero, infinity) = (T::saturating_from(0), T::saturating_from(infinity));
+    let mut stats = ValueStats::default();
+    for (b, block) in chunk.chunks(T::SIZE * BLOCK).enumerate() {
+        // Counted branch-free; the rare block holding a non-finite element is searched.
+        let (mut zeros, mut non_finite) = (0u32, 0u32);
+        for element in block.chunks_exact(T::SIZE) {
+            let magnitude = T::read(element).magnitude();
+            zeros += u32::from(magnitude == zero);
+            non_finite += u32::from(magnitude >= infinity);
+        }
+        stats.zeros += u64::from(zeros);
+        if non_finite > 0 && stats.first_non_finite.is_none() {
+            let at = block
+                .chunks_exact(T::SIZE)
+                .position(|element| T::read(element).magnitude() >= infinity);
+            stats.first_non_finite = at.map(|i| first + b * BLOCK + i);
+        }
+    }
+    stats
 }
 
 /// Counts the elements equal to zero (either sign).

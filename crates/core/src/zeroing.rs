@@ -4,6 +4,7 @@ use std::io::{self, Write};
 
 use rayon::prelude::*;
 
+use crate::bits::{native_threshold, with_bits, Bits};
 use crate::proto::DataType;
 use crate::values::{for_each_key, CHUNK_ELEMENTS};
 
@@ -147,7 +148,8 @@ impl BatchZeroer<'_> {
             .for_each(|(c, (data, mut budget))| {
                 let original = chunks[c];
                 if let (Zeroing::Threshold { key, .. }, 0) = (zeroing, budget) {
-                    zero_below(dtype, native_threshold(dtype, *key), original, data);
+                    let threshold = native_threshold(dtype, *key);
+                    with_bits!(dtype, zero_below(threshold, original, data));
                     return;
                 }
                 data.copy_from_slice(original);
@@ -176,49 +178,20 @@ impl BatchZeroer<'_> {
     }
 }
 
-/// The threshold key in the element type's own magnitude bits: the smallest `b` such that every
-/// element whose `|bits|` is at least `b` has a magnitude key of at least `key`.
-fn native_threshold(dtype: DataType, key: u64) -> u64 {
-    let t = f64::from_bits(key);
-    // Rounding to the nearest representable value gives the neighbour below or above `t`.
-    let smallest_at_least = |bits: u64, value: f64| if value < t { bits + 1 } else { bits };
-    match dtype {
-        DataType::Float32 => {
-            let v = t as f32;
-            smallest_at_least(u64::from(v.to_bits()), f64::from(v))
-        }
-        DataType::Float64 => key,
-        DataType::Float16 => {
-            let v = half::f16::from_f64(t);
-            smallest_at_least(u64::from(v.to_bits()), v.to_f64())
-        }
-        DataType::BFloat16 => {
-            let v = half::bf16::from_f64(t);
-            smallest_at_least(u64::from(v.to_bits()), v.to_f64())
-        }
-        DataType::Other(_) => unreachable!("thresholds of non-float tensors"),
-    }
-}
-
 /// Copies `source` to `out`, multiplying by zero every element whose magnitude bits are below
 /// `threshold` (see [`native_threshold`]): integer compares only, so the loop vectorises.
-fn zero_below(dtype: DataType, threshold: u64, source: &[u8], out: &mut [u8]) {
-    macro_rules! zero {
-        ($t:ty, $size:expr) => {{
-            let sign: $t = 1 << ($size * 8 - 1);
-            let threshold = threshold.min(<$t>::MAX as u64) as $t;
-            for (c, s) in out.chunks_exact_mut($size).zip(source.chunks_exact($size)) {
-                let word = <$t>::from_le_bytes(s.try_into().unwrap());
-                let below = <$t>::from((word & !sign) < threshold);
-                let kept = word & (sign | below.wrapping_sub(1));
-                c.copy_from_slice(&kept.to_le_bytes());
-            }
-        }};
-    }
-    match dtype.size().expect("float type") {
-        2 => zero!(u16, 2),
-        4 => zero!(u32, 4),
-        _ => zero!(u64, 8),
+fn zero_below<T: Bits>(threshold: u64, source: &[u8], out: &mut [u8]) {
+    let threshold = T::saturating_from(threshold);
+    let one = T::from_bool(true);
+    for (o, s) in out
+        .chunks_exact_mut(T::SIZE)
+        .zip(source.chunks_exact(T::SIZE))
+    {
+        let word = T::read(s);
+        let below = T::from_bool(word.magnitude() < threshold);
+        // All ones when kept; only the sign bit when zeroed.
+        let mask = T::SIGN.or(below.wrapping_sub(one));
+        word.and(mask).write(o);
     }
 }
 
@@ -247,7 +220,7 @@ mod tests {
                             _ => half::bf16::from_f32(x).to_le_bytes().to_vec(),
                         };
                         let mut fast = vec![0; bytes.len()];
-                        zero_below(dtype, native, &bytes, &mut fast);
+                        with_bits!(dtype, zero_below(native, &bytes, &mut fast));
                         let mut slow = Vec::new();
                         write_zeroed(
                             dtype,
