@@ -5,7 +5,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use onnx_prune_core::{
-    discover, inspect, plan, save, select, Model, PruneConfig, Scope, Selection, Storage,
+    discover, inspect, plan, save, select, Destination, Model, PruneConfig, Scope, Selection,
+    Storage,
 };
 
 use crate::common::onnx_fixtures;
@@ -47,7 +48,7 @@ fn exercise(path: &Path, out_dir: &Path) {
         let _ = save(
             &model,
             &plan.edits,
-            &out_dir.join("out.onnx"),
+            Destination::File(&out_dir.join("out.onnx")),
             Storage::Sparse,
         );
     }

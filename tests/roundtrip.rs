@@ -1,7 +1,7 @@
 //! Byte-faithful output: unchanged models come back byte for byte, and re-encoding every tensor
 //! in place gives back the same file.
 
-use onnx_prune_core::{discover, save, Edit, Model, Storage, Zeroing};
+use onnx_prune_core::{discover, save, Destination, Edit, Model, Storage, Zeroing};
 use protobuf::Message;
 
 use crate::common::{arg, fixture, onnx_fixtures, stdout_ok};
@@ -71,7 +71,7 @@ fn rewriting_every_dense_tensor_in_place_gives_the_same_bytes() {
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.onnx");
-        save(&model, &edits, &out, Storage::Dense).unwrap();
+        save(&model, &edits, Destination::File(&out), Storage::Dense).unwrap();
         assert_eq!(
             std::fs::read(&out).unwrap(),
             model.bytes(),

@@ -4,6 +4,7 @@ mod check;
 mod cli_errors;
 mod common;
 mod hostile;
+mod in_place;
 mod inspect;
 mod prune;
 mod replay;

@@ -103,8 +103,19 @@ pub struct PruneArgs {
     pub model: PathBuf,
 
     /// Where to write the pruned model (never the input; external data goes beside it).
-    #[arg(short, long, value_name = "OUT")]
-    pub output: PathBuf,
+    #[arg(
+        short,
+        long,
+        value_name = "OUT",
+        required_unless_present_any = ["in_place", "dry_run"]
+    )]
+    pub output: Option<PathBuf>,
+
+    /// Write over MODEL (and its external data files) instead of -o: each file is replaced
+    /// atomically, so an interrupted run leaves the input as it was. Not with --check, which
+    /// needs the original: prune to a new file, check it, then move it.
+    #[arg(long, conflicts_with_all = ["output", "check"])]
+    pub in_place: bool,
 
     #[command(flatten)]
     pub rewrite: OutputArgs,
@@ -146,7 +157,7 @@ pub struct PruneArgs {
     #[arg(long, value_name = "N", default_value_t = onnx_prune_core::DEFAULT_MIN_PARAMS)]
     pub min_params: u64,
 
-    /// Print what would be pruned and write nothing.
+    /// Print what would be pruned and write nothing (-o is then not needed).
     #[arg(long)]
     pub dry_run: bool,
 
@@ -251,10 +262,16 @@ pub struct ReplayArgs {
         short,
         long,
         value_name = "OUT",
-        required_unless_present = "all_steps",
+        required_unless_present_any = ["all_steps", "in_place"],
         conflicts_with = "all_steps"
     )]
     pub output: Option<PathBuf>,
+
+    /// Write over MODEL (and its external data files) instead of -o: each file is replaced
+    /// atomically, so an interrupted run leaves the input as it was. Not with --check, which
+    /// needs the original: replay to a new file, check it, then move it.
+    #[arg(long, conflicts_with_all = ["output", "check", "all_steps"])]
+    pub in_place: bool,
 
     #[command(flatten)]
     pub rewrite: OutputArgs,

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use onnx_prune_core::{
-    check_sparsity, discover_with, plan, save, select, write_file_atomic, Model, Pattern,
-    PruneConfig, RewriteReport, Scope, Selection,
+    check_sparsity, discover_with, plan, save, select, write_file_atomic, Destination, Model,
+    Pattern, PruneConfig, RewriteReport, Scope, Selection,
 };
 use onnx_prune_verify::CheckReport;
 use regex::Regex;
@@ -86,21 +86,24 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     progress.phase("choosing what to zero");
     let plan = plan(&model, &selected, &config)?;
     progress.phase("writing");
-    let written = if args.dry_run {
-        None
-    } else {
-        Some(save(
-            &model,
-            &plan.edits,
-            &args.output,
-            args.rewrite.storage.into(),
-        )?)
+    let destination = match &args.output {
+        _ if args.in_place => Some(Destination::InPlace),
+        Some(output) => Some(Destination::File(output)),
+        None => None,
+    };
+    let written = match destination {
+        Some(to) if !args.dry_run => {
+            Some(save(&model, &plan.edits, to, args.rewrite.storage.into())?)
+        }
+        _ => None,
     };
     progress.phase("measuring sizes");
     let report = RewriteReport::new(&model, plan.outcomes, written.as_ref())?;
     progress.phase("checking through tract");
-    let checked = match (&check_options, args.dry_run) {
-        (Some(options), false) => Some(check::run_check(&args.model, &args.output, options)?),
+    let checked = match (&check_options, &args.output, args.dry_run) {
+        (Some(options), Some(output), false) => {
+            Some(check::run_check(&args.model, output, options)?)
+        }
         _ => None,
     };
     drop(progress);

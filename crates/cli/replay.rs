@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use onnx_prune_core::{
     discover, plan, plan_zeroings, read_masks, resolve, save, select, unpruned, write_file_atomic,
-    Manifest, Model, Plan, PruneConfig, RewriteReport, Selection, SparsitySchedule, Weight,
+    Destination, Manifest, Model, Plan, PruneConfig, RewriteReport, Selection, SparsitySchedule,
+    Weight,
 };
 use onnx_prune_verify::CheckOptions;
 
@@ -51,25 +52,25 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         weights,
         map,
     };
-    match (&args.out_dir, &args.output) {
-        (Some(dir), _) => replay.all_steps(dir, check_options.as_ref()),
-        (None, Some(output)) => {
-            let plan = replay.plan(args.step)?;
-            let saved = save(
-                &replay.model,
-                &plan.edits,
-                output,
-                args.rewrite.storage.into(),
-            )?;
-            let report = RewriteReport::new(&replay.model, plan.outcomes, Some(&saved))?;
-            let checked = match &check_options {
-                Some(options) => Some(check::run_check(&args.model, output, options)?),
-                None => None,
-            };
-            prune::finish(&report, checked.as_ref(), args.rewrite.report.as_deref())
-        }
-        (None, None) => bail!("give -o OUT, or --all-steps --out-dir DIR"),
-    }
+    let destination = match (&args.out_dir, &args.output) {
+        (Some(dir), _) => return replay.all_steps(dir, check_options.as_ref()),
+        _ if args.in_place => Destination::InPlace,
+        (None, Some(output)) => Destination::File(output),
+        (None, None) => bail!("give -o OUT, --in-place, or --all-steps --out-dir DIR"),
+    };
+    let plan = replay.plan(args.step)?;
+    let saved = save(
+        &replay.model,
+        &plan.edits,
+        destination,
+        args.rewrite.storage.into(),
+    )?;
+    let report = RewriteReport::new(&replay.model, plan.outcomes, Some(&saved))?;
+    let checked = match (&check_options, &args.output) {
+        (Some(options), Some(output)) => Some(check::run_check(&args.model, output, options)?),
+        _ => None,
+    };
+    prune::finish(&report, checked.as_ref(), args.rewrite.report.as_deref())
 }
 
 /// The steps a sparsity schedule updates at.
@@ -181,7 +182,7 @@ impl Replay<'_> {
             let saved = save(
                 &self.model,
                 &plan.edits,
-                &output,
+                Destination::File(&output),
                 self.args.rewrite.storage.into(),
             )?;
             let report = RewriteReport::new(&self.model, plan.outcomes, Some(&saved))?;

@@ -47,7 +47,7 @@ pub use prune::{
 };
 pub use replay::{resolve, unpruned, Resolution};
 pub use report::{write_file_atomic, FileSizes, OutcomeTotals, RewriteReport};
-pub use rewrite::{save, Edit, Saved, Storage, WrittenFile};
+pub use rewrite::{save, Destination, Edit, Saved, Storage, WrittenFile};
 pub use schedule::{read_masks, Layout, Manifest, Mask, SparsitySchedule, Step, FORMAT};
 pub use select::{select, Selection};
 pub use size::{compressed_size, CompressedSize};

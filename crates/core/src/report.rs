@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::model::{FileBytes, Model};
-use crate::pending::Pending;
+use crate::pending::temp_beside;
 use crate::prune::WeightOutcome;
 use crate::rewrite::Saved;
 use crate::size::{compressed_size, CompressedSize};
@@ -103,15 +103,7 @@ fn sizes(parts: &[&[u8]]) -> FileSizes {
 /// Writes `contents` to `path` atomically: a temporary file beside it, synced, then renamed.
 pub fn write_file_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".onnx-prune-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    let _pending = Pending::new(temp.path());
+    let (mut temp, _pending) = temp_beside(path)?;
     temp.write_all(contents).map_err(|e| Error::io(path, e))?;
     temp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     temp.persist(path).map_err(|e| Error::io(path, e.error))?;

@@ -13,7 +13,7 @@ use tempfile::NamedTempFile;
 
 use crate::error::{Error, Result};
 use crate::model::{Model, Payload, Tensor};
-use crate::pending::Pending;
+use crate::pending::{temp_beside, Pending};
 use crate::proto::tensor as field;
 use crate::sparse::{sparse_field, swap_field};
 use crate::values::dense_bytes;
@@ -56,8 +56,31 @@ pub struct WrittenFile {
     pub bytes: u64,
 }
 
-/// Refuses to write `out` over the model's own file or its external data (also through links).
-fn check_output(model: &Model, out: &Path) -> Result<PathBuf> {
+/// Where [`save`] writes.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination<'p> {
+    /// A new model file; never the input model or one of its external data files.
+    File(&'p Path),
+    /// Over the input model (the file a symlink points to) and its external data files, each
+    /// replaced atomically; the input's mapping stays valid meanwhile.
+    InPlace,
+}
+
+/// The output directory and file name `to` resolves to: refuses to write a new file over the
+/// model's own file or its external data (also through links).
+fn output_location(model: &Model, to: Destination) -> Result<(PathBuf, std::ffi::OsString)> {
+    let out = match to {
+        Destination::File(out) => out,
+        Destination::InPlace => {
+            let input = model
+                .path()
+                .canonicalize()
+                .map_err(|e| Error::io(model.path(), e))?;
+            let dir = input.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let name = input.file_name().expect("a canonical file path").to_owned();
+            return Ok((dir, name));
+        }
+    };
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -74,7 +97,7 @@ fn check_output(model: &Model, out: &Path) -> Result<PathBuf> {
     let resolved = target.canonicalize().unwrap_or_else(|_| target.clone());
     if resolved == input {
         return Err(Error::Usage(format!(
-            "output `{}` is the input model; write to another file",
+            "output `{}` is the input model; write to another file, or pass --in-place",
             out.display()
         )));
     }
@@ -89,21 +112,23 @@ fn check_output(model: &Model, out: &Path) -> Result<PathBuf> {
             out.display()
         )));
     }
-    Ok(out_dir)
+    Ok((out_dir, file_name.to_owned()))
 }
 
 /// Where each external data file goes, by location: the same name beside the output (the same
-/// layout), unless that is the input's own file; then `<output file name>.<location>`.
+/// layout), unless that is the input's own file and the output is another model; then
+/// `<output file name>.<location>`.
 fn external_targets(
     model: &Model,
     out_dir: &Path,
     out_name: &str,
+    to: Destination,
 ) -> Result<BTreeMap<String, String>> {
     let input = model
         .path()
         .canonicalize()
         .map_err(|e| Error::io(model.path(), e))?;
-    let beside_input = input.parent() == Some(out_dir);
+    let beside_input = input.parent() == Some(out_dir) && matches!(to, Destination::File(_));
     Ok(model
         .external_files()
         .keys()
@@ -145,9 +170,9 @@ fn zeroed_copy(model: &Model, tensor: &Tensor, zeroing: &Zeroing) -> Result<Vec<
     Ok(zeroed)
 }
 
-/// Writes `model` with `edits` applied to `out` (and its external data files beside it).
-pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Result<Saved> {
-    let out_dir = check_output(model, out)?;
+/// Writes `model` with `edits` applied to `to` (and its external data files beside it).
+pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) -> Result<Saved> {
+    let (out_dir, out_name) = output_location(model, to)?;
     let mut moved = Vec::new();
     let mut model_splice = Splice::default();
     let mut external: BTreeMap<&str, Splice> = model
@@ -227,12 +252,7 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Resu
             Payload::Empty => {}
         }
     }
-    let out_name = out
-        .file_name()
-        .expect("checked file name")
-        .to_string_lossy()
-        .into_owned();
-    let targets = external_targets(model, &out_dir, &out_name)?;
+    let targets = external_targets(model, &out_dir, &out_name.to_string_lossy(), to)?;
     for tensor in model.tensors() {
         let Payload::External {
             location,
@@ -267,7 +287,7 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Resu
             target,
         ));
     }
-    let target = out_dir.join(out.file_name().expect("checked file name"));
+    let target = out_dir.join(&out_name);
     pending.push((write_temp(&target, model.bytes(), model_splice)?, target));
     let mut written = Vec::new();
     for ((temp, _registered), target) in pending {
@@ -291,12 +311,7 @@ pub fn save(model: &Model, edits: &[Edit], out: &Path, storage: Storage) -> Resu
 
 /// Writes `input` with `splice` applied to a synced temporary file beside `target`.
 fn write_temp(target: &Path, input: &[u8], splice: Splice) -> Result<(NamedTempFile, Pending)> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let temp = tempfile::Builder::new()
-        .prefix(".onnx-prune-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    let pending = Pending::new(temp.path());
+    let (temp, pending) = temp_beside(target)?;
     let file: &File = temp.as_file();
     // Small buffer: large pieces (copied ranges, tensor batches) go straight to the file.
     let mut writer = BufWriter::with_capacity(64 << 10, file);
