@@ -3,6 +3,7 @@
 mod check;
 mod cli_errors;
 mod common;
+mod corrupted;
 mod hostile;
 mod in_place;
 mod inspect;

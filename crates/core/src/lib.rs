@@ -18,6 +18,7 @@
 mod bits;
 mod error;
 mod inspect;
+mod masks;
 mod model;
 mod pending;
 mod proto;
@@ -36,6 +37,7 @@ mod zeroing;
 
 pub use error::{Error, Result};
 pub use inspect::{inspect, summarize_weight, Inspection, ModelSummary, Totals, WeightSummary};
+pub use masks::{read_masks, Mask};
 pub use model::{
     element_count, FileBytes, Graph, Model, ModelInfo, Node, Payload, Source, SparseLayout, Tensor,
     MAX_GRAPH_DEPTH,
@@ -48,7 +50,7 @@ pub use prune::{
 pub use replay::{resolve, unpruned, Resolution};
 pub use report::{write_file_atomic, FileSizes, OutcomeTotals, RewriteReport};
 pub use rewrite::{save, Destination, Edit, Saved, Storage, WrittenFile};
-pub use schedule::{read_masks, Layout, Manifest, Mask, SparsitySchedule, Step, FORMAT};
+pub use schedule::{Layout, Manifest, SparsitySchedule, Step, FORMAT};
 pub use select::{select, Selection};
 pub use size::{compressed_size, CompressedSize};
 pub use sparse::densified;

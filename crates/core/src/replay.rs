@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::{Error, Result};
+use crate::masks::Mask;
 use crate::model::Model;
-use crate::schedule::{Layout, Mask};
+use crate::schedule::Layout;
 use crate::weights::Weight;
 use crate::zeroing::Zeroing;
 

@@ -78,8 +78,61 @@ fn no_end() -> i64 {
 }
 
 impl SparsitySchedule {
-    /// The sparsity in force at `step`: the value computed at the last update step at or
-    /// before it (TF-MOT updates masks when `(step - begin) % frequency == 0`, and at the end).
+    /// Why this schedule cannot be replayed, if it cannot: TF-MOT's own constraints
+    /// (sparsities in [0, 1), `begin_step >= 0`, `end_step >= begin_step`, `frequency >= 1`)
+    /// and a finite, non-negative `power`.
+    fn problem(&self) -> Option<String> {
+        let fraction = |name: &str, value: f64| {
+            (!(0.0..1.0).contains(&value)).then(|| format!("{name} {value} is not in [0, 1)"))
+        };
+        let (sparsities, begin, end, frequency, power) = match *self {
+            SparsitySchedule::PolynomialDecay {
+                initial_sparsity,
+                final_sparsity,
+                begin_step,
+                end_step,
+                power,
+                frequency,
+            } => (
+                vec![
+                    ("initial_sparsity", initial_sparsity),
+                    ("final_sparsity", final_sparsity),
+                ],
+                begin_step,
+                Some(end_step),
+                frequency,
+                power,
+            ),
+            SparsitySchedule::Constant {
+                target_sparsity,
+                begin_step,
+                end_step,
+                frequency,
+            } => (
+                vec![("target_sparsity", target_sparsity)],
+                begin_step,
+                (end_step != -1).then_some(end_step),
+                frequency,
+                0.0,
+            ),
+        };
+        sparsities
+            .into_iter()
+            .find_map(|(name, value)| fraction(name, value))
+            .or_else(|| (begin < 0).then(|| format!("begin_step {begin} is negative")))
+            .or_else(|| {
+                end.filter(|&end| end < begin)
+                    .map(|end| format!("end_step {end} comes before begin_step {begin}"))
+            })
+            .or_else(|| (frequency < 1).then(|| format!("frequency {frequency} is not positive")))
+            .or_else(|| {
+                (!(power.is_finite() && power >= 0.0))
+                    .then(|| format!("power {power} is not a finite, non-negative number"))
+            })
+    }
+
+    /// The sparsity in force at `step` of a schedule that [`Manifest::load`] accepted: the
+    /// value computed at the last update step at or before it (TF-MOT updates masks when `(step - begin) % frequency == 0`, and at the end).
     pub fn sparsity_at(&self, step: i64) -> f64 {
         match *self {
             SparsitySchedule::PolynomialDecay {
@@ -99,7 +152,7 @@ impl SparsitySchedule {
                 } else {
                     begin_step + (step - begin_step) / frequency * frequency
                 };
-                let span = (end_step - begin_step).max(1) as f64;
+                let span = end_step.saturating_sub(begin_step).max(1) as f64;
                 let p = ((update - begin_step) as f64 / span).clamp(0.0, 1.0);
                 final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - p).powf(power)
             }
@@ -177,6 +230,16 @@ impl Manifest {
             }
             _ => {}
         }
+        if let Some(problem) = manifest
+            .sparsity_schedule
+            .as_ref()
+            .and_then(SparsitySchedule::problem)
+        {
+            return Err(Error::invalid(
+                path,
+                format!("sparsity_schedule: {problem}"),
+            ));
+        }
         for pair in manifest.steps.windows(2) {
             if pair[1].step <= pair[0].step {
                 return Err(Error::invalid(
@@ -209,138 +272,4 @@ impl Manifest {
             }),
         }
     }
-}
-
-/// One mask as the training side stored it.
-#[derive(Debug, Clone)]
-pub struct Mask {
-    /// Key in the mask file.
-    pub key: String,
-    /// Shape in the training framework's layout.
-    pub shape: Vec<usize>,
-    /// Keep flags, row-major.
-    pub keep: Vec<bool>,
-}
-
-fn binary(values: impl Iterator<Item = f64>, key: &str, path: &Path) -> Result<Vec<bool>> {
-    values
-        .enumerate()
-        .map(|(i, v)| {
-            if v == 0.0 {
-                Ok(false)
-            } else if v == 1.0 {
-                Ok(true)
-            } else {
-                Err(Error::invalid(
-                    path,
-                    format!("mask `{key}` is not binary: element {i} is {v}"),
-                ))
-            }
-        })
-        .collect()
-}
-
-/// Reads every mask of a safetensors or `.npz` file, in key order.
-pub fn read_masks(path: &Path) -> Result<Vec<Mask>> {
-    let is_npz = path.extension().is_some_and(|e| e == "npz");
-    let mut masks = if is_npz {
-        read_npz(path)?
-    } else {
-        read_safetensors(path)?
-    };
-    masks.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(masks)
-}
-
-fn read_safetensors(path: &Path) -> Result<Vec<Mask>> {
-    use safetensors::Dtype;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let file = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::invalid(path, format!("not a safetensors file: {e}")))?;
-    file.tensors()
-        .into_iter()
-        .map(|(key, view)| {
-            let data = view.data();
-            macro_rules! values {
-                ($size:expr, $conv:expr) => {
-                    data.chunks_exact($size)
-                        .map(|c| $conv(c.try_into().unwrap()))
-                };
-            }
-            let keep = match view.dtype() {
-                Dtype::BOOL | Dtype::U8 => binary(data.iter().map(|&b| f64::from(b)), &key, path),
-                Dtype::I8 => binary(data.iter().map(|&b| f64::from(b as i8)), &key, path),
-                Dtype::I16 => binary(values!(2, |c| f64::from(i16::from_le_bytes(c))), &key, path),
-                Dtype::U16 => binary(values!(2, |c| f64::from(u16::from_le_bytes(c))), &key, path),
-                Dtype::I32 => binary(values!(4, |c| f64::from(i32::from_le_bytes(c))), &key, path),
-                Dtype::U32 => binary(values!(4, |c| f64::from(u32::from_le_bytes(c))), &key, path),
-                Dtype::I64 => binary(values!(8, |c| i64::from_le_bytes(c) as f64), &key, path),
-                Dtype::U64 => binary(values!(8, |c| u64::from_le_bytes(c) as f64), &key, path),
-                Dtype::F16 => binary(
-                    values!(2, |c| half::f16::from_le_bytes(c).to_f64()),
-                    &key,
-                    path,
-                ),
-                Dtype::BF16 => binary(
-                    values!(2, |c| half::bf16::from_le_bytes(c).to_f64()),
-                    &key,
-                    path,
-                ),
-                Dtype::F32 => binary(values!(4, |c| f64::from(f32::from_le_bytes(c))), &key, path),
-                Dtype::F64 => binary(values!(8, f64::from_le_bytes), &key, path),
-                other => Err(Error::invalid(
-                    path,
-                    format!("mask `{key}` has unsupported element type {other:?}"),
-                )),
-            }?;
-            Ok(Mask {
-                key,
-                shape: view.shape().to_vec(),
-                keep,
-            })
-        })
-        .collect()
-}
-
-fn read_npz(path: &Path) -> Result<Vec<Mask>> {
-    use ndarray_npy::NpzReader;
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut npz = NpzReader::new(file)
-        .map_err(|e| Error::invalid(path, format!("not a readable .npz: {e}")))?;
-    let names = npz
-        .names()
-        .map_err(|e| Error::invalid(path, e.to_string()))?;
-    let mut masks = Vec::new();
-    for name in names {
-        let key = name.trim_end_matches(".npy").to_string();
-        macro_rules! attempt {
-            ($($t:ty => $conv:expr),*) => {{
-                let mut found = None;
-                $(if found.is_none() {
-                    if let Ok(a) = npz.by_name::<ndarray::OwnedRepr<$t>, ndarray::IxDyn>(&name) {
-                        let shape = a.shape().to_vec();
-                        found = Some((shape, binary(a.iter().map($conv), &key, path)?));
-                    }
-                })*
-                found
-            }};
-        }
-        let (shape, keep) = attempt!(
-            bool => |&b: &bool| f64::from(u8::from(b)),
-            u8 => |&v: &u8| f64::from(v),
-            i8 => |&v: &i8| f64::from(v),
-            i32 => |&v: &i32| f64::from(v),
-            i64 => |&v: &i64| v as f64,
-            f32 => |&v: &f32| f64::from(v),
-            f64 => |&v: &f64| v
-        )
-        .ok_or_else(|| {
-            Error::invalid(
-                path,
-                format!("array `{key}` has an element type that cannot be read"),
-            )
-        })?;
-        masks.push(Mask { key, shape, keep });
-    }
-    Ok(masks)
 }
