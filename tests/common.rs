@@ -70,7 +70,6 @@ pub fn sample_test_set() -> (PathBuf, String) {
 
 /// A one-node model `y = x · W` with a `rows x cols` float32 weight, written to `dir/model.onnx`.
 pub fn matmul_model(dir: &Path, rows: usize, cols: usize, weight: &[f32]) -> PathBuf {
-    use protobuf::Message;
     let mut w = onnx_protobuf::TensorProto::new();
     w.name = "w".into();
     w.dims = vec![rows as i64, cols as i64];
@@ -83,13 +82,19 @@ pub fn matmul_model(dir: &Path, rows: usize, cols: usize, weight: &[f32]) -> Pat
     let mut graph = onnx_protobuf::GraphProto::new();
     graph.node.push(node);
     graph.initializer.push(w);
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, model_bytes(graph)).unwrap();
+    path
+}
+
+/// A serialized model (IR 8, opset 17) holding `graph`.
+pub fn model_bytes(graph: onnx_protobuf::GraphProto) -> Vec<u8> {
+    use protobuf::Message;
     let mut model = onnx_protobuf::ModelProto::new();
     model.ir_version = 8;
     let mut opset = onnx_protobuf::OperatorSetIdProto::new();
     opset.version = 17;
     model.opset_import.push(opset);
     model.graph = protobuf::MessageField::some(graph);
-    let path = dir.join("model.onnx");
-    std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
-    path
+    model.write_to_bytes().unwrap()
 }

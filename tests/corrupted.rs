@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use protobuf::Message;
-
-use crate::common::{arg, fixture, fixtures, run, sample};
+use crate::common::{arg, fixture, fixtures, model_bytes, run, sample};
 
 /// Runs `args`; it must exit 2 naming the file `named`, without a panic, leaving `out_dir`
 /// empty.
@@ -62,10 +60,7 @@ fn varint(mut value: u64) -> Vec<u8> {
 fn model_with(tensor: onnx_protobuf::TensorProto) -> Vec<u8> {
     let mut graph = onnx_protobuf::GraphProto::new();
     graph.initializer.push(tensor);
-    let mut model = onnx_protobuf::ModelProto::new();
-    model.ir_version = 8;
-    model.graph = protobuf::MessageField::some(graph);
-    model.write_to_bytes().unwrap()
+    model_bytes(graph)
 }
 
 fn float_tensor(dims: Vec<i64>, raw: Vec<u8>) -> onnx_protobuf::TensorProto {

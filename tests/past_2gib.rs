@@ -6,9 +6,7 @@
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use protobuf::Message;
-
-use crate::common::{arg, stdout_ok};
+use crate::common::{arg, model_bytes, stdout_ok};
 
 /// Four 512 MiB weights, then a 1 MiB one starting at exactly 2 GiB.
 const WEIGHTS: [(i64, i64); 5] = [
@@ -66,13 +64,7 @@ fn big_model(dir: &Path) -> Vec<u64> {
         offset += length;
     }
     data.flush().unwrap();
-    let mut model = onnx_protobuf::ModelProto::new();
-    model.ir_version = 8;
-    let mut opset = onnx_protobuf::OperatorSetIdProto::new();
-    opset.version = 17;
-    model.opset_import.push(opset);
-    model.graph = protobuf::MessageField::some(graph);
-    std::fs::write(dir.join("big.onnx"), model.write_to_bytes().unwrap()).unwrap();
+    std::fs::write(dir.join("big.onnx"), model_bytes(graph)).unwrap();
     offsets
 }
 

@@ -132,7 +132,8 @@ impl SparsitySchedule {
     }
 
     /// The sparsity in force at `step` of a schedule that [`Manifest::load`] accepted: the
-    /// value computed at the last update step at or before it (TF-MOT updates masks when `(step - begin) % frequency == 0`, and at the end).
+    /// value computed at the last update step at or before it (TF-MOT updates masks when
+    /// `(step - begin) % frequency == 0`, and at the end).
     pub fn sparsity_at(&self, step: i64) -> f64 {
         match *self {
             SparsitySchedule::PolynomialDecay {
