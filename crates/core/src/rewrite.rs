@@ -314,7 +314,7 @@ fn write_temp(target: &Path, input: &[u8], splice: Splice) -> Result<(NamedTempF
     let (temp, pending) = temp_beside(target)?;
     let file: &File = temp.as_file();
     // Small buffer: large pieces (copied ranges, tensor batches) go straight to the file.
-    let mut writer = BufWriter::with_capacity(64 << 10, file);
+    let mut writer = BufWriter::with_capacity(64 << 10, Piecewise(file));
     splice
         .write_to(input, &mut writer)
         .map_err(|e| Error::io(target, std::io::Error::other(e)))?;
@@ -322,4 +322,23 @@ fn write_temp(target: &Path, input: &[u8], splice: Splice) -> Result<(NamedTempF
     drop(writer);
     file.sync_all().map_err(|e| Error::io(target, e))?;
     Ok((temp, pending))
+}
+
+/// Bytes handed to the kernel per `write`. Large writes are slow to copy into the page cache:
+/// on the development machine, 1 GiB written in 256 KiB pieces took 0.22 to 0.38 s, and 0.24 to
+/// 2.45 s in 8 MiB pieces (`dd`, four runs each).
+const WRITE_PIECE: usize = 256 << 10;
+
+/// A file that takes at most [`WRITE_PIECE`] bytes per `write`.
+struct Piecewise<'f>(&'f File);
+
+impl Write for Piecewise<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut file = self.0;
+        file.write(&buf[..buf.len().min(WRITE_PIECE)])
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
