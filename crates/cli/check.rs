@@ -75,7 +75,7 @@ pub fn run_check(
     let (dense_a, dense_b) = (densified(&a)?, densified(&b)?);
     let bytes_a = dense_a.as_deref().unwrap_or(a.bytes());
     let bytes_b = dense_b.as_deref().unwrap_or(b.bytes());
-    Ok(check((reference, bytes_a), (candidate, bytes_b), options)?)
+    Ok(check((&a, bytes_a), (&b, bytes_b), options)?)
 }
 
 pub fn run(args: CheckArgs) -> Result<ExitCode> {

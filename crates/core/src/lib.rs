@@ -40,7 +40,7 @@ pub use inspect::{inspect, summarize_weight, Inspection, ModelSummary, Totals, W
 pub use masks::{read_masks, Mask};
 pub use model::{
     element_count, FileBytes, Graph, Model, ModelInfo, Node, Payload, Source, SparseLayout, Tensor,
-    MAX_GRAPH_DEPTH,
+    ValueInfo, MAX_GRAPH_DEPTH,
 };
 pub use pending::remove_unfinished_outputs;
 pub use proto::DataType;

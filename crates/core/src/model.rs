@@ -87,6 +87,19 @@ pub struct Graph {
     pub parent: Option<usize>,
     /// Nodes in file order.
     pub nodes: Vec<Node>,
+    /// Declared inputs (`graph.input`), initializers listed there included.
+    pub inputs: Vec<ValueInfo>,
+}
+
+/// A declared graph input: name, element type and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueInfo {
+    /// Name.
+    pub name: String,
+    /// `TensorProto.DataType` number; 0 when not a tensor or not given.
+    pub elem_type: i32,
+    /// Dimensions: `None` where symbolic or not given. Empty when no shape is given.
+    pub dims: Vec<Option<u64>>,
 }
 
 /// A node, with what weight discovery needs of it.
@@ -240,6 +253,23 @@ impl Model {
             tensors,
             external,
         })
+    }
+
+    /// The inputs the main graph declares that are not initializers: what running it needs.
+    pub fn graph_inputs(&self) -> Vec<&ValueInfo> {
+        let Some(main) = self.graphs.first() else {
+            return Vec::new();
+        };
+        let initializers: std::collections::BTreeSet<&str> = self
+            .tensors
+            .iter()
+            .filter(|t| t.graph == 0 && t.source == Source::Initializer)
+            .map(|t| t.name.as_str())
+            .collect();
+        main.inputs
+            .iter()
+            .filter(|input| !initializers.contains(input.name.as_str()))
+            .collect()
     }
 
     /// The file the model was loaded from.
@@ -491,6 +521,7 @@ impl Scanner<'_> {
             path: path.clone(),
             parent,
             nodes: Vec::new(),
+            inputs: Vec::new(),
         });
         let enclosing = with(enclosing, field);
         let mut name = String::new();
@@ -506,10 +537,59 @@ impl Scanner<'_> {
                     self.sparse_tensor(index, Source::SparseInitializer, None, &f, &enclosing)?;
                 }
                 proto::graph::NODE => self.node(index, &f, &enclosing, &path, depth)?,
+                proto::graph::INPUT => {
+                    let input = self.value_info(&f)?;
+                    self.graphs[index].inputs.push(input);
+                }
                 _ => {}
             }
         }
         Ok(name)
+    }
+
+    /// Reads a `ValueInfoProto`: name, and the element type and dimensions of a tensor type.
+    fn value_info(&self, field: &Field) -> ScanResult<ValueInfo> {
+        use proto::value_info as v;
+        let mut info = ValueInfo {
+            name: String::new(),
+            elem_type: 0,
+            dims: Vec::new(),
+        };
+        // The message each level's field of interest is in, found by field number.
+        let nested = |field: &Field, number: u32| -> ScanResult<Vec<Field>> {
+            self.fields(payload(field)?)
+                .filter(|f| f.as_ref().map_or(true, |f| f.number == number))
+                .collect()
+        };
+        for f in self.fields(payload(field)?) {
+            let f = f?;
+            match f.number {
+                v::NAME => info.name = string(self.bytes, &f)?,
+                v::TYPE => {
+                    for tensor in nested(&f, v::TENSOR_TYPE)? {
+                        for part in self.fields(payload(&tensor)?) {
+                            let part = part?;
+                            match part.number {
+                                v::ELEM_TYPE => info.elem_type = varint(&part)? as i32,
+                                v::SHAPE => {
+                                    for dim in nested(&part, v::DIM)? {
+                                        let value = nested(&dim, v::DIM_VALUE)?;
+                                        let value = match value.last() {
+                                            Some(value) => Some(varint(value)? as i64),
+                                            None => None,
+                                        };
+                                        info.dims.push(value.and_then(|v| u64::try_from(v).ok()));
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(info)
     }
 
     fn node(

@@ -24,7 +24,22 @@ pub mod graph {
     pub const NODE: u32 = 1;
     pub const NAME: u32 = 2;
     pub const INITIALIZER: u32 = 5;
+    pub const INPUT: u32 = 11;
     pub const SPARSE_INITIALIZER: u32 = 15;
+}
+
+/// `ValueInfoProto` fields, and those of the type messages inside it: `TypeProto`
+/// (`tensor_type`), `TypeProto.Tensor` (`elem_type`, `shape`), `TensorShapeProto` (`dim`) and
+/// `TensorShapeProto.Dimension` (`dim_value`).
+#[allow(missing_docs)]
+pub mod value_info {
+    pub const NAME: u32 = 1;
+    pub const TYPE: u32 = 2;
+    pub const TENSOR_TYPE: u32 = 1;
+    pub const ELEM_TYPE: u32 = 1;
+    pub const SHAPE: u32 = 2;
+    pub const DIM: u32 = 1;
+    pub const DIM_VALUE: u32 = 1;
 }
 
 /// `NodeProto` fields.

@@ -2,8 +2,9 @@
 //! their outputs are, against named tolerances.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use onnx_prune_core::Model;
 use rayon::prelude::*;
 use tract_onnx::prelude::*;
 
@@ -350,14 +351,16 @@ fn shapes_of(inputs: &BTreeMap<String, Tensor>) -> Shapes {
         .collect()
 }
 
-/// Runs `reference` and `candidate` (ONNX bytes of the files at those paths) on the samples the
-/// options describe and compares every output.
+/// Runs `reference` and `candidate` on the samples the options describe and compares every
+/// output. Each model comes with the ONNX bytes tract is to run (its own, or a densified copy).
 pub fn check(
-    reference: (&Path, &[u8]),
-    candidate: (&Path, &[u8]),
+    (reference_model, reference_bytes): (&Model, &[u8]),
+    (candidate_model, candidate_bytes): (&Model, &[u8]),
     options: &CheckOptions,
 ) -> Result<CheckReport> {
-    let specs = input_specs(reference.1, reference.0)?;
+    let reference = (reference_model.path(), reference_bytes);
+    let candidate = (candidate_model.path(), candidate_bytes);
+    let specs = input_specs(reference_model)?;
     let (runs, count) = match load_samples(options, &specs)? {
         SampleSet::Sets(sets) => {
             let count = sets.len();

@@ -4,16 +4,17 @@
 //! This is the only crate of onnx-prune that depends on tract.
 //!
 //! ```no_run
+//! use onnx_prune_core::Model;
 //! use onnx_prune_verify::{check, CheckOptions, InputSource};
-//! use std::path::Path;
 //!
-//! let (a, b) = (Path::new("dense.onnx"), Path::new("pruned.onnx"));
+//! let (a, b) = (Model::load("dense.onnx")?, Model::load("pruned.onnx")?);
 //! let options = CheckOptions {
 //!     inputs: vec![InputSource::Npz("test_set.npz".into())],
 //!     labels: Some("test_set.npz:labels".into()),
 //!     ..CheckOptions::default()
 //! };
-//! let report = check((a, &std::fs::read(a)?), (b, &std::fs::read(b)?), &options)?;
+//! // A model with sparse initializers runs as `onnx_prune_core::densified` gives it.
+//! let report = check((&a, a.bytes()), (&b, b.bytes()), &options)?;
 //! println!("passed: {}, cosine {}", report.passed, report.outputs[0].cosine);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

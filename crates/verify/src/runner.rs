@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use onnx_prune_core::Model;
+use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::infer::{Factoid, InferenceModelExt};
+use tract_onnx::tract_hir::infer::InferenceModelExt;
 
 use crate::error::{Error, Result};
 
@@ -54,32 +56,30 @@ fn unsupported(path: &Path, error: TractError) -> Error {
     }
 }
 
-/// The inputs a model declares.
-pub fn input_specs(bytes: &[u8], path: &Path) -> Result<Vec<InputSpec>> {
-    let model = inference_model(bytes, path, LOADINGS[0])?;
+/// The inputs a model declares, from the graph itself: tract is not asked, as parsing a model
+/// costs a full decode of its weights. An input without an element type is taken as float32.
+pub fn input_specs(model: &Model) -> Result<Vec<InputSpec>> {
     model
-        .input_outlets()
-        .map_err(|e| unsupported(path, e))?
-        .iter()
-        .map(|outlet| {
-            let node = &model.nodes()[outlet.node];
-            let fact = model
-                .outlet_fact(*outlet)
-                .map_err(|e| unsupported(path, e))?;
-            let datum = fact.datum_type.concretize().unwrap_or(DatumType::F32);
-            let dims = fact
-                .shape
-                .dims()
-                .map(|d| {
-                    d.concretize()
-                        .and_then(|d| d.to_i64().ok())
-                        .map(|d| d as usize)
-                })
-                .collect();
+        .graph_inputs()
+        .into_iter()
+        .map(|input| {
+            let datum = match input.elem_type {
+                0 => DatumType::F32,
+                number => DataType::try_from(number)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| DatumType::try_from(t).map_err(|e| e.to_string()))
+                    .map_err(|_| Error::Unsupported {
+                        path: model.path().to_path_buf(),
+                        msg: format!(
+                            "input `{}` has element type {number}, which tract does not run",
+                            input.name
+                        ),
+                    })?,
+            };
             Ok(InputSpec {
-                name: node.name.clone(),
+                name: input.name.clone(),
                 datum,
-                dims,
+                dims: input.dims.iter().map(|d| d.map(|d| d as usize)).collect(),
             })
         })
         .collect()
