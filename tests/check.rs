@@ -182,6 +182,26 @@ fn inputs_that_do_not_fit_the_model_are_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--random"));
 }
 
+/// Regression: random indices past an embedding table's end made tract panic (exit 101, a
+/// backtrace); it is bad input for that model, said in one line.
+#[test]
+fn input_values_out_of_the_models_range_are_an_error_not_a_panic() {
+    let model = fixture("pytorch_embedding.onnx");
+    let out = run(&[
+        "check",
+        arg(&model),
+        arg(&model),
+        "--random",
+        "4",
+        "--seed",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pytorch_embedding.onnx: tract failed on sample"));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// Regression: test-data inputs were concatenated on their first axis as if it were a sample
 /// axis, which refused two matrices of different heights and panicked on outputs smaller than
 /// the batch. Each data set is now one run, compared whole.

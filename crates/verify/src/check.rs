@@ -429,8 +429,8 @@ pub fn check(
                 .iter()
                 .find(|(s, _, _)| *s == shapes)
                 .expect("a runner per shape");
-            let expected = reference_runner.run(reference.0, &run.inputs)?;
-            let actual = candidate_runner.run(candidate.0, &run.inputs)?;
+            let expected = reference_runner.run(reference.0, &run.inputs, run.first)?;
+            let actual = candidate_runner.run(candidate.0, &run.inputs, run.first)?;
             let mut accs = vec![Accumulator::default(); expected.len()];
             let (mut ref_correct, mut cand_correct) = (0, 0);
             for (o, (e, a)) in expected.iter().zip(&actual).enumerate() {

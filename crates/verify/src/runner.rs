@@ -1,8 +1,11 @@
 //! Loading a model into tract once, for inputs of a given per-sample shape, and running it on
 //! batches of samples from several threads.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::Once;
 
 use onnx_prune_core::Model;
 use tract_onnx::pb::tensor_proto::DataType;
@@ -103,7 +106,14 @@ impl Runner {
     pub fn new(bytes: &[u8], path: &Path, shapes: &Shapes) -> Result<Runner> {
         let mut first_error = None;
         for ignore_stored_shapes in LOADINGS {
-            match Self::load(bytes, path, shapes, ignore_stored_shapes) {
+            let loaded = inside_tract(|| Self::load(bytes, path, shapes, ignore_stored_shapes))
+                .unwrap_or_else(|what| {
+                    Err(Error::Unsupported {
+                        path: path.to_path_buf(),
+                        msg: format!("tract panicked while loading it: {what}"),
+                    })
+                });
+            match loaded {
                 Ok(runner) => return Ok(runner),
                 Err(error) => {
                     first_error.get_or_insert(error);
@@ -156,14 +166,64 @@ impl Runner {
         })
     }
 
-    /// Runs one batch; `inputs` by name.
-    pub fn run(&self, path: &Path, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<Tensor>> {
+    /// Runs one batch, whose first sample is number `first_sample`; `inputs` by name. Some tract
+    /// kernels panic on input values out of the model's range (a `Gather` index past the end
+    /// of its table); such a panic is caught and reported as bad input (loading's panics as a
+    /// model tract cannot run).
+    pub fn run(
+        &self,
+        path: &Path,
+        inputs: &BTreeMap<String, Tensor>,
+        first_sample: usize,
+    ) -> Result<Vec<Tensor>> {
         let values: TVec<TValue> = self
             .inputs
             .iter()
             .map(|name| inputs[name].clone().into_tvalue())
             .collect();
-        let outputs = self.plan.run(values).map_err(|e| unsupported(path, e))?;
+        let outputs = inside_tract(|| self.plan.run(values))
+            .map_err(|what| {
+                Error::Usage(format!(
+                    "{}: tract failed on sample {first_sample} ({what}); are the input values \
+                     in the model's range? (--random draws integers from [0, 10))",
+                    path.display()
+                ))
+            })?
+            .map_err(|e| unsupported(path, e))?;
         Ok(outputs.into_iter().map(|v| v.into_tensor()).collect())
     }
+}
+
+/// Runs `f`, which calls into tract, turning a panic into its message.
+fn inside_tract<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    quiet_panics_inside_tract();
+    RUNNING_TRACT.with(|running| running.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    RUNNING_TRACT.with(|running| running.set(false));
+    result.map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "no message".into())
+    })
+}
+
+thread_local! {
+    /// Set while this thread runs a tract plan, whose panics [`Runner::run`] catches.
+    static RUNNING_TRACT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs, once, a panic hook that keeps quiet about panics inside tract runs (they are
+/// caught and reported as errors) and hands every other panic to the hook it replaces.
+fn quiet_panics_inside_tract() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !RUNNING_TRACT.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
 }
