@@ -173,29 +173,27 @@ fn two_of_four_groups_run_along_the_reduction_axis() {
 fn same_bytes_with_one_thread_and_with_many() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixture("digits_mlp_pytorch.onnx");
+    let requests: [&[&str]; 5] = [
+        &["--sparsity", "0.63", "--scope", "global"],
+        &["--sparsity", "0.63", "--scope", "tensor"],
+        &["--pattern", "2:4"],
+        &["--pattern", "block:4x4", "--sparsity", "0.5"],
+        &["--sparsity", "0.63", "--storage", "sparse"],
+    ];
     let mut outputs = Vec::new();
     for threads in ["1", "2", "7"] {
-        for flags in [["--scope", "global"], ["--scope", "tensor"]] {
-            let out = dir.path().join(format!("out-{threads}-{}.onnx", flags[1]));
-            let args = [
-                "prune",
-                arg(&model),
-                "-o",
-                arg(&out),
-                "--sparsity",
-                "0.63",
-                flags[0],
-                flags[1],
-            ];
+        for (r, flags) in requests.iter().enumerate() {
+            let out = dir.path().join(format!("out-{threads}-{r}.onnx"));
+            let args = [&["prune", arg(&model), "-o", arg(&out)][..], flags].concat();
             assert!(run_with_env(&args, &[("RAYON_NUM_THREADS", threads)])
                 .status
                 .success());
-            outputs.push((flags[1], std::fs::read(&out).unwrap()));
+            outputs.push((r, std::fs::read(&out).unwrap()));
         }
     }
-    for (scope, bytes) in &outputs {
-        let first = &outputs.iter().find(|(s, _)| s == scope).unwrap().1;
-        assert_eq!(bytes, first, "{scope}");
+    for (r, bytes) in &outputs {
+        let first = &outputs.iter().find(|(s, _)| s == r).unwrap().1;
+        assert_eq!(bytes, first, "{:?}", requests[*r]);
     }
 }
 
