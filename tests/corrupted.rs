@@ -1,6 +1,6 @@
 //! A corpus of corrupted models and schedules through the CLI: each exits 2 with a message
-//! naming the file, never panics, and leaves nothing behind. Includes every input the fuzz
-//! targets found a bug with (`fixtures/hostile/`).
+//! naming the file, never panics, and leaves nothing behind. Includes every input that found a
+//! bug, by fuzzing or by the mutation campaign (`fixtures/hostile/`).
 
 use std::path::{Path, PathBuf};
 
@@ -210,8 +210,9 @@ fn corrupted_schedules_and_mask_files_exit_2_and_leave_nothing() {
     }
 }
 
-/// Each input a fuzz target found a bug with, and what the fixed tool says of it.
-const FUZZ_FINDINGS: [(&str, &str); 2] = [
+/// Each input a fuzz target or the mutation campaign (`tests/hostile.rs`) found a bug with,
+/// and what the fixed tool says of it.
+const FINDINGS: [(&str, &str); 3] = [
     // ndarray-npy allocated the 3.6 GB the header claimed before reading it.
     (
         "npy_header_claims_3_6_gb.npz",
@@ -222,10 +223,15 @@ const FUZZ_FINDINGS: [(&str, &str); 2] = [
         "schedule_sparsity_above_one.json",
         "target_sparsity 1.5 is not in [0, 1)",
     ),
+    // A sparse tensor with more values than elements made inspect subtract past zero.
+    (
+        "sparse_nnz_above_elements.onnx",
+        "holds 35 values but its shape [8] has 8 elements",
+    ),
 ];
 
 #[test]
-fn inputs_the_fuzzers_found_bugs_with_are_refused() {
+fn inputs_that_found_bugs_are_refused() {
     let hostile = fixtures().join("hostile");
     let model = fixture("renamed_transposed.onnx");
     let mut files: Vec<String> = std::fs::read_dir(&hostile)
@@ -233,23 +239,39 @@ fn inputs_the_fuzzers_found_bugs_with_are_refused() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    let mut listed: Vec<&str> = FUZZ_FINDINGS.iter().map(|(name, _)| *name).collect();
+    let mut listed: Vec<&str> = FINDINGS.iter().map(|(name, _)| *name).collect();
     listed.sort();
     assert_eq!(
         files, listed,
         "every file in fixtures/hostile has its finding"
     );
-    for (name, message) in FUZZ_FINDINGS {
+    for (name, message) in FINDINGS {
         let path = hostile.join(name);
         let out_dir = tempfile::tempdir().unwrap();
         let out = out_dir.path().join("out.onnx");
-        let schedule = if name.ends_with(".json") {
-            path.clone()
+        let args: Vec<String> = if name.ends_with(".onnx") {
+            ["prune", arg(&path), "-o", arg(&out), "--sparsity", "0.5"]
+                .map(String::from)
+                .to_vec()
         } else {
-            manifest_for(out_dir.path(), &path)
+            let schedule = if name.ends_with(".json") {
+                path.clone()
+            } else {
+                manifest_for(out_dir.path(), &path)
+            };
+            [
+                "replay",
+                arg(&model),
+                "--schedule",
+                arg(&schedule),
+                "-o",
+                arg(&out),
+            ]
+            .map(String::from)
+            .to_vec()
         };
-        let args = ["replay", arg(&model), "--schedule", arg(&schedule)];
-        let result = run(&[&args[..], &["-o", arg(&out)]].concat());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = run(&args);
         let stderr = String::from_utf8_lossy(&result.stderr);
         assert_eq!(result.status.code(), Some(2), "{name}: {stderr}");
         assert!(stderr.contains(name), "`{name}` not in {stderr}");

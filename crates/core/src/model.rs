@@ -834,6 +834,12 @@ impl Scanner<'_> {
             )
         })?;
         let stored = sparse.as_ref().map_or(elements, |s| s.nnz);
+        if stored > elements {
+            return Err(format!(
+                "sparse tensor `{}` holds {stored} values but its shape {:?} has {elements} elements",
+                facts.name, facts.dims
+            ));
+        }
         if let (Payload::Raw(raw), Some(size)) = (&facts.payload, facts.dtype.size()) {
             let len = (raw.payload_end - raw.payload_start) as u64;
             if stored.checked_mul(size as u64) != Some(len) {
