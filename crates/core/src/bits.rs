@@ -2,10 +2,21 @@
 //! of `|x|` (the sign bit cleared) are below those of `|y|`, so the passes over gigabytes compare
 //! 16-, 32- or 64-bit integers, which vectorise, instead of converting every element to `f64`.
 
+use std::ops::{BitAnd, BitOr, Not};
+
 use crate::proto::DataType;
 
 /// The unsigned integer holding one element of a float type.
-pub(crate) trait Bits: Copy + Ord + Send + Sync {
+pub(crate) trait Bits:
+    Copy
+    + Ord
+    + Send
+    + Sync
+    + From<bool>
+    + BitAnd<Output = Self>
+    + BitOr<Output = Self>
+    + Not<Output = Self>
+{
     /// Bytes per element.
     const SIZE: usize;
     /// The sign bit.
@@ -14,23 +25,15 @@ pub(crate) trait Bits: Copy + Ord + Send + Sync {
     fn read(bytes: &[u8]) -> Self;
     /// Writes it back as little-endian bytes into exactly `SIZE` bytes.
     fn write(self, out: &mut [u8]);
-    /// `self` narrowed to this width, saturating.
+    /// `value` narrowed to this width, saturating.
     fn saturating_from(value: u64) -> Self;
-    /// Bitwise and.
-    fn and(self, other: Self) -> Self;
-    /// Bitwise or.
-    fn or(self, other: Self) -> Self;
-    /// Bitwise not.
-    fn not(self) -> Self;
     /// Wrapping subtraction.
     fn wrapping_sub(self, other: Self) -> Self;
-    /// 1 when `condition` holds, else 0.
-    fn from_bool(condition: bool) -> Self;
 
     /// The magnitude bits: the sign cleared.
     #[inline]
     fn magnitude(self) -> Self {
-        self.and(Self::SIGN.not())
+        self & !Self::SIGN
     }
 }
 
@@ -52,24 +55,8 @@ macro_rules! bits {
                 value.min(<$t>::MAX as u64) as $t
             }
             #[inline]
-            fn and(self, other: $t) -> $t {
-                self & other
-            }
-            #[inline]
-            fn or(self, other: $t) -> $t {
-                self | other
-            }
-            #[inline]
-            fn not(self) -> $t {
-                !self
-            }
-            #[inline]
             fn wrapping_sub(self, other: $t) -> $t {
                 <$t>::wrapping_sub(self, other)
-            }
-            #[inline]
-            fn from_bool(condition: bool) -> $t {
-                <$t>::from(condition)
             }
         }
     };

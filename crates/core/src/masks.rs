@@ -1,5 +1,5 @@
 //! Reading masks as the training side stored them: safetensors or `.npz`, any element type,
-//! nonzero (one) meaning keep. Sizes are checked against the file before anything is
+//! one meaning keep and zero prune (any other value is an error). Sizes are checked against the file before anything is
 //! allocated, so a hostile file is an error, never an unbounded allocation.
 
 use std::io::Read;

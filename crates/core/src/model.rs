@@ -574,11 +574,9 @@ impl Scanner<'_> {
                                 v::SHAPE => {
                                     for dim in nested(&part, v::DIM)? {
                                         let value = nested(&dim, v::DIM_VALUE)?;
-                                        let value = match value.last() {
-                                            Some(value) => Some(varint(value)? as i64),
-                                            None => None,
-                                        };
-                                        info.dims.push(value.and_then(|v| u64::try_from(v).ok()));
+                                        let value = value.last().map(varint).transpose()?;
+                                        // int64 on the wire: a negative size is no size.
+                                        info.dims.push(value.filter(|&v| (v as i64) >= 0));
                                     }
                                 }
                                 _ => {}

@@ -325,7 +325,7 @@ fn write_temp(target: &Path, input: &[u8], splice: Splice) -> Result<(NamedTempF
 }
 
 /// Bytes handed to the kernel per `write`. Large writes are slow to copy into the page cache:
-/// on the development machine, 1 GiB written in 256 KiB pieces took 0.22 to 0.38 s, and 0.24 to
+/// on the development machine, 1 GiB written in 256 KiB pieces took 0.22 to 0.24 s, and 0.24 to
 /// 2.45 s in 8 MiB pieces (`dd`, four runs each).
 const WRITE_PIECE: usize = 256 << 10;
 

@@ -183,7 +183,7 @@ pub fn value_stats(dtype: DataType, bytes: &[u8]) -> ValueStats {
 /// magnitude bits of infinity.
 fn chunk_stats<T: Bits>(chunk: &[u8], first: usize, infinity: u64) -> ValueStats {
     const BLOCK: usize = 64;
-    let (zero, infinity) = (T::saturating_from(0), T::saturating_from(infinity));
+    let (zero, infinity) = (T::from(false), T::saturating_from(infinity));
     let mut stats = ValueStats::default();
     for (b, block) in chunk.chunks(T::SIZE * BLOCK).enumerate() {
         // Counted branch-free; the rare block holding a non-finite element is searched.

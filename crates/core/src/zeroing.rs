@@ -182,16 +182,16 @@ impl BatchZeroer<'_> {
 /// `threshold` (see [`native_threshold`]): integer compares only, so the loop vectorises.
 fn zero_below<T: Bits>(threshold: u64, source: &[u8], out: &mut [u8]) {
     let threshold = T::saturating_from(threshold);
-    let one = T::from_bool(true);
+    let one = T::from(true);
     for (o, s) in out
         .chunks_exact_mut(T::SIZE)
         .zip(source.chunks_exact(T::SIZE))
     {
         let word = T::read(s);
-        let below = T::from_bool(word.magnitude() < threshold);
+        let below = T::from(word.magnitude() < threshold);
         // All ones when kept; only the sign bit when zeroed.
-        let mask = T::SIGN.or(below.wrapping_sub(one));
-        word.and(mask).write(o);
+        let mask = T::SIGN | below.wrapping_sub(one);
+        (word & mask).write(o);
     }
 }
 

@@ -69,9 +69,9 @@ pub fn input_specs(model: &Model) -> Result<Vec<InputSpec>> {
             let datum = match input.elem_type {
                 0 => DatumType::F32,
                 number => DataType::try_from(number)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| DatumType::try_from(t).map_err(|e| e.to_string()))
-                    .map_err(|_| Error::Unsupported {
+                    .ok()
+                    .and_then(|t| DatumType::try_from(t).ok())
+                    .ok_or_else(|| Error::Unsupported {
                         path: model.path().to_path_buf(),
                         msg: format!(
                             "input `{}` has element type {number}, which tract does not run",
