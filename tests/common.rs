@@ -54,11 +54,9 @@ pub fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// A file of the PyTorch sample in `shared/samples/digits-mlp-pytorch/`.
+/// A file of the PyTorch training sample in `fixtures/digits-mlp-pytorch/`.
 pub fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/samples/digits-mlp-pytorch")
-        .join(name)
+    fixture("digits-mlp-pytorch").join(name)
 }
 
 /// The sample's test set and its `--labels` argument.
