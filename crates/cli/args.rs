@@ -130,8 +130,8 @@ pub struct PruneArgs {
     #[arg(long, value_enum, default_value = "tensor")]
     pub scope: ScopeArg,
 
-    /// `unstructured`, `N:M` (e.g. 2:4, groups along the reduction axis, for sparse tensor
-    /// cores) or `block:RxC` (whole blocks with the smallest L1 norm, e.g. block:4x4).
+    /// `unstructured`, `N:M` (keep the N largest of every M consecutive elements along the
+    /// reduction axis: 2:4 is 50% zeros, as sparse tensor cores run; 1:4 is 75%) or `block:RxC` (whole blocks with the smallest L1 norm, e.g. block:4x4).
     #[arg(long, value_name = "PATTERN", default_value = "unstructured")]
     pub pattern: String,
 

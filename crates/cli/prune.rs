@@ -26,10 +26,16 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
         .pattern
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--pattern: {e}"))?;
-    let sparsity = match (args.sparsity, pattern) {
-        (Some(s), _) => check_sparsity(s, "--sparsity")?,
-        (None, Pattern::NOfM { n, m }) => n as f64 / m as f64,
-        (None, _) => bail!("--sparsity is required (e.g. --sparsity 0.5) unless --pattern is N:M"),
+    let sparsity = match (args.sparsity, pattern.fixed_sparsity()) {
+        (None, Some(fixed)) => fixed,
+        (Some(_), Some(_)) => bail!(
+            "--sparsity has no effect with --pattern {pattern}: N:M keeps N of every M elements \
+             (2:4 is 50% zeros, 1:4 is 75%); drop --sparsity or use another pattern"
+        ),
+        (Some(s), None) => check_sparsity(s, "--sparsity")?,
+        (None, None) => {
+            bail!("--sparsity is required (e.g. --sparsity 0.5) unless --pattern is N:M")
+        }
     };
     let sparsity_for = args
         .sparsity_for
