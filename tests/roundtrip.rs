@@ -64,10 +64,7 @@ fn rewriting_every_dense_tensor_in_place_gives_the_same_bytes() {
         let edits: Vec<Edit> = discover(&model)
             .iter()
             .filter(|w| model.tensors()[w.tensor].sparse.is_none())
-            .map(|w| Edit {
-                tensor: w.tensor,
-                zeroing: Zeroing::Threshold { key: 1, ties: 0 },
-            })
+            .map(|w| Edit::zero(w.tensor, Zeroing::Threshold { key: 1, ties: 0 }))
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.onnx");

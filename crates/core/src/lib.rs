@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 mod bits;
+mod calibrated;
 mod error;
 mod inspect;
 mod masks;
@@ -35,6 +36,10 @@ mod values;
 mod weights;
 mod zeroing;
 
+pub use calibrated::{
+    plan_calibrated, tap, Calibrated, ConvGeometry, Geometry, LayerStats, Method, Order, Padding,
+    Tap,
+};
 pub use error::{Error, Result};
 pub use inspect::{inspect, summarize_weight, Inspection, ModelSummary, Totals, WeightSummary};
 pub use masks::{read_masks, Mask};
@@ -49,7 +54,7 @@ pub use prune::{
 };
 pub use replay::{resolve, unpruned, Resolution};
 pub use report::{write_file_atomic, FileSizes, OutcomeTotals, RewriteReport};
-pub use rewrite::{save, Destination, Edit, Saved, Storage, WrittenFile};
+pub use rewrite::{save, to_bytes, Change, Destination, Edit, Saved, Storage, WrittenFile};
 pub use schedule::{Layout, Manifest, SparsitySchedule, Step, FORMAT};
 pub use select::{select, Selection};
 pub use size::{compressed_size, CompressedSize};

@@ -139,6 +139,18 @@ pub struct WeightOutcome {
     pub skipped: Option<String>,
     /// Whether the output stores it sparsely (`--storage sparse`).
     pub stored_sparse: bool,
+    /// How it was scored, in a calibrated prune (see [`crate::Method`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'static str>,
+    /// `||WX - W'X||^2 / ||WX||^2` on the calibration data, when there is some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_error: Option<f64>,
+    /// Whether kept elements changed value too (SparseGPT updates them).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub values_changed: bool,
+    /// What else happened to it, or did not (bias correction, fallbacks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Pruning decisions for a model, ready for [`crate::save`].
@@ -148,6 +160,8 @@ pub struct Plan {
     pub edits: Vec<Edit>,
     /// One entry per selected weight, in file order.
     pub outcomes: Vec<WeightOutcome>,
+    /// What the user should hear about (weights pruned another way than asked).
+    pub warnings: Vec<String>,
 }
 
 struct Loaded<'m, 'w> {
@@ -159,7 +173,7 @@ struct Loaded<'m, 'w> {
 }
 
 impl WeightOutcome {
-    fn new(
+    pub(crate) fn new(
         weight: &Weight,
         params: u64,
         zeros_before: u64,
@@ -179,6 +193,10 @@ impl WeightOutcome {
             },
             skipped,
             stored_sparse: false,
+            method: None,
+            output_error: None,
+            values_changed: false,
+            notes: Vec::new(),
         }
     }
 }
@@ -265,16 +283,14 @@ pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result
     let mut plan = Plan {
         edits: Vec::new(),
         outcomes: Vec::new(),
+        warnings: Vec::new(),
     };
     for (item, decision) in loaded.iter().zip(decisions) {
         let decision = decision.expect("every weight decided");
         let params = (item.data.len() / item.dtype.size().expect("float type")) as u64;
         let (zeros_after, skipped) = match decision {
             Ok((zeroing, zeros)) => {
-                plan.edits.push(Edit {
-                    tensor: item.weight.tensor,
-                    zeroing,
-                });
+                plan.edits.push(Edit::zero(item.weight.tensor, zeroing));
                 (zeros, None)
             }
             Err(reason) => (item.zeros_before, Some(reason)),
@@ -393,6 +409,7 @@ pub fn plan_zeroings(model: &Model, zeroings: Vec<(&Weight, Zeroing)>) -> Result
     let mut plan = Plan {
         edits: Vec::new(),
         outcomes: Vec::new(),
+        warnings: Vec::new(),
     };
     for (weight, zeroing) in zeroings {
         let tensor = &model.tensors()[weight.tensor];
@@ -407,10 +424,7 @@ pub fn plan_zeroings(model: &Model, zeroings: Vec<(&Weight, Zeroing)>) -> Result
             zeros_after,
             None,
         ));
-        plan.edits.push(Edit {
-            tensor: weight.tensor,
-            zeroing,
-        });
+        plan.edits.push(Edit::zero(weight.tensor, zeroing));
     }
     Ok(plan)
 }

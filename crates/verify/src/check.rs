@@ -186,7 +186,7 @@ fn argmax(values: &[f64]) -> usize {
 }
 
 /// The inputs of a check, as the options describe them.
-enum SampleSet {
+pub(crate) enum SampleSet {
     /// Tensors whose first axis is the sample axis, run in batches.
     Batched(BTreeMap<String, Tensor>),
     /// Whole model inputs, one run each (ONNX test-data sets).
@@ -227,7 +227,7 @@ fn check_fits(specs: &[InputSpec], name: &str, tensor: &Tensor, batched: bool) -
 }
 
 /// The samples the options ask for, for a model with the given inputs.
-fn load_samples(options: &CheckOptions, specs: &[InputSpec]) -> Result<SampleSet> {
+pub(crate) fn load_samples(options: &CheckOptions, specs: &[InputSpec]) -> Result<SampleSet> {
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let directories: Vec<&PathBuf> = options
         .inputs

@@ -20,11 +20,13 @@
 //! ```
 #![deny(missing_docs)]
 
+mod calibrate;
 mod check;
 mod error;
 mod inputs;
 mod runner;
 
+pub use calibrate::{Calibration, CalibrationOptions};
 pub use check::{
     check, Accuracy, CheckOptions, CheckReport, InputSource, OutputMetrics, Tolerances,
 };
