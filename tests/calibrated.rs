@@ -97,7 +97,8 @@ fn column_norms_match_numpy_im2col_for_convs_gemms_and_a_3d_matmul() {
         assert_eq!(stats.sq_norms.len(), expected.len(), "{id}");
         for (i, (a, b)) in stats.sq_norms.iter().zip(expected.iter()).enumerate() {
             assert!(
-                (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                // tract and onnx's evaluator round intermediate float32 activations differently.
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
                 "{id} column {i}: {a} vs {b}"
             );
         }
@@ -137,7 +138,8 @@ fn wanda_masks_match_the_numpy_reference() {
                 .iter()
                 .find(|w| w["id"] == id)
                 .unwrap();
-            if !npz_keys(&reference).contains(&format!("{key}.npy")) {
+            let keys = npz_keys(&reference);
+            if !keys.iter().any(|k| k.trim_end_matches(".npy") == key) {
                 // No reference: the channel axis does not divide by 4, so the weight is left alone.
                 assert!(
                     entry["skipped"].as_str().unwrap().contains("multiple of 4"),

@@ -76,8 +76,7 @@ pub(crate) fn prune(
              activations finite and varied?)"
                 .to_string()
         };
-        let inverse = h.cholesky().ok_or_else(not_definite)?.inverse();
-        let u = inverse.cholesky().ok_or_else(not_definite)?.l().transpose();
+        let u = inverse_upper_factor(&h).ok_or_else(not_definite)?;
         let flat = |r: usize, c: usize| view.index(rows.start + r, order[c]);
         let mut pruned = vec![false; n_rows * cols];
         for i1 in (0..cols).step_by(block) {
@@ -152,8 +151,38 @@ pub(crate) fn prune(
     Ok(out)
 }
 
+/// The upper Cholesky factor `U` of `H^-1` (`H^-1 = U^T U`), what the reference gets from
+/// `cholesky(cholesky_inverse(cholesky(H)), upper=True)`, with one factorisation instead of
+/// two: with `J` the reversal permutation and `J H J = L L^T`, `U = J L^-1 J` (upper
+/// triangular, positive diagonal, and `U^T U = J L^-T L^-1 J = H^-1`).
+fn inverse_upper_factor(h: &DMatrix<f64>) -> Option<DMatrix<f64>> {
+    let n = h.nrows();
+    let reversed = DMatrix::from_fn(n, n, |i, j| h[(n - 1 - i, n - 1 - j)]);
+    let l = reversed.cholesky()?.unpack();
+    let l_inverse = l.solve_lower_triangular(&DMatrix::identity(n, n))?;
+    Some(DMatrix::from_fn(n, n, |i, j| {
+        l_inverse[(n - 1 - i, n - 1 - j)]
+    }))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn inverse_upper_factor_is_the_reference_one() {
+        let h = DMatrix::from_row_slice(3, 3, &[4.0, 1.0, 0.5, 1.0, 3.0, 0.2, 0.5, 0.2, 2.0]);
+        let reference = h
+            .clone()
+            .cholesky()
+            .unwrap()
+            .inverse()
+            .cholesky()
+            .unwrap()
+            .l()
+            .transpose();
+        let u = inverse_upper_factor(&h).unwrap();
+        assert!((u - reference).abs().max() < 1e-12);
+    }
+
     use super::*;
     use crate::calibrated::stats::{Geometry, Tap};
 
