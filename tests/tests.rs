@@ -11,3 +11,4 @@ mod past_2gib;
 mod prune;
 mod replay;
 mod roundtrip;
+mod trust;

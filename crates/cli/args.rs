@@ -149,11 +149,12 @@ pub struct PruneArgs {
     pub op_types: Vec<String>,
 
     /// Another target for the weights whose id matches REGEX (repeatable, first match wins;
-    /// they leave the global pool). Example: --sparsity-for 'fc3=0.2'
+    /// they leave the global pool; REGEX has no `=`). Example: --sparsity-for 'fc3=0.2'
     #[arg(long, value_name = "REGEX=S")]
     pub sparsity_for: Vec<String>,
 
-    /// Weights with fewer elements are not in the default selection.
+    /// Weights with fewer elements are left alone, also when --include names them (0 lifts
+    /// the limit; scalars and shape parameters are never pruned).
     #[arg(long, value_name = "N", default_value_t = onnx_prune_core::DEFAULT_MIN_PARAMS)]
     pub min_params: u64,
 
@@ -230,6 +231,45 @@ pub struct CheckFlags {
     /// With --labels: fail when accuracy drops by more than this (0.01 = one point).
     #[arg(long, value_name = "X", default_value_t = 0.01)]
     pub max_accuracy_drop: f64,
+}
+
+impl CheckFlags {
+    /// The flags given with other values than their defaults.
+    pub fn given(&self) -> Vec<&'static str> {
+        let defaults = CheckFlags::default();
+        [
+            ("--inputs", !self.inputs.is_empty()),
+            ("--random", self.random.is_some()),
+            ("--seed", self.seed != defaults.seed),
+            ("--shape", !self.shapes.is_empty()),
+            ("--labels", self.labels.is_some()),
+            ("--batch-size", self.batch_size != defaults.batch_size),
+            ("--atol", self.atol.is_some()),
+            ("--rtol", self.rtol.is_some()),
+            ("--min-cosine", self.min_cosine != defaults.min_cosine),
+            ("--min-agreement", self.min_agreement.is_some()),
+            (
+                "--max-accuracy-drop",
+                self.max_accuracy_drop != defaults.max_accuracy_drop,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+}
+
+impl Default for CheckFlags {
+    fn default() -> Self {
+        use clap::Parser;
+        /// Parses no flags, so that the defaults live in one place: the `#[arg]` attributes.
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            flags: CheckFlags,
+        }
+        Defaults::parse_from(["defaults"]).flags
+    }
 }
 
 #[derive(Debug, Args)]

@@ -3,10 +3,12 @@
 
 mod args;
 mod check;
+mod files;
 mod inspect;
 mod progress;
 mod prune;
 mod replay;
+mod stdout;
 mod table;
 
 use std::process::ExitCode;
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(error) if stdout::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             match error.downcast_ref::<onnx_prune_verify::Error>() {

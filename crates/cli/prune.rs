@@ -13,7 +13,9 @@ use regex::Regex;
 
 use crate::args::{PruneArgs, ScopeArg};
 use crate::check;
+use crate::files::{preflight_check, Files};
 use crate::progress::Progress;
+use crate::stdout;
 use crate::table::{bytes, percent, table};
 
 fn regex(pattern: &str, flag: &str) -> Result<Regex> {
@@ -37,12 +39,15 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
             bail!("--sparsity is required (e.g. --sparsity 0.5) unless --pattern is N:M")
         }
     };
+    if !args.sparsity_for.is_empty() && pattern.fixed_sparsity().is_some() {
+        bail!("--sparsity-for has no effect with --pattern {pattern}, whose sparsity is fixed");
+    }
     let sparsity_for = args
         .sparsity_for
         .iter()
         .map(|spec| {
             let (pattern, value) = spec
-                .rsplit_once('=')
+                .split_once('=')
                 .with_context(|| format!("--sparsity-for `{spec}` is not REGEX=S"))?;
             let value: f64 = value
                 .parse()
@@ -65,6 +70,7 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
             .map(|p| regex(p, "--exclude"))
             .collect::<Result<_>>()?,
         op_types: args.op_types.clone(),
+        min_params: args.min_params,
     };
     let config = PruneConfig {
         sparsity,
@@ -80,28 +86,41 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
 
 pub fn run(args: PruneArgs) -> Result<ExitCode> {
     let (selection, config) = configure(&args)?;
-    let check_options = args
-        .check
-        .then(|| check::options(&args.check_flags))
-        .transpose()?;
+    if args.dry_run && args.check {
+        bail!("--dry-run writes nothing, so there is nothing for --check to check");
+    }
+    let check_options = check::options_if(args.check, &args.check_flags)?;
     let progress = Progress::start();
     progress.phase("loading");
     let model = Model::load(&args.model)?;
+    let destination = match &args.output {
+        _ if args.dry_run => None,
+        _ if args.in_place => Some(Destination::InPlace),
+        Some(output) => Some(Destination::File(output)),
+        None => None,
+    };
+    let mut files = Files::default();
+    files.read_model(&model);
+    if let Some(options) = &check_options {
+        files.read_check_inputs(options);
+        preflight_check(options)?;
+    }
+    if let Some(to) = destination {
+        let flag = if args.in_place { "--in-place" } else { "-o" };
+        files.write_model(flag, &model, to)?;
+    }
+    if let Some(report) = &args.rewrite.report {
+        files.write("--report", report);
+    }
+    files.check()?;
     let weights = discover_with(&model, args.min_params);
     let selected = select(&model, &weights, &selection)?;
     progress.phase("choosing what to zero");
     let plan = plan(&model, &selected, &config)?;
     progress.phase("writing");
-    let destination = match &args.output {
-        _ if args.in_place => Some(Destination::InPlace),
-        Some(output) => Some(Destination::File(output)),
-        None => None,
-    };
     let written = match destination {
-        Some(to) if !args.dry_run => {
-            Some(save(&model, &plan.edits, to, args.rewrite.storage.into())?)
-        }
-        _ => None,
+        Some(to) => Some(save(&model, &plan.edits, to, args.rewrite.storage.into())?),
+        None => None,
     };
     progress.phase("measuring sizes");
     let report = RewriteReport::new(&model, plan.outcomes, written.as_ref())?;
@@ -130,10 +149,10 @@ pub fn finish(
         }
         write_file_atomic(path, &serde_json::to_vec_pretty(&value)?)?;
     }
-    println!("{}", render(report));
+    stdout::print(render(report))?;
     Ok(match checked {
         Some(checked) => {
-            println!("\n{}", check::render(checked));
+            stdout::print(format!("\n{}", check::render(checked)))?;
             check::exit_code(checked)
         }
         None => ExitCode::SUCCESS,
@@ -151,10 +170,11 @@ pub fn render(report: &RewriteReport) -> String {
                 w.params.to_string(),
                 percent(w.zeros_before, w.params),
                 percent(w.zeros_after, w.params),
-                match (&w.skipped, w.stored_sparse) {
-                    (Some(reason), _) => format!("skipped: {reason}"),
-                    (None, true) => "stored sparse".into(),
-                    (None, false) => String::new(),
+                match (&w.skipped, w.stored_sparse, &w.storage_note) {
+                    (Some(reason), _, _) => format!("skipped: {reason}"),
+                    (None, true, _) => "stored sparse".into(),
+                    (None, false, Some(note)) => note.clone(),
+                    (None, false, None) => String::new(),
                 },
             ]
         })
