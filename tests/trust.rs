@@ -174,8 +174,10 @@ fn in_place_through_a_content_store_writes_the_blobs_it_read() {
     std::fs::create_dir_all(&snap).unwrap();
     std::fs::copy(fixture("external_data.onnx"), blobs.join("aaa")).unwrap();
     std::fs::copy(fixture("external_data.bin"), blobs.join("bbb")).unwrap();
-    std::os::unix::fs::symlink("../blobs/aaa", snap.join("m.onnx")).unwrap();
-    std::os::unix::fs::symlink("../blobs/bbb", snap.join("external_data.bin")).unwrap();
+    // Relative links, as the hub cache makes them: `snap/x -> ../blobs/<hash>`.
+    let blob = |name: &str| Path::new("..").join("blobs").join(name);
+    std::os::unix::fs::symlink(blob("aaa"), snap.join("m.onnx")).unwrap();
+    std::os::unix::fs::symlink(blob("bbb"), snap.join("external_data.bin")).unwrap();
     let data_before = std::fs::read(blobs.join("bbb")).unwrap();
     stdout_ok(&[
         "prune",
