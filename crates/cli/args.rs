@@ -71,7 +71,8 @@ pub struct InspectArgs {
 /// Flags shared by the commands that rewrite a model.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
-    /// Also write the report as JSON to FILE (keys: weights, totals, input, output).
+    /// Also write the report as JSON to FILE (keys: weights, totals, input, output); a new path
+    /// or a regular file, never an input or another output.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
@@ -102,7 +103,8 @@ pub struct PruneArgs {
     /// The ONNX model to prune.
     pub model: PathBuf,
 
-    /// Where to write the pruned model (never the input; external data goes beside it).
+    /// Where to write the pruned model: a new path or a regular file (a symlink's target is
+    /// replaced, the link kept); never an input. External data goes beside it.
     #[arg(
         short,
         long,
@@ -121,7 +123,8 @@ pub struct PruneArgs {
     pub rewrite: OutputArgs,
 
     /// Fraction of zeros wanted in [0, 1): exactly round(S x n) zeros per weight (or across
-    /// all selected weights with --scope global); existing zeros count. Not needed for N:M.
+    /// all selected weights with --scope global), half rounded to even; existing zeros count.
+    /// Not with N:M, whose ratio is fixed.
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub sparsity: Option<f64>,
 
@@ -283,7 +286,8 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub flags: CheckFlags,
 
-    /// Also write the report as JSON to FILE (keys: passed, samples, outputs, accuracy, ...).
+    /// Also write the report as JSON to FILE (keys: passed, samples, outputs, accuracy, ...); a
+    /// new path or a regular file, never one of the models or inputs.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 }
@@ -297,7 +301,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub schedule: PathBuf,
 
-    /// Where to write the pruned model (never the input; external data goes beside it).
+    /// Where to write the pruned model: a new path or a regular file (a symlink's target is
+    /// replaced, the link kept); never an input. External data goes beside it.
     #[arg(
         short,
         long,
