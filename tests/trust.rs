@@ -579,3 +579,31 @@ fn shape_parameters_are_never_pruned_and_weights_behind_layout_ops_are() {
         );
     }
 }
+
+/// Item 10: N:M keeps N of every M, as the N:M literature and TF-MOT define it.
+#[test]
+fn one_of_four_keeps_one_in_every_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let weight: Vec<f32> = (0..64).map(|v| (v * 7 % 64) as f32 + 1.0).collect();
+    let model = matmul_model(dir.path(), 8, 8, &weight);
+    let out = dir.path().join("out.onnx");
+    let flags = ["--pattern", "1:4", "--min-params", "0"];
+    stdout_ok(&[&["prune", arg(&model), "-o", arg(&out)][..], &flags].concat());
+    let pruned = Model::load(&out).unwrap();
+    let data = onnx_prune_core::dense_bytes(&pruned, &pruned.tensors()[0]).unwrap();
+    let values: Vec<f32> = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    // MatMul [K, N]: groups run down each column (axis 0); the largest of each group stays.
+    for column in 0..8 {
+        for start in [0, 4] {
+            let group: Vec<f32> = (start..start + 4).map(|k| values[k * 8 + column]).collect();
+            let kept: Vec<f32> = group.iter().copied().filter(|v| *v != 0.0).collect();
+            let largest = (start..start + 4)
+                .map(|k| weight[k * 8 + column])
+                .fold(0.0f32, f32::max);
+            assert_eq!(kept, [largest], "column {column}, rows {start}..");
+        }
+    }
+}
