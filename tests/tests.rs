@@ -11,4 +11,5 @@ mod past_2gib;
 mod prune;
 mod replay;
 mod roundtrip;
+mod sensitivity;
 mod trust;

@@ -52,6 +52,16 @@ pub enum Command {
     ///   onnx-prune replay model.onnx --schedule schedule.json -o pruned.onnx --check --inputs test.npz
     #[command(verbatim_doc_comment)]
     Replay(ReplayArgs),
+
+    /// Prune one weight at a time at each sparsity and measure what each costs through tract:
+    /// accuracy drop with --labels, else the drop in top-1 agreement for class scores, else
+    /// 1 - cosine. Prints a table (weights x sparsities), and writes JSON and an SVG plot.
+    ///
+    /// Examples:
+    ///   onnx-prune sensitivity model.onnx --inputs test.npz --labels test.npz:labels --plot s.svg
+    ///   onnx-prune sensitivity model.onnx --random 32 --sparsities 0.5,0.7,0.9 --report s.json
+    #[command(verbatim_doc_comment)]
+    Sensitivity(SensitivityArgs),
 }
 
 #[derive(Debug, Args)]
@@ -360,4 +370,67 @@ pub struct ReplayArgs {
 
     #[command(flatten)]
     pub check_flags: CheckFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct SensitivityArgs {
+    /// The ONNX model to analyse.
+    pub model: PathBuf,
+
+    /// Sparsities to try, comma-separated, each in (0, 1).
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+    )]
+    pub sparsities: String,
+
+    /// `unstructured` or `block:RxC` (see `prune --help`); N:M fixes its own sparsity.
+    #[arg(long, value_name = "PATTERN", default_value = "unstructured")]
+    pub pattern: String,
+
+    /// Analyse the weights whose id matches REGEX instead of the default selection (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub include: Vec<String>,
+
+    /// Leave the weights whose id matches REGEX out (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+
+    /// Weights with fewer elements are left out (see `prune --help`).
+    #[arg(long, value_name = "N", default_value_t = onnx_prune_core::DEFAULT_MIN_PARAMS)]
+    pub min_params: u64,
+
+    /// Input samples (repeatable), as for `check --inputs`. Example: --inputs test_set.npz
+    #[arg(long, value_name = "FILE|DIR|NAME=FILE")]
+    pub inputs: Vec<String>,
+
+    /// Draw N random samples for the inputs not given by --inputs.
+    #[arg(long, value_name = "N")]
+    pub random: Option<usize>,
+
+    /// Seed of --random.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Shape of an input with dynamic dimensions (repeatable). Example: --shape x=1,3,32,32
+    #[arg(long = "shape", value_name = "NAME=D,D,...")]
+    pub shapes: Vec<String>,
+
+    /// Class labels (FILE.npy or FILE.npz:KEY): the metric becomes the accuracy drop.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<String>,
+
+    /// Samples per run where the model's batch dimension is free.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// Also write the curves as JSON to FILE (keys: metric, pattern, sparsities, weights,
+    /// samples).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Also draw the curves as SVG to FILE: one line per weight, labelled at its end.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }

@@ -5,9 +5,11 @@ mod args;
 mod check;
 mod files;
 mod inspect;
+mod plot;
 mod progress;
 mod prune;
 mod replay;
+mod sensitivity;
 mod stdout;
 mod table;
 
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Prune(args) => prune::run(args),
         Command::Check(args) => check::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Sensitivity(args) => sensitivity::run(args),
     };
     match result {
         Ok(code) => code,

@@ -22,12 +22,37 @@ fn regex(pattern: &str, flag: &str) -> Result<Regex> {
     Regex::new(pattern).with_context(|| format!("{flag} `{pattern}` is not a valid regex"))
 }
 
+/// The `--pattern` flag.
+pub fn parse_pattern(pattern: &str) -> Result<Pattern> {
+    pattern
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--pattern: {e}"))
+}
+
+/// The selection that `--include`, `--exclude`, `--op-types` and `--min-params` ask for.
+pub fn selection(
+    include: &[String],
+    exclude: &[String],
+    op_types: &[String],
+    min_params: u64,
+) -> Result<Selection> {
+    let regexes = |patterns: &[String], flag: &str| {
+        patterns
+            .iter()
+            .map(|p| regex(p, flag))
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok(Selection {
+        include: regexes(include, "--include")?,
+        exclude: regexes(exclude, "--exclude")?,
+        op_types: op_types.to_vec(),
+        min_params,
+    })
+}
+
 /// The selection and pruning configuration the flags ask for.
 fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
-    let pattern: Pattern = args
-        .pattern
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--pattern: {e}"))?;
+    let pattern = parse_pattern(&args.pattern)?;
     let sparsity = match (args.sparsity, pattern.fixed_sparsity()) {
         (None, Some(fixed)) => fixed,
         (Some(_), Some(_)) => bail!(
@@ -58,20 +83,12 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let selection = Selection {
-        include: args
-            .include
-            .iter()
-            .map(|p| regex(p, "--include"))
-            .collect::<Result<_>>()?,
-        exclude: args
-            .exclude
-            .iter()
-            .map(|p| regex(p, "--exclude"))
-            .collect::<Result<_>>()?,
-        op_types: args.op_types.clone(),
-        min_params: args.min_params,
-    };
+    let selection = selection(
+        &args.include,
+        &args.exclude,
+        &args.op_types,
+        args.min_params,
+    )?;
     let config = PruneConfig {
         sparsity,
         scope: match args.scope {
