@@ -1,5 +1,6 @@
 //! Integration tests: every fixture through the `onnx-prune` binary and the libraries.
 
+mod auto;
 mod check;
 mod cli_errors;
 mod common;

@@ -134,9 +134,17 @@ pub struct PruneArgs {
 
     /// Fraction of zeros wanted in [0, 1): exactly round(S x n) zeros per weight (or across
     /// all selected weights with --scope global), half rounded to even; existing zeros count.
-    /// Not with N:M, whose ratio is fixed.
-    #[arg(long, value_name = "S", allow_negative_numbers = true)]
-    pub sparsity: Option<f64>,
+    /// Not with N:M, whose ratio is fixed. `auto`: the largest overall sparsity whose check
+    /// passes the tolerances given (e.g. --max-accuracy-drop 0.01) on --inputs, with per-layer
+    /// sparsities drawn from sensitivity curves; the written model is checked once more.
+    /// Example: --sparsity auto --inputs test.npz --labels test.npz:labels --max-accuracy-drop 0.01
+    #[arg(long, value_name = "S|auto", allow_negative_numbers = true, value_parser = parse_sparsity)]
+    pub sparsity: Option<SparsityArg>,
+
+    /// With --sparsity auto: at most N checks while searching the budget (after the
+    /// sensitivity curves, which take one check per weight and sparsity). Default 12.
+    #[arg(long, value_name = "N")]
+    pub max_evaluations: Option<usize>,
 
     /// `tensor`: each weight reaches the target; `global`: one magnitude threshold across all
     /// selected weights (torch.nn.utils.prune.global_unstructured).
@@ -182,6 +190,24 @@ pub struct PruneArgs {
 
     #[command(flatten)]
     pub check_flags: CheckFlags,
+}
+
+/// `--sparsity`: a fraction, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SparsityArg {
+    /// A fraction of zeros.
+    Value(f64),
+    /// Searched against the check's tolerances.
+    Auto,
+}
+
+fn parse_sparsity(text: &str) -> Result<SparsityArg, String> {
+    if text == "auto" {
+        return Ok(SparsityArg::Auto);
+    }
+    text.parse()
+        .map(SparsityArg::Value)
+        .map_err(|_| format!("`{text}` is neither a number in [0, 1) nor `auto`"))
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -233,21 +259,29 @@ pub struct CheckFlags {
     #[arg(long, value_name = "X")]
     pub rtol: Option<f64>,
 
-    /// Fail when the cosine similarity of any output falls below this.
-    #[arg(long, value_name = "X", default_value_t = 0.99)]
-    pub min_cosine: f64,
+    /// Fail when the cosine similarity of any output falls below this. Default 0.99.
+    #[arg(long, value_name = "X")]
+    pub min_cosine: Option<f64>,
 
     /// Fail when the top-1 agreement of a class-score output falls below this.
     #[arg(long, value_name = "X")]
     pub min_agreement: Option<f64>,
 
     /// With --labels: fail when accuracy drops by more than this (0.01 = one point).
-    #[arg(long, value_name = "X", default_value_t = 0.01)]
-    pub max_accuracy_drop: f64,
+    /// Default 0.01.
+    #[arg(long, value_name = "X")]
+    pub max_accuracy_drop: Option<f64>,
 }
 
 impl CheckFlags {
-    /// The flags given with other values than their defaults.
+    /// `--min-cosine` when not given.
+    pub const DEFAULT_MIN_COSINE: f64 = 0.99;
+    /// `--max-accuracy-drop` when not given.
+    pub const DEFAULT_MAX_ACCURACY_DROP: f64 = 0.01;
+}
+
+impl CheckFlags {
+    /// The flags given (those with defaults: when given another value than the default).
     pub fn given(&self) -> Vec<&'static str> {
         let defaults = CheckFlags::default();
         [
@@ -259,12 +293,9 @@ impl CheckFlags {
             ("--batch-size", self.batch_size != defaults.batch_size),
             ("--atol", self.atol.is_some()),
             ("--rtol", self.rtol.is_some()),
-            ("--min-cosine", self.min_cosine != defaults.min_cosine),
+            ("--min-cosine", self.min_cosine.is_some()),
             ("--min-agreement", self.min_agreement.is_some()),
-            (
-                "--max-accuracy-drop",
-                self.max_accuracy_drop != defaults.max_accuracy_drop,
-            ),
+            ("--max-accuracy-drop", self.max_accuracy_drop.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))

@@ -58,9 +58,11 @@ pub fn options(flags: &CheckFlags) -> Result<CheckOptions> {
         tolerances: Tolerances {
             atol: flags.atol,
             rtol: flags.rtol,
-            min_cosine: flags.min_cosine,
+            min_cosine: flags.min_cosine.unwrap_or(CheckFlags::DEFAULT_MIN_COSINE),
             min_agreement: flags.min_agreement,
-            max_accuracy_drop: flags.max_accuracy_drop,
+            max_accuracy_drop: flags
+                .max_accuracy_drop
+                .unwrap_or(CheckFlags::DEFAULT_MAX_ACCURACY_DROP),
         },
     })
 }

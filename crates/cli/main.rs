@@ -2,6 +2,7 @@
 //! into library calls. No pruning logic lives here.
 
 mod args;
+mod auto;
 mod check;
 mod files;
 mod inspect;

@@ -11,7 +11,8 @@ use onnx_prune_core::{
 use onnx_prune_verify::CheckReport;
 use regex::Regex;
 
-use crate::args::{PruneArgs, ScopeArg};
+use crate::args::{PruneArgs, ScopeArg, SparsityArg};
+use crate::auto;
 use crate::check;
 use crate::files::{preflight_check, Files};
 use crate::progress::Progress;
@@ -53,7 +54,13 @@ pub fn selection(
 /// The selection and pruning configuration the flags ask for.
 fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
     let pattern = parse_pattern(&args.pattern)?;
-    let sparsity = match (args.sparsity, pattern.fixed_sparsity()) {
+    let sparsity = match (
+        args.sparsity.map(|s| match s {
+            SparsityArg::Value(value) => value,
+            SparsityArg::Auto => unreachable!("--sparsity auto is searched by the auto module"),
+        }),
+        pattern.fixed_sparsity(),
+    ) {
         (None, Some(fixed)) => fixed,
         (Some(_), Some(_)) => bail!(
             "--sparsity has no effect with --pattern {pattern}: N:M keeps N of every M elements \
@@ -102,6 +109,12 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
 }
 
 pub fn run(args: PruneArgs) -> Result<ExitCode> {
+    if args.sparsity == Some(SparsityArg::Auto) {
+        return auto::run(args);
+    }
+    if args.max_evaluations.is_some() {
+        bail!("--max-evaluations bounds the search of --sparsity auto; it has no effect here");
+    }
     let (selection, config) = configure(&args)?;
     if args.dry_run && args.check {
         bail!("--dry-run writes nothing, so there is nothing for --check to check");
@@ -149,20 +162,30 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
         _ => None,
     };
     drop(progress);
-    finish(&report, checked.as_ref(), args.rewrite.report.as_deref())
+    finish(
+        &report,
+        checked.as_ref(),
+        args.rewrite.report.as_deref(),
+        None,
+    )
 }
 
-/// Prints the rewrite report (and the check's, if one ran), writes the JSON report if asked,
+/// Prints the rewrite report (and the check's, if one ran), writes the JSON report if asked
+/// (with the `--sparsity auto` search's summary under `auto`),
 /// and gives the exit code: 1 when the check failed.
 pub fn finish(
     report: &RewriteReport,
     checked: Option<&CheckReport>,
     json: Option<&Path>,
+    auto: Option<serde_json::Value>,
 ) -> Result<ExitCode> {
     if let Some(path) = json {
         let mut value = serde_json::to_value(report)?;
         if let Some(checked) = checked {
             value["check"] = serde_json::to_value(checked)?;
+        }
+        if let Some(auto) = auto {
+            value["auto"] = auto;
         }
         write_file_atomic(path, &serde_json::to_vec_pretty(&value)?)?;
     }

@@ -77,7 +77,12 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         (Some(options), Some(output)) => Some(check::run_check(&args.model, output, options)?),
         _ => None,
     };
-    prune::finish(&report, checked.as_ref(), args.rewrite.report.as_deref())
+    prune::finish(
+        &report,
+        checked.as_ref(),
+        args.rewrite.report.as_deref(),
+        None,
+    )
 }
 
 /// The steps a sparsity schedule updates at.

@@ -1,13 +1,15 @@
 //! `onnx-prune sensitivity`: prune one weight at a time at each sparsity, run both models
 //! through tract, and record what each costs: the curves a per-layer budget is drawn from.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use onnx_prune_core::{
-    check_sparsity, discover_with, plan, save, select, Destination, Model, PruneConfig, Storage,
+    check_sparsity, discover_with, plan, save, select, Destination, Model, Pattern, PruneConfig,
+    Storage, Weight,
 };
-use onnx_prune_verify::CheckReport;
+use onnx_prune_verify::{CheckOptions, CheckReport};
 use rayon::prelude::*;
 
 use crate::args::{CheckFlags, SensitivityArgs};
@@ -36,7 +38,7 @@ pub enum Metric {
 impl Metric {
     /// The metric a check report supports best: accuracy with labels, else agreement for
     /// class scores, else cosine.
-    fn of(report: &CheckReport) -> Metric {
+    pub fn of(report: &CheckReport) -> Metric {
         if report.accuracy.is_some() {
             Metric::Accuracy
         } else if report.outputs.iter().any(|o| o.top1_agreement.is_some()) {
@@ -47,7 +49,7 @@ impl Metric {
     }
 
     /// Its value on `report`.
-    fn value(self, report: &CheckReport) -> f64 {
+    pub fn value(self, report: &CheckReport) -> f64 {
         match self {
             Metric::Accuracy => report
                 .accuracy
@@ -98,6 +100,43 @@ pub struct Sensitivity {
     pub weights: Vec<Curve>,
     /// Samples each check ran on.
     pub samples: usize,
+}
+
+/// Checks `model` (read from `path`) with each selected weight alone pruned at each sparsity,
+/// in parallel: the report of weight `w` at sparsity `s` is at `w * sparsities.len() + s`.
+pub fn measure(
+    model: &Model,
+    path: &Path,
+    selected: &[&Weight],
+    sparsities: &[f64],
+    pattern: Pattern,
+    options: &CheckOptions,
+) -> Result<Vec<CheckReport>> {
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let jobs: Vec<(usize, usize)> = (0..selected.len())
+        .flat_map(|w| (0..sparsities.len()).map(move |s| (w, s)))
+        .collect();
+    jobs.par_iter()
+        .map(|&(w, s)| {
+            let config = PruneConfig {
+                sparsity: sparsities[s],
+                pattern,
+                ..PruneConfig::default()
+            };
+            let plan = plan(model, &selected[w..=w], &config)?;
+            let candidate = scratch.path().join(format!("w{w}_s{s}.onnx"));
+            save(
+                model,
+                &plan.edits,
+                Destination::File(&candidate),
+                Storage::Dense,
+            )?;
+            let report = check::run_check(path, &candidate, options)
+                .with_context(|| format!("checking `{}` at {}", selected[w].id, sparsities[s]))?;
+            std::fs::remove_file(&candidate).ok();
+            Ok(report)
+        })
+        .collect()
 }
 
 /// Parses `--sparsities` (comma-separated, each in (0, 1)), sorted and without repeats.
@@ -152,32 +191,14 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
 
     let progress = Progress::start();
     progress.phase("pruning one weight at a time and running tract");
-    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let jobs: Vec<(usize, usize)> = (0..selected.len())
-        .flat_map(|w| (0..sparsities.len()).map(move |s| (w, s)))
-        .collect();
-    let reports = jobs
-        .par_iter()
-        .map(|&(w, s)| {
-            let config = PruneConfig {
-                sparsity: sparsities[s],
-                pattern,
-                ..PruneConfig::default()
-            };
-            let plan = plan(&model, &selected[w..=w], &config)?;
-            let candidate = scratch.path().join(format!("w{w}_s{s}.onnx"));
-            save(
-                &model,
-                &plan.edits,
-                Destination::File(&candidate),
-                Storage::Dense,
-            )?;
-            let report = check::run_check(&args.model, &candidate, &options)
-                .with_context(|| format!("checking `{}` at {}", selected[w].id, sparsities[s]))?;
-            std::fs::remove_file(&candidate).ok();
-            Ok(report)
-        })
-        .collect::<Result<Vec<CheckReport>>>()?;
+    let reports = measure(
+        &model,
+        &args.model,
+        &selected,
+        &sparsities,
+        pattern,
+        &options,
+    )?;
     drop(progress);
     let metric = Metric::of(&reports[0]);
     let result = Sensitivity {

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 mod bits;
+pub mod budget;
 mod error;
 mod inspect;
 mod masks;
