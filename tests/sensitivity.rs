@@ -121,3 +121,44 @@ fn bad_sparsity_lists_patterns_and_inputs_exit_2_naming_the_flag() {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn replayed_steps_are_plotted_with_every_step_labelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (test_set, labels) = sample_test_set();
+    let (model, schedule) = (sample("dense.onnx"), sample("schedule.json"));
+    let (steps, plot) = (dir.path().join("steps"), dir.path().join("steps.svg"));
+    let replay = [
+        "replay",
+        arg(&model),
+        "--schedule",
+        arg(&schedule),
+        "--all-steps",
+        "--out-dir",
+        arg(&steps),
+        "--plot",
+        arg(&plot),
+    ];
+    let without_check = run(&replay);
+    assert_eq!(without_check.status.code(), Some(2));
+    assert!(!plot.exists());
+    let check = ["--check", "--inputs", arg(&test_set), "--labels", &labels];
+    let out = run(&[&replay[..], &check].concat());
+    assert!(
+        [Some(0), Some(1)].contains(&out.status.code()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    let document = roxmltree::Document::parse(&svg).expect("well-formed XML");
+    let texts: Vec<String> = document
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(|t| t.trim().to_string()))
+        .collect();
+    assert!(texts.iter().any(|t| t.contains("accuracy")), "{texts:?}");
+    for step in 3..=10 {
+        let label = format!("step {step}");
+        assert!(texts.contains(&label), "{label} missing: {texts:?}");
+    }
+}

@@ -381,6 +381,11 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "DIR", requires = "all_steps")]
     pub out_dir: Option<PathBuf>,
 
+    /// With --all-steps --check: draw each step's sparsity and accuracy (or top-1 agreement,
+    /// or cosine) as SVG to FILE, points labelled by step: the curve to pick a step from.
+    #[arg(long, value_name = "FILE.svg", requires_all = ["all_steps", "check"])]
+    pub plot: Option<PathBuf>,
+
     /// JSON object mapping training-side mask keys to weight ids, overriding name resolution.
     /// Example: {"encoder.fc.weight_mask": "val_20"}
     #[arg(long, value_name = "FILE")]

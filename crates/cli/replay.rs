@@ -145,6 +145,9 @@ impl Replay<'_> {
         if let Some(report) = &self.args.rewrite.report {
             files.write("--report", report);
         }
+        if let Some(plot) = &self.args.plot {
+            files.write("--plot", plot);
+        }
         files.check()
     }
 
@@ -243,6 +246,8 @@ impl Replay<'_> {
     fn all_steps(&self, dir: &Path, check_options: Option<&CheckOptions>) -> Result<ExitCode> {
         let mut rows = Vec::new();
         let mut json = Vec::new();
+        let mut curve: Vec<(i64, f64, f64)> = Vec::new();
+        let mut metric = "cosine";
         for step in self.steps() {
             let plan = self.plan(Some(step))?;
             let output = self.step_output(dir, step);
@@ -265,6 +270,15 @@ impl Replay<'_> {
                 .and_then(|s| s.sparsity);
             let t = &report.totals;
             let first = checked.as_ref().and_then(|c| c.outputs.first());
+            if let (Some(checked), Some(first)) = (&checked, first) {
+                let (name, value) = match (&checked.accuracy, first.top1_agreement) {
+                    (Some(accuracy), _) => ("accuracy", accuracy.candidate),
+                    (None, Some(agreement)) => ("top-1 agreement", agreement),
+                    (None, None) => ("cosine", first.cosine),
+                };
+                metric = name;
+                curve.push((step, t.sparsity, value));
+            }
             rows.push(vec![
                 step.to_string(),
                 percent(t.zeros_after, t.params),
@@ -313,6 +327,9 @@ impl Replay<'_> {
             "passed",
         ];
         stdout::print(table(&header, rows, &[1, 2, 3, 4, 5, 6]))?;
+        if let Some(path) = &self.args.plot {
+            write_file_atomic(path, crate::plot::steps_svg(metric, &curve)?.as_bytes())?;
+        }
         if let Some(path) = &self.args.rewrite.report {
             write_file_atomic(
                 path,
