@@ -37,10 +37,7 @@ impl Files {
     /// The files a check with `options` reads.
     pub fn read_check_inputs(&mut self, options: &CheckOptions) -> &mut Self {
         for source in &options.inputs {
-            match source {
-                InputSource::Npz(path) | InputSource::TestData(path) => self.read(path),
-                InputSource::Npy { path, .. } => self.read(path),
-            };
+            self.read(source_path(source));
         }
         if let Some(labels) = &options.labels {
             self.read(Path::new(labels_file(labels)));
@@ -93,6 +90,14 @@ impl Files {
     }
 }
 
+/// The file or directory an input source reads.
+fn source_path(source: &InputSource) -> &Path {
+    match source {
+        InputSource::Npz(path) | InputSource::TestData(path) => path,
+        InputSource::Npy { path, .. } => path,
+    }
+}
+
 /// The file part of a `--labels` spec (`FILE.npy` or `FILE.npz:KEY`).
 fn labels_file(spec: &str) -> &str {
     match spec.rsplit_once(':') {
@@ -105,16 +110,13 @@ fn labels_file(spec: &str) -> &str {
 /// model is written rather than after.
 pub fn preflight_check(options: &CheckOptions) -> Result<()> {
     for source in &options.inputs {
-        let (path, flag) = match source {
-            InputSource::Npz(path) | InputSource::TestData(path) => (path, "--inputs"),
-            InputSource::Npy { path, .. } => (path, "--inputs"),
-        };
+        let path = source_path(source);
         let readable = if path.is_dir() {
             std::fs::read_dir(path).map(|_| ())
         } else {
             std::fs::File::open(path).map(|_| ())
         };
-        readable.with_context(|| format!("{flag} `{}`: cannot read", path.display()))?;
+        readable.with_context(|| format!("--inputs `{}`: cannot read", path.display()))?;
     }
     if let Some(labels) = &options.labels {
         onnx_prune_verify::read_labels(labels).context("--labels")?;

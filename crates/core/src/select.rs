@@ -4,7 +4,7 @@ use regex::Regex;
 
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::weights::{Role, Weight, DEFAULT_MIN_PARAMS};
+use crate::weights::{default_candidate, Role, Weight, DEFAULT_MIN_PARAMS};
 
 /// How to choose the weights to prune.
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ pub fn select<'w>(
     }
     let named = |w: &Weight| {
         if selection.include.is_empty() {
-            w.role.prunable() && model.tensors()[w.tensor].dims.len() >= 2
+            default_candidate(w.role, &model.tensors()[w.tensor])
         } else {
             selection.include.iter().any(|p| p.is_match(&w.id)) && may_prune(model, w)
         }

@@ -158,8 +158,7 @@ pub fn discover_with(model: &Model, min_params: u64) -> Vec<Weight> {
             // The reduction axis is the consumer's; through layout ops, in the weight's layout.
             let reduction_axis =
                 reduction_axis.and_then(|a| axes.as_ref().and_then(|axes| axes.get(a).copied()));
-            let prunable =
-                role.prunable() && tensor.dims.len() >= 2 && tensor.elements >= min_params;
+            let prunable = default_candidate(role, tensor) && tensor.elements >= min_params;
             Weight {
                 tensor: index,
                 id,
@@ -171,6 +170,12 @@ pub fn discover_with(model: &Model, min_params: u64) -> Vec<Weight> {
             }
         })
         .collect()
+}
+
+/// Whether the default selection takes a weight of this role and shape, size aside: the
+/// computing roles, of rank 2 or more.
+pub(crate) fn default_candidate(role: Role, tensor: &Tensor) -> bool {
+    role.prunable() && tensor.dims.len() >= 2
 }
 
 type ConsumerIndex<'g> = HashMap<&'g str, Vec<(usize, usize, usize)>>;
