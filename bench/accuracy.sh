@@ -16,8 +16,9 @@ data, key, out = np.load(sys.argv[1]), sys.argv[2], sys.argv[3]
 np.savez(f"{out}/calibration.npz", **{key: data[key][:128]})
 np.savez(f"{out}/evaluation.npz", **{key: data[key][128:]}, labels=data["labels"][128:])
 PY
-cargo build --release --locked --quiet
-bin=target/release/onnx-prune
+# ONNX_PRUNE=path/to/onnx-prune skips the release build (e.g. a debug binary, for figures only).
+bin=${ONNX_PRUNE:-target/release/onnx-prune}
+[ -n "${ONNX_PRUNE:-}" ] || cargo build --release --locked --quiet
 accuracy() { # pruned model -> candidate accuracy on the evaluation split
   "$bin" check "$model" "$1" --inputs "$out/evaluation.npz" --labels "$out/evaluation.npz:labels" \
     --max-accuracy-drop 1 --min-cosine=-1 --report "$out/check.json" > /dev/null

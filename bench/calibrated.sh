@@ -12,8 +12,9 @@ sparsity=${1:-0.5}
 out=bench/out/calibrated
 mkdir -p "$out"
 [ -f "$out/model.onnx" ] || python3 bench/calibrated.py generate "$out/model.onnx" "$out/calib.npz"
-cargo build --release --locked --quiet
-bin=target/release/onnx-prune
+# ONNX_PRUNE=path/to/onnx-prune skips the release build (e.g. a debug binary, for figures only).
+bin=${ONNX_PRUNE:-target/release/onnx-prune}
+[ -n "${ONNX_PRUNE:-}" ] || cargo build --release --locked --quiet
 measure() { # name, output model, command...
   local name=$1 pruned=$2; shift 2
   /usr/bin/time -f "%e %M" -o "$out/time.txt" "$@" > /dev/null

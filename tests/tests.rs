@@ -1,5 +1,6 @@
 //! Integration tests: every fixture through the `onnx-prune` binary and the libraries.
 
+mod auto;
 mod calibrated;
 mod check;
 mod cli_errors;
@@ -12,3 +13,5 @@ mod past_2gib;
 mod prune;
 mod replay;
 mod roundtrip;
+mod sensitivity;
+mod trust;

@@ -12,22 +12,56 @@ use onnx_prune_core::{
 use onnx_prune_verify::{Calibration, CalibrationOptions, CheckReport};
 use regex::Regex;
 
-use crate::args::{CalibrationFlags, MethodArg, OrderArg, PruneArgs, ScopeArg};
+use crate::args::{CalibrationFlags, MethodArg, OrderArg, PruneArgs, ScopeArg, SparsityArg};
+use crate::auto;
 use crate::check;
+use crate::files::{preflight_check, source_path, Files};
 use crate::progress::Progress;
+use crate::stdout;
 use crate::table::{bytes, percent, table};
 
 fn regex(pattern: &str, flag: &str) -> Result<Regex> {
     Regex::new(pattern).with_context(|| format!("{flag} `{pattern}` is not a valid regex"))
 }
 
+/// The `--pattern` flag.
+pub fn parse_pattern(pattern: &str) -> Result<Pattern> {
+    pattern
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--pattern: {e}"))
+}
+
+/// The selection that `--include`, `--exclude`, `--op-types` and `--min-params` ask for.
+pub fn selection(
+    include: &[String],
+    exclude: &[String],
+    op_types: &[String],
+    min_params: u64,
+) -> Result<Selection> {
+    let regexes = |patterns: &[String], flag: &str| {
+        patterns
+            .iter()
+            .map(|p| regex(p, flag))
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok(Selection {
+        include: regexes(include, "--include")?,
+        exclude: regexes(exclude, "--exclude")?,
+        op_types: op_types.to_vec(),
+        min_params,
+    })
+}
+
 /// The selection and pruning configuration the flags ask for.
 fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
-    let pattern: Pattern = args
-        .pattern
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--pattern: {e}"))?;
-    let sparsity = match (args.sparsity, pattern.fixed_sparsity()) {
+    let pattern = parse_pattern(&args.pattern)?;
+    let sparsity = match (
+        args.sparsity.map(|s| match s {
+            SparsityArg::Value(value) => value,
+            SparsityArg::Auto => unreachable!("--sparsity auto is searched by the auto module"),
+        }),
+        pattern.fixed_sparsity(),
+    ) {
         (None, Some(fixed)) => fixed,
         (Some(_), Some(_)) => bail!(
             "--sparsity has no effect with --pattern {pattern}: N:M keeps N of every M elements \
@@ -38,12 +72,15 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
             bail!("--sparsity is required (e.g. --sparsity 0.5) unless --pattern is N:M")
         }
     };
+    if !args.sparsity_for.is_empty() && pattern.fixed_sparsity().is_some() {
+        bail!("--sparsity-for has no effect with --pattern {pattern}, whose sparsity is fixed");
+    }
     let sparsity_for = args
         .sparsity_for
         .iter()
         .map(|spec| {
             let (pattern, value) = spec
-                .rsplit_once('=')
+                .split_once('=')
                 .with_context(|| format!("--sparsity-for `{spec}` is not REGEX=S"))?;
             let value: f64 = value
                 .parse()
@@ -54,19 +91,12 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let selection = Selection {
-        include: args
-            .include
-            .iter()
-            .map(|p| regex(p, "--include"))
-            .collect::<Result<_>>()?,
-        exclude: args
-            .exclude
-            .iter()
-            .map(|p| regex(p, "--exclude"))
-            .collect::<Result<_>>()?,
-        op_types: args.op_types.clone(),
-    };
+    let selection = selection(
+        &args.include,
+        &args.exclude,
+        &args.op_types,
+        args.min_params,
+    )?;
     let config = PruneConfig {
         sparsity,
         scope: match args.scope {
@@ -132,15 +162,49 @@ fn calibration(
 }
 
 pub fn run(args: PruneArgs) -> Result<ExitCode> {
-    let (selection, config) = configure(&args)?;
     let (method, calibrated) = calibration(&args.calibration)?;
-    let check_options = args
-        .check
-        .then(|| check::options(&args.check_flags))
-        .transpose()?;
+    if args.sparsity == Some(SparsityArg::Auto) {
+        if calibrated.is_some() {
+            bail!("--sparsity auto searches magnitude pruning only: drop --calibration and --method");
+        }
+        return auto::run(args);
+    }
+    if args.max_evaluations.is_some() {
+        bail!("--max-evaluations bounds the search of --sparsity auto; it has no effect here");
+    }
+    let (selection, config) = configure(&args)?;
+    if args.dry_run && args.check {
+        bail!("--dry-run writes nothing, so there is nothing for --check to check");
+    }
+    let check_options = check::options_if(args.check, &args.check_flags)?;
     let progress = Progress::start();
     progress.phase("loading");
     let model = Model::load(&args.model)?;
+    let destination = match &args.output {
+        _ if args.dry_run => None,
+        _ if args.in_place => Some(Destination::InPlace),
+        Some(output) => Some(Destination::File(output)),
+        None => None,
+    };
+    let mut files = Files::default();
+    files.read_model(&model);
+    if let Some(options) = &check_options {
+        files.read_check_inputs(options);
+        preflight_check(options)?;
+    }
+    if let Some((_, options)) = &calibrated {
+        for source in &options.inputs {
+            files.read(source_path(source));
+        }
+    }
+    if let Some(to) = destination {
+        let flag = if args.in_place { "--in-place" } else { "-o" };
+        files.write_model(flag, &model, to)?;
+    }
+    if let Some(report) = &args.rewrite.report {
+        files.write("--report", report);
+    }
+    files.check()?;
     let weights = discover_with(&model, args.min_params);
     let selected = select(&model, &weights, &selection)?;
     let plan = match &calibrated {
@@ -161,16 +225,9 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
         progress.warn(warning);
     }
     progress.phase("writing");
-    let destination = match &args.output {
-        _ if args.in_place => Some(Destination::InPlace),
-        Some(output) => Some(Destination::File(output)),
-        None => None,
-    };
     let written = match destination {
-        Some(to) if !args.dry_run => {
-            Some(save(&model, &plan.edits, to, args.rewrite.storage.into())?)
-        }
-        _ => None,
+        Some(to) => Some(save(&model, &plan.edits, to, args.rewrite.storage.into())?),
+        None => None,
     };
     progress.phase("measuring sizes");
     let mut report = RewriteReport::new(&model, plan.outcomes, written.as_ref())?;
@@ -183,27 +240,37 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
         _ => None,
     };
     drop(progress);
-    finish(&report, checked.as_ref(), args.rewrite.report.as_deref())
+    finish(
+        &report,
+        checked.as_ref(),
+        args.rewrite.report.as_deref(),
+        None,
+    )
 }
 
-/// Prints the rewrite report (and the check's, if one ran), writes the JSON report if asked,
+/// Prints the rewrite report (and the check's, if one ran), writes the JSON report if asked
+/// (with the `--sparsity auto` search's summary under `auto`),
 /// and gives the exit code: 1 when the check failed.
 pub fn finish(
     report: &RewriteReport,
     checked: Option<&CheckReport>,
     json: Option<&Path>,
+    auto: Option<serde_json::Value>,
 ) -> Result<ExitCode> {
     if let Some(path) = json {
         let mut value = serde_json::to_value(report)?;
         if let Some(checked) = checked {
             value["check"] = serde_json::to_value(checked)?;
         }
+        if let Some(auto) = auto {
+            value["auto"] = auto;
+        }
         write_file_atomic(path, &serde_json::to_vec_pretty(&value)?)?;
     }
-    println!("{}", render(report));
+    stdout::print(render(report))?;
     Ok(match checked {
         Some(checked) => {
-            println!("\n{}", check::render(checked));
+            stdout::print(format!("\n{}", check::render(checked)))?;
             check::exit_code(checked)
         }
         None => ExitCode::SUCCESS,
@@ -217,10 +284,11 @@ pub fn render(report: &RewriteReport) -> String {
         .weights
         .iter()
         .map(|w| {
-            let mut notes: Vec<String> = match (&w.skipped, w.stored_sparse) {
-                (Some(reason), _) => vec![format!("skipped: {reason}")],
-                (None, true) => vec!["stored sparse".into()],
-                (None, false) => Vec::new(),
+            let mut notes: Vec<String> = match (&w.skipped, w.stored_sparse, &w.storage_note) {
+                (Some(reason), _, _) => vec![format!("skipped: {reason}")],
+                (None, true, _) => vec!["stored sparse".into()],
+                (None, false, Some(note)) => vec![note.clone()],
+                (None, false, None) => Vec::new(),
             };
             if w.values_changed {
                 notes.push("kept values updated".into());

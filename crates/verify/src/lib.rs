@@ -31,3 +31,4 @@ pub use check::{
     check, Accuracy, CheckOptions, CheckReport, InputSource, OutputMetrics, Tolerances,
 };
 pub use error::{Error, Result};
+pub use inputs::read_labels;
