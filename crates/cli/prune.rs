@@ -165,7 +165,9 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     let (method, calibrated) = calibration(&args.calibration)?;
     if args.sparsity == Some(SparsityArg::Auto) {
         if calibrated.is_some() {
-            bail!("--sparsity auto searches magnitude pruning only: drop --calibration and --method");
+            bail!(
+                "--sparsity auto searches magnitude pruning only: drop --calibration and --method"
+            );
         }
         return auto::run(args);
     }

@@ -52,9 +52,7 @@ impl Edit {
     fn is_noop(&self, model: &Model) -> Result<bool> {
         Ok(match &self.change {
             Change::Zero(zeroing) => zeroing.is_noop(),
-            Change::Replace(bytes) => {
-                *bytes == *dense_bytes(model, &model.tensors()[self.tensor])?
-            }
+            Change::Replace(bytes) => *bytes == *dense_bytes(model, &model.tensors()[self.tensor])?,
         })
     }
 }

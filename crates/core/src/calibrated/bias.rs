@@ -66,7 +66,7 @@ pub(crate) fn find(model: &Model, weight: &Weight, outputs: usize) -> Result<(us
     let users = graph
         .nodes
         .iter()
-        .filter(|n| n.inputs.iter().any(|i| *i == name))
+        .filter(|n| n.inputs.contains(&name))
         .count();
     if users != 1 {
         return Err(format!("its bias `{name}` is shared by {users} nodes"));

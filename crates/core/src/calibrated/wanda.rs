@@ -8,10 +8,11 @@ use crate::calibrated::Target;
 pub(crate) fn scores(view: &MatrixView, values: &[f64], stats: &LayerStats) -> Vec<f64> {
     let mut scores = vec![0.0; values.len()];
     for r in 0..view.rows {
-        let norms = &stats.sq_norms[view.group(r) * view.cols..];
-        for c in 0..view.cols {
+        let g = view.group(r);
+        let norms = &stats.sq_norms[g * view.cols..(g + 1) * view.cols];
+        for (c, norm) in norms.iter().enumerate() {
             let i = view.index(r, c);
-            scores[i] = values[i].abs() * norms[c].sqrt();
+            scores[i] = values[i].abs() * norm.sqrt();
         }
     }
     scores
