@@ -1,6 +1,8 @@
 //! Integration tests: every fixture through the `onnx-prune` binary and the libraries.
 
 mod check;
+mod check_data;
+mod check_fix;
 mod cli_errors;
 mod common;
 mod corrupted;

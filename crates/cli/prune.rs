@@ -87,6 +87,10 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     let progress = Progress::start();
     progress.phase("loading");
     let model = Model::load(&args.model)?;
+    if let Some(options) = &check_options {
+        // Bad check input is refused before the output is written.
+        onnx_prune_verify::validate(&model, options)?;
+    }
     let weights = discover_with(&model, args.min_params);
     let selected = select(&model, &weights, &selection)?;
     progress.phase("choosing what to zero");

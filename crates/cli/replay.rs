@@ -38,6 +38,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         .transpose()?;
     let manifest = Manifest::load(&args.schedule)?;
     let model = Model::load(&args.model)?;
+    if let Some(options) = &check_options {
+        // Bad check input is refused before the first output is written.
+        onnx_prune_verify::validate(&model, options)?;
+    }
     let weights = discover(&model);
     let map = args
         .map
@@ -176,6 +180,8 @@ impl Replay<'_> {
             .unwrap_or_else(|| "model".into());
         let mut rows = Vec::new();
         let mut json = Vec::new();
+        // The curve is for picking a step; the last step is what ships, so its check decides.
+        let mut last_passed = None;
         for step in self.steps() {
             let plan = self.plan(Some(step))?;
             let output = dir.join(format!("{stem}.step{step}.onnx"));
@@ -231,9 +237,11 @@ impl Replay<'_> {
                 "step": step,
                 "output": output.file_name().map(|f| f.to_string_lossy().into_owned()),
                 "schedule_sparsity": trained,
+                "passed": checked.as_ref().map(|c| c.passed),
                 "report": report,
                 "check": checked,
             }));
+            last_passed = checked.as_ref().map(|c| c.passed);
         }
         let header = [
             "step",
@@ -251,6 +259,10 @@ impl Replay<'_> {
                 path,
                 &serde_json::to_vec_pretty(&serde_json::json!({ "steps": json }))?,
             )?;
+        }
+        if last_passed == Some(false) {
+            eprintln!("error: the last step failed its check (see the `passed` column)");
+            return Ok(check::exit_code_failed());
         }
         Ok(ExitCode::SUCCESS)
     }
