@@ -1,5 +1,6 @@
 //! Integration tests: every fixture through the `onnx-prune` binary and the libraries.
 
+mod auto;
 mod check;
 mod check_data;
 mod check_fix;
@@ -13,3 +14,5 @@ mod past_2gib;
 mod prune;
 mod replay;
 mod roundtrip;
+mod sensitivity;
+mod trust;

@@ -9,7 +9,9 @@ use onnx_prune_core::{densified, write_file_atomic, Model};
 use onnx_prune_verify::{check, CheckOptions, CheckReport, InputSource, Tolerances};
 
 use crate::args::{CheckArgs, CheckFlags};
+use crate::files::Files;
 use crate::progress::Progress;
+use crate::stdout;
 use crate::table::table;
 
 /// Exit code for a check that ran and failed a tolerance.
@@ -70,13 +72,31 @@ pub fn options(flags: &CheckFlags) -> Result<CheckOptions> {
         tolerances: Tolerances {
             atol: flags.atol,
             rtol: flags.rtol,
-            min_cosine: flags.min_cosine,
+            min_cosine: flags.min_cosine.unwrap_or(CheckFlags::DEFAULT_MIN_COSINE),
             min_agreement: flags.min_agreement,
-            max_accuracy_drop: flags.max_accuracy_drop,
+            max_accuracy_drop: flags
+                .max_accuracy_drop
+                .unwrap_or(CheckFlags::DEFAULT_MAX_ACCURACY_DROP),
         },
     };
     options.tolerances.validate()?;
     Ok(options)
+}
+
+/// The check options when `check` (`--check`) is set; without it, check flags would be silently
+/// ignored, so giving any is an error naming them.
+pub fn options_if(check: bool, flags: &CheckFlags) -> Result<Option<CheckOptions>> {
+    if check {
+        return options(flags).map(Some);
+    }
+    let given = flags.given();
+    if !given.is_empty() {
+        anyhow::bail!(
+            "{} only take effect with --check; add --check or drop them",
+            given.join(", ")
+        );
+    }
+    Ok(None)
 }
 
 /// Runs the check of `candidate` against `reference`. tract reads only dense initializers, so
@@ -98,6 +118,15 @@ pub fn run_check(
 
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let options = options(&args.flags)?;
+    if let Some(report) = &args.report {
+        let mut files = Files::default();
+        files
+            .read_model(&Model::load(&args.reference)?)
+            .read_model(&Model::load(&args.candidate)?)
+            .read_check_inputs(&options)
+            .write("--report", report);
+        files.check()?;
+    }
     let progress = Progress::start();
     progress.phase("running both models through tract");
     let report = run_check(&args.reference, &args.candidate, &options)?;
@@ -105,7 +134,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     if let Some(path) = &args.report {
         write_file_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }
-    println!("{}", render(&report));
+    stdout::print(render(&report))?;
     Ok(exit_code(&report))
 }
 

@@ -2,11 +2,16 @@
 //! into library calls. No pruning logic lives here.
 
 mod args;
+mod auto;
 mod check;
+mod files;
 mod inspect;
+mod plot;
 mod progress;
 mod prune;
 mod replay;
+mod sensitivity;
+mod stdout;
 mod table;
 
 use std::process::ExitCode;
@@ -35,9 +40,11 @@ fn main() -> ExitCode {
         Command::Prune(args) => prune::run(args),
         Command::Check(args) => check::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Sensitivity(args) => sensitivity::run(args),
     };
     match result {
         Ok(code) => code,
+        Err(error) if stdout::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             match error.downcast_ref::<onnx_prune_verify::Error>() {

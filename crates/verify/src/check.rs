@@ -204,7 +204,6 @@ fn prepare(reference: &Model, options: &CheckOptions) -> Result<Prepared> {
     if options.batch_size == Some(0) {
         return Err(Error::Usage("--batch-size must be at least 1".into()));
     }
-    options.tolerances.validate()?;
     let all_specs = input_specs(reference)?;
     let fixed = fixed_inputs(&all_specs, &options.fixes)?;
     let specs: Vec<InputSpec> = all_specs
@@ -221,7 +220,7 @@ fn prepare(reference: &Model, options: &CheckOptions) -> Result<Prepared> {
     let labels = options
         .labels
         .as_deref()
-        .map(|spec| read_labels(spec, samples.count, &mut notes))
+        .map(|spec| read_labels(spec, Some(samples.count), &mut notes))
         .transpose()?;
     if let Some(labels) = &labels {
         if labels.len() != samples.count {
@@ -239,6 +238,12 @@ fn prepare(reference: &Model, options: &CheckOptions) -> Result<Prepared> {
         labels,
         notes,
     })
+}
+
+/// Class labels from `FILE.npy` or `FILE.npz:KEY`, one class index per sample (one-hot rows
+/// are read as their arg-max).
+pub fn labels(spec: &str) -> Result<Vec<i64>> {
+    read_labels(spec, None, &mut Vec::new())
 }
 
 /// Reads and checks everything a check of a candidate against `reference` with `options`

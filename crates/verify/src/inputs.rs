@@ -300,9 +300,10 @@ pub fn random_sample(
     tensor.map_err(|e| Error::Usage(format!("{e:#}")))
 }
 
-/// Class labels from `FILE.npy` or `FILE.npz:KEY` for `count` samples, as integers. One-hot
-/// rows (`[count, classes]` of zeros and a single one) are read as their arg-max, with a note.
-pub fn read_labels(spec: &str, count: usize, notes: &mut Vec<String>) -> Result<Vec<i64>> {
+/// Class labels from `FILE.npy` or `FILE.npz:KEY` for `count` samples (when known), as
+/// integers. One-hot rows (`[count, classes]` of zeros and a single one) are read as their
+/// arg-max, with a note.
+pub fn read_labels(spec: &str, count: Option<usize>, notes: &mut Vec<String>) -> Result<Vec<i64>> {
     let (path, tensor) = match spec.rsplit_once(':') {
         Some((file, key)) if file.ends_with(".npz") => {
             let path = Path::new(file);
@@ -342,13 +343,14 @@ pub fn read_labels(spec: &str, count: usize, notes: &mut Vec<String>) -> Result<
         }
         _ => (Path::new(spec), read_npy("labels", Path::new(spec))?),
     };
-    if tensor.rank() == 2 && tensor.shape()[0] == count && tensor.shape()[1] > 1 {
+    let samples = count.unwrap_or(tensor.shape().first().copied().unwrap_or(1));
+    if tensor.rank() == 2 && tensor.shape()[0] == samples && tensor.shape()[1] > 1 {
         return one_hot(path, &tensor, notes);
     }
-    if tensor.rank() > 1 && tensor.len() != count {
+    if tensor.rank() > 1 && tensor.len() != samples {
         return Err(invalid(
             path,
-            format!("labels of shape {:?} for {count} samples", tensor.shape()),
+            format!("labels of shape {:?} for {samples} samples", tensor.shape()),
         ));
     }
     let values = tensor

@@ -32,7 +32,7 @@ mod runner;
 mod samples;
 
 pub use check::{
-    check, validate, Accuracy, CheckOptions, CheckReport, InputSource, OutputMetrics, Tolerances,
-    BATCH_CANDIDATES,
+    check, labels as read_labels, validate, Accuracy, CheckOptions, CheckReport, InputSource,
+    OutputMetrics, Tolerances, BATCH_CANDIDATES,
 };
 pub use error::{Error, Result};
