@@ -2,6 +2,8 @@
 
 mod auto;
 mod check;
+mod check_data;
+mod check_fix;
 mod cli_errors;
 mod common;
 mod corrupted;
