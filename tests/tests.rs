@@ -3,6 +3,8 @@
 mod auto;
 mod calibrated;
 mod check;
+mod check_data;
+mod check_fix;
 mod cli_errors;
 mod common;
 mod corrupted;

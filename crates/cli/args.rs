@@ -287,7 +287,8 @@ pub struct CheckFlags {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
 
-    /// Shape of an input with dynamic dimensions, batch first (repeatable).
+    /// Shape of an input drawn by --random that has dynamic dimensions, batch first
+    /// (repeatable; it must agree with the dimensions the model fixes).
     /// Example: --shape images=1,3,224,224
     #[arg(long = "shape", value_name = "NAME=D,D,...")]
     pub shapes: Vec<String>,
@@ -297,9 +298,16 @@ pub struct CheckFlags {
     #[arg(long, value_name = "FILE")]
     pub labels: Option<String>,
 
-    /// Samples per run where the model's batch dimension is free.
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    pub batch_size: usize,
+    /// Samples per run where the model's batch dimension is free. Default: the fastest per
+    /// sample of 1, 8 and 32, timed on the first samples (the metrics do not depend on it).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+
+    /// Make input NAME a constant before tract analyses the models (repeatable): `If` nodes
+    /// that branch on it are then decided and their branch inlined. Comma-separated values of
+    /// the input's type. Example: --fix sr=16000
+    #[arg(long = "fix", value_name = "NAME=VALUE")]
+    pub fixes: Vec<String>,
 
     /// Absolute element-wise tolerance: an element passes when
     /// |candidate - reference| <= atol + rtol * |reference| (numpy.isclose, as Polygraphy).
@@ -343,6 +351,7 @@ impl CheckFlags {
             ("--shape", !self.shapes.is_empty()),
             ("--labels", self.labels.is_some()),
             ("--batch-size", self.batch_size != defaults.batch_size),
+            ("--fix", !self.fixes.is_empty()),
             ("--atol", self.atol.is_some()),
             ("--rtol", self.rtol.is_some()),
             ("--min-cosine", self.min_cosine.is_some()),

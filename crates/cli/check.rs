@@ -47,15 +47,29 @@ pub fn options(flags: &CheckFlags) -> Result<CheckOptions> {
             Ok((name.to_string(), dims))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
+    let fixes = flags
+        .fixes
+        .iter()
+        .map(|spec| {
+            let (name, value) = spec
+                .split_once('=')
+                .with_context(|| format!("--fix `{spec}` is not NAME=VALUE"))?;
+            Ok((name.to_string(), value.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     if flags.inputs.is_empty() && flags.random.is_none() {
         anyhow::bail!("a check needs inputs: give --inputs FILE or --random N");
     }
-    Ok(CheckOptions {
+    if flags.batch_size == Some(0) {
+        anyhow::bail!("--batch-size 0: a run takes at least one sample");
+    }
+    let options = CheckOptions {
         inputs,
         random: flags.random.map(|n| (n, flags.seed)),
         shapes,
         labels: flags.labels.clone(),
         batch_size: flags.batch_size,
+        fixes,
         tolerances: Tolerances {
             atol: flags.atol,
             rtol: flags.rtol,
@@ -65,7 +79,9 @@ pub fn options(flags: &CheckFlags) -> Result<CheckOptions> {
                 .max_accuracy_drop
                 .unwrap_or(CheckFlags::DEFAULT_MAX_ACCURACY_DROP),
         },
-    })
+    };
+    options.tolerances.validate()?;
+    Ok(options)
 }
 
 /// The check options when `check` (`--check`) is set; without it, check flags would be silently
@@ -96,7 +112,9 @@ pub fn run_check(
     let (dense_a, dense_b) = (densified(&a)?, densified(&b)?);
     let bytes_a = dense_a.as_deref().unwrap_or(a.bytes());
     let bytes_b = dense_b.as_deref().unwrap_or(b.bytes());
-    Ok(check((&a, bytes_a), (&b, bytes_b), options)?)
+    let report = check((&a, bytes_a), (&b, bytes_b), options)?;
+    print_notes(&report);
+    Ok(report)
 }
 
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
@@ -121,13 +139,25 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     Ok(exit_code(&report))
 }
 
+/// Says on stderr what was done to the data to fit the models.
+fn print_notes(report: &CheckReport) {
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+}
+
 /// 0 when the check passed, 1 when it failed.
 pub fn exit_code(report: &CheckReport) -> ExitCode {
     if report.passed {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(EXIT_CHECK_FAILED)
+        exit_code_failed()
     }
+}
+
+/// The exit code of a check that ran and failed its tolerance.
+pub fn exit_code_failed() -> ExitCode {
+    ExitCode::from(EXIT_CHECK_FAILED)
 }
 
 fn number(x: f64) -> String {
@@ -174,7 +204,10 @@ pub fn render(report: &CheckReport) -> String {
         "top-1 agree",
         "worst sample",
     ];
-    let mut out = format!("{} samples\n\n", report.samples);
+    let mut out = format!(
+        "{} samples, {} per run\n\n",
+        report.samples, report.batch_size
+    );
     out.push_str(&table(&header, rows, &[1, 2, 3, 4, 5, 6, 7]));
     if let Some(acc) = &report.accuracy {
         out.push_str(&format!(

@@ -193,6 +193,8 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     if let Some(options) = &check_options {
         files.read_check_inputs(options);
         preflight_check(options)?;
+        // Bad check input is refused before the output is written.
+        onnx_prune_verify::validate(&model, options)?;
     }
     if let Some((_, options)) = &calibrated {
         for source in &options.inputs {

@@ -37,6 +37,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let check_options = check::options_if(args.check, &args.check_flags)?;
     let manifest = Manifest::load(&args.schedule)?;
     let model = Model::load(&args.model)?;
+    if let Some(options) = &check_options {
+        // Bad check input is refused before the first output is written.
+        onnx_prune_verify::validate(&model, options)?;
+    }
     let weights = discover(&model);
     let map = args
         .map
@@ -246,6 +250,8 @@ impl Replay<'_> {
     fn all_steps(&self, dir: &Path, check_options: Option<&CheckOptions>) -> Result<ExitCode> {
         let mut rows = Vec::new();
         let mut json = Vec::new();
+        // The curve is for picking a step; the last step is what ships, so its check decides.
+        let mut last_passed = None;
         let mut curve: Vec<(i64, f64, f64)> = Vec::new();
         let mut metric = "cosine";
         for step in self.steps() {
@@ -312,9 +318,11 @@ impl Replay<'_> {
                 "step": step,
                 "output": output.file_name().map(|f| f.to_string_lossy().into_owned()),
                 "schedule_sparsity": trained,
+                "passed": checked.as_ref().map(|c| c.passed),
                 "report": report,
                 "check": checked,
             }));
+            last_passed = checked.as_ref().map(|c| c.passed);
         }
         let header = [
             "step",
@@ -335,6 +343,10 @@ impl Replay<'_> {
                 path,
                 &serde_json::to_vec_pretty(&serde_json::json!({ "steps": json }))?,
             )?;
+        }
+        if last_passed == Some(false) {
+            eprintln!("error: the last step failed its check (see the `passed` column)");
+            return Ok(check::exit_code_failed());
         }
         Ok(ExitCode::SUCCESS)
     }

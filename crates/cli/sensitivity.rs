@@ -170,7 +170,7 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
         seed: args.seed,
         shapes: args.shapes.clone(),
         labels: args.labels.clone(),
-        batch_size: args.batch_size,
+        batch_size: Some(args.batch_size),
         ..CheckFlags::default()
     };
     let options = check::options(&flags)?;

@@ -11,10 +11,11 @@ use onnx_prune_core::{LayerStats, Model, Tap};
 use rayon::prelude::*;
 use tract_onnx::prelude::*;
 
-use crate::check::{load_samples, CheckOptions, InputSource, SampleSet};
+use crate::check::{CheckOptions, InputSource};
 use crate::error::{Error, Result};
-use crate::inputs::slice;
-use crate::runner::{input_specs, Runner, Shapes};
+use crate::fold::Fixed;
+use crate::runner::{input_specs, RunError, Runner, Shapes};
+use crate::samples::{Layout, Samples};
 
 /// Where calibration samples come from and how many are used.
 #[derive(Debug, Clone)]
@@ -41,36 +42,31 @@ impl Default for CalibrationOptions {
 pub struct Calibration {
     path: PathBuf,
     input_names: BTreeSet<String>,
-    /// Each run's inputs, with the index of its first sample.
-    runs: Vec<(usize, BTreeMap<String, Tensor>)>,
+    data: Samples,
+    /// Each run's first sample and length.
+    runs: Vec<(usize, usize)>,
     samples: usize,
+    /// What was done to the data to fit the model (casts).
+    pub notes: Vec<String>,
 }
 
 impl Calibration {
     /// Reads the samples `options` name for `model` and checks that they fit its inputs (names,
-    /// element types, ranks).
+    /// element types, ranks, fixed dimensions), as check does.
     pub fn load(model: &Model, options: &CalibrationOptions) -> Result<Calibration> {
         let specs = input_specs(model)?;
         let check_options = CheckOptions {
             inputs: options.inputs.clone(),
             ..CheckOptions::default()
         };
-        let wanted = options.samples.max(1);
-        let loaded = load_samples(&check_options, &specs)?;
-        let sets = matches!(loaded, SampleSet::Sets(_));
-        let (runs, samples) = match loaded {
-            SampleSet::Sets(sets) => {
-                let runs: Vec<_> = sets.into_iter().take(wanted).enumerate().collect();
-                let count = runs.len();
-                (runs, count)
-            }
-            SampleSet::Batched(tensors) => {
-                let count = tensors
-                    .values()
-                    .next()
-                    .map_or(0, |t| t.shape().first().copied().unwrap_or(1))
-                    .min(wanted);
-                // A fixed batch dimension sets the run size; whole runs only.
+        let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let mut notes = Vec::new();
+        let data = Samples::load(&check_options, &names, &specs, &mut notes)?;
+        let count = data.count.min(options.samples.max(1));
+        let runs: Vec<(usize, usize)> = match data.layout {
+            Layout::Whole => (0..count).map(|s| (s, 1)).collect(),
+            Layout::Batched => {
+                // A fixed batch dimension sets the run size: whole runs only.
                 let fixed = specs.iter().find_map(|s| s.dims.first().copied().flatten());
                 let batch = fixed.unwrap_or(options.batch_size.max(1)).max(1);
                 let usable = if fixed.is_some() {
@@ -83,39 +79,23 @@ impl Calibration {
                         "the model takes batches of {batch} samples; the calibration data holds {count}"
                     )));
                 }
-                let runs = (0..usable)
+                (0..usable)
                     .step_by(batch)
-                    .map(|start| Ok((start, slice(&tensors, start, (start + batch).min(usable))?)))
-                    .collect::<Result<Vec<_>>>()?;
-                (runs, usable)
+                    .map(|start| (start, batch.min(usable - start)))
+                    .collect()
             }
         };
+        let samples = runs.iter().map(|(_, len)| len).sum();
         if samples == 0 {
             return Err(Error::Usage("the calibration data holds no sample".into()));
         }
-        // The first axis of batched data is the sample axis, free to differ.
-        for (_, run) in &runs {
-            for spec in &specs {
-                let shape = run[&spec.name].shape();
-                for (axis, (want, got)) in spec.dims.iter().zip(shape).enumerate() {
-                    if axis == 0 && !sets {
-                        continue;
-                    }
-                    if want.is_some_and(|w| w != *got) {
-                        return Err(Error::Usage(format!(
-                            "calibration input `{}` has shape {shape:?} but the model wants {} on axis {axis}",
-                            spec.name,
-                            want.unwrap()
-                        )));
-                    }
-                }
-            }
-        }
         Ok(Calibration {
             path: model.path().to_path_buf(),
-            input_names: specs.into_iter().map(|s| s.name).collect(),
+            input_names: names.into_iter().collect(),
+            data,
             runs,
             samples,
+            notes,
         })
     }
 
@@ -136,13 +116,11 @@ impl Calibration {
         tapped.dedup();
         let mut runners: Vec<(Shapes, Runner)> = Vec::new();
         if !tapped.is_empty() {
-            for (_, run) in &self.runs {
-                let shapes: Shapes = run
-                    .iter()
-                    .map(|(name, t)| (name.clone(), (t.datum_type(), t.shape().to_vec())))
-                    .collect();
+            for &(first, len) in &self.runs {
+                let shapes = self.data.shapes(first, len);
                 if !runners.iter().any(|(s, _)| *s == shapes) {
-                    let runner = Runner::tapping(bytes, &self.path, &shapes, &tapped)?;
+                    let runner =
+                        Runner::tapping(bytes, &self.path, &shapes, &Fixed::new(), &tapped)?;
                     runners.push((shapes, runner));
                 }
             }
@@ -152,7 +130,10 @@ impl Calibration {
         for runs in self.runs.chunks(window) {
             let partial = runs
                 .par_iter()
-                .map(|(first, run)| self.run_statistics(run, *first, taps, &tapped, &runners))
+                .map(|&(first, len)| {
+                    let run = self.data.run_inputs(first, len, len)?;
+                    self.run_statistics(&run, first, taps, &tapped, &runners)
+                })
                 .collect::<Result<Vec<_>>>()?;
             for stats in partial {
                 for (total, part) in totals.iter_mut().zip(&stats) {
@@ -182,7 +163,14 @@ impl Calibration {
                 .iter()
                 .find(|(s, _)| *s == shapes)
                 .expect("a runner per shape");
-            runner.run(&self.path, run, first)?
+            runner.run(&self.path, run).map_err(|e| match e {
+                RunError::Failed(error) => error,
+                RunError::Panic(what) => Error::Usage(format!(
+                    "{}: tract failed on the calibration run from sample {first} ({what}); are \
+                     the input values in the model's range?",
+                    self.path.display()
+                )),
+            })?
         };
         taps.iter()
             .map(|tap| {

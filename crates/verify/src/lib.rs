@@ -20,15 +20,21 @@
 //! ```
 #![deny(missing_docs)]
 
+mod batch;
 mod calibrate;
 mod check;
 mod error;
+mod fold;
 mod inputs;
+mod metrics;
+mod patch;
+mod run;
 mod runner;
+mod samples;
 
 pub use calibrate::{Calibration, CalibrationOptions};
 pub use check::{
-    check, Accuracy, CheckOptions, CheckReport, InputSource, OutputMetrics, Tolerances,
+    check, labels as read_labels, validate, Accuracy, CheckOptions, CheckReport, InputSource,
+    OutputMetrics, Tolerances, BATCH_CANDIDATES,
 };
 pub use error::{Error, Result};
-pub use inputs::read_labels;
