@@ -1,7 +1,9 @@
 //! Byte-faithful output: unchanged models come back byte for byte, and re-encoding every tensor
 //! in place gives back the same file.
 
-use onnx_prune_core::{discover, save, Destination, Edit, Model, Role, Storage, Zeroing};
+use onnx_prune_core::{
+    discover, save, to_bytes, Change, Destination, Edit, Model, Role, Storage, Zeroing,
+};
 use protobuf::Message;
 
 use crate::common::{arg, fixture, onnx_fixtures, stdout_ok};
@@ -64,10 +66,7 @@ fn rewriting_every_dense_tensor_in_place_gives_the_same_bytes() {
         let edits: Vec<Edit> = discover(&model)
             .iter()
             .filter(|w| model.tensors()[w.tensor].sparse.is_none())
-            .map(|w| Edit {
-                tensor: w.tensor,
-                zeroing: Zeroing::Threshold { key: 1, ties: 0 },
-            })
+            .map(|w| Edit::zero(w.tensor, Zeroing::Threshold { key: 1, ties: 0 }))
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.onnx");
@@ -153,4 +152,45 @@ fn float16_in_int32_data_is_pruned_and_reencoded_validly() {
         .find(|t| t.name == "w_f32_typed")
         .unwrap();
     assert_eq!(f32s.float_data.iter().filter(|&&v| v == 0.0).count(), 128);
+}
+
+#[test]
+fn replacing_values_changes_that_tensor_only_in_every_storage() {
+    // Typed fields (float_data, int32_data for float16, double_data), raw data and external
+    // data: each weight in turn gets new values (its own elements reversed); the written model
+    // holds them, every other tensor keeps its bytes, and the in-memory copy (what calibration
+    // hands tract) is the written file.
+    for name in ["typed_dtypes.onnx", "mlp_gemm.onnx", "conv_constants.onnx"] {
+        let path = fixture(name);
+        let model = Model::load(&path).unwrap();
+        for weight in discover(&model) {
+            let tensor = &model.tensors()[weight.tensor];
+            let size = tensor.dtype.size().unwrap();
+            let bytes = onnx_prune_core::dense_bytes(&model, tensor).unwrap();
+            let reversed: Vec<u8> = bytes.chunks(size).rev().flatten().copied().collect();
+            let edits = [Edit {
+                tensor: weight.tensor,
+                change: Change::Replace(reversed.clone()),
+            }];
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("out.onnx");
+            save(&model, &edits, Destination::File(&out), Storage::Dense).unwrap();
+            assert_eq!(
+                std::fs::read(&out).unwrap(),
+                to_bytes(&model, &edits).unwrap()
+            );
+            let written = Model::load(&out).unwrap();
+            for (before, after) in model.tensors().iter().zip(written.tensors()) {
+                let (a, b) = (
+                    onnx_prune_core::dense_bytes(&model, before).unwrap(),
+                    onnx_prune_core::dense_bytes(&written, after).unwrap(),
+                );
+                if before.name == tensor.name && before.graph == tensor.graph {
+                    assert_eq!(*b, reversed[..], "{name}: {}", weight.id);
+                } else {
+                    assert_eq!(a, b, "{name}: {} changed with {}", before.name, weight.id);
+                }
+            }
+        }
+    }
 }

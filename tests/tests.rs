@@ -1,6 +1,7 @@
 //! Integration tests: every fixture through the `onnx-prune` binary and the libraries.
 
 mod auto;
+mod calibrated;
 mod check;
 mod check_data;
 mod check_fix;

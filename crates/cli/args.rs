@@ -24,12 +24,14 @@ pub enum Command {
     /// Example: onnx-prune inspect model.onnx --json > weights.json
     Inspect(InspectArgs),
 
-    /// Zero the smallest weights by magnitude and write the pruned model.
+    /// Zero the least important weights (by magnitude, or by activation-aware scores from
+    /// calibration data) and write the pruned model.
     ///
     /// Examples:
     ///   onnx-prune prune model.onnx -o pruned.onnx --sparsity 0.5
     ///   onnx-prune prune model.onnx -o pruned.onnx --sparsity 0.7 --scope global --exclude 'classifier'
     ///   onnx-prune prune model.onnx -o pruned.onnx --pattern 2:4
+    ///   onnx-prune prune model.onnx -o pruned.onnx --sparsity 0.5 --method sparsegpt --calibration calib.npz
     #[command(verbatim_doc_comment)]
     Prune(PruneArgs),
 
@@ -183,6 +185,9 @@ pub struct PruneArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    #[command(flatten)]
+    pub calibration: CalibrationFlags,
+
     /// After writing, check the pruned model against the input through tract (see the Check
     /// options); a failed check keeps the output but exits 1.
     #[arg(long)]
@@ -190,6 +195,53 @@ pub struct PruneArgs {
 
     #[command(flatten)]
     pub check_flags: CheckFlags,
+}
+
+/// How weights are scored, and the calibration data that activation-aware scores need.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Calibration")]
+pub struct CalibrationFlags {
+    /// `magnitude`: |w|, no data needed. `wanda`: |w| x ||x|| (the norm of the weight's input
+    /// column over the calibration data), compared per output row. `sparsegpt`: optimal brain
+    /// surgeon masks, and updates of the kept weights that make up for the pruned ones. The
+    /// last two need --calibration. Example: --method wanda --calibration calib.npz
+    #[arg(long, value_enum, default_value = "magnitude")]
+    pub method: MethodArg,
+
+    /// Calibration samples (repeatable), read as check's --inputs: FILE.npz (keys are input
+    /// names, first axis is the sample axis), a directory in the ONNX test-data layout, or
+    /// NAME=FILE.npy. With any method, the report gives each weight's output error on them.
+    /// Example: --calibration calib.npz
+    #[arg(long, value_name = "FILE|DIR|NAME=FILE")]
+    pub calibration: Vec<String>,
+
+    /// Use the first N calibration samples [default: 128].
+    #[arg(long, value_name = "N")]
+    pub calibration_samples: Option<usize>,
+
+    /// `dense` [default]: every layer's statistics from one pass over the dense model.
+    /// `sequential`: each layer's from the model with the layers before it already pruned
+    /// (one pass per layer: slower, often a little more accurate).
+    #[arg(long, value_enum, value_name = "ORDER")]
+    pub calibration_order: Option<OrderArg>,
+
+    /// Shift each pruned layer's bias so that its mean output over the calibration data is
+    /// unchanged: b += (W - W') E[x]. Layers without a bias are reported and left as they are.
+    #[arg(long)]
+    pub correct_bias: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    Magnitude,
+    Wanda,
+    Sparsegpt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OrderArg {
+    Dense,
+    Sequential,
 }
 
 /// `--sparsity`: a fraction, or `auto`.

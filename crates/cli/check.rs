@@ -17,20 +17,21 @@ use crate::table::table;
 /// Exit code for a check that ran and failed a tolerance.
 pub const EXIT_CHECK_FAILED: u8 = 1;
 
+/// Where `FILE.npz`, `DIR` or `NAME=FILE.npy` says samples come from.
+pub fn input_source(spec: &str) -> InputSource {
+    match spec.split_once('=') {
+        Some((name, file)) => InputSource::Npy {
+            name: name.to_string(),
+            path: PathBuf::from(file),
+        },
+        None if Path::new(spec).is_dir() => InputSource::TestData(PathBuf::from(spec)),
+        None => InputSource::Npz(PathBuf::from(spec)),
+    }
+}
+
 /// The check options the flags ask for.
 pub fn options(flags: &CheckFlags) -> Result<CheckOptions> {
-    let inputs = flags
-        .inputs
-        .iter()
-        .map(|spec| match spec.split_once('=') {
-            Some((name, file)) => InputSource::Npy {
-                name: name.to_string(),
-                path: PathBuf::from(file),
-            },
-            None if Path::new(spec).is_dir() => InputSource::TestData(PathBuf::from(spec)),
-            None => InputSource::Npz(PathBuf::from(spec)),
-        })
-        .collect();
+    let inputs = flags.inputs.iter().map(|spec| input_source(spec)).collect();
     let shapes = flags
         .shapes
         .iter()

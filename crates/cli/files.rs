@@ -91,7 +91,7 @@ impl Files {
 }
 
 /// The file or directory an input source reads.
-fn source_path(source: &InputSource) -> &Path {
+pub fn source_path(source: &InputSource) -> &Path {
     match source {
         InputSource::Npz(path) | InputSource::TestData(path) => path,
         InputSource::Npy { path, .. } => path,

@@ -22,6 +22,11 @@ impl Progress {
     pub fn phase(&self, message: &'static str) {
         self.0.set_message(message);
     }
+
+    /// Prints a warning on stderr without garbling the spinner.
+    pub fn warn(&self, message: &str) {
+        self.0.suspend(|| eprintln!("warning: {message}"));
+    }
 }
 
 impl Drop for Progress {

@@ -5,16 +5,17 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use onnx_prune_core::{
-    check_sparsity, discover_with, plan, save, select, write_file_atomic, Destination, Model,
-    Pattern, PruneConfig, RewriteReport, Scope, Selection,
+    check_sparsity, discover_with, plan, plan_calibrated, save, select, write_file_atomic,
+    Calibrated, Destination, Method, Model, Order, Pattern, PruneConfig, RewriteReport, Scope,
+    Selection,
 };
-use onnx_prune_verify::CheckReport;
+use onnx_prune_verify::{Calibration, CalibrationOptions, CheckReport};
 use regex::Regex;
 
-use crate::args::{PruneArgs, ScopeArg, SparsityArg};
+use crate::args::{CalibrationFlags, MethodArg, OrderArg, PruneArgs, ScopeArg, SparsityArg};
 use crate::auto;
 use crate::check;
-use crate::files::{preflight_check, Files};
+use crate::files::{preflight_check, source_path, Files};
 use crate::progress::Progress;
 use crate::stdout;
 use crate::table::{bytes, percent, table};
@@ -108,8 +109,66 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
     Ok((selection, config))
 }
 
+/// The calibrated request the flags ask for, with its data; `None` for magnitude pruning
+/// without calibration data. Flags that would have no effect are errors.
+fn calibration(
+    flags: &CalibrationFlags,
+) -> Result<(Method, Option<(Calibrated, CalibrationOptions)>)> {
+    let method = match flags.method {
+        MethodArg::Magnitude => Method::Magnitude,
+        MethodArg::Wanda => Method::Wanda,
+        MethodArg::Sparsegpt => Method::SparseGpt,
+    };
+    if flags.calibration.is_empty() {
+        if method != Method::Magnitude {
+            bail!(
+                "--method {} scores weights by their input activations: give calibration                  samples with --calibration FILE.npz (or a test-data DIR, or NAME=FILE.npy)",
+                method.name()
+            );
+        }
+        for (given, flag) in [
+            (flags.calibration_samples.is_some(), "--calibration-samples"),
+            (flags.calibration_order.is_some(), "--calibration-order"),
+            (flags.correct_bias, "--correct-bias"),
+        ] {
+            if given {
+                bail!("{flag} has no effect without --calibration");
+            }
+        }
+        return Ok((method, None));
+    }
+    let samples = flags.calibration_samples.unwrap_or(128);
+    if samples == 0 {
+        bail!("--calibration-samples must be at least 1");
+    }
+    let request = Calibrated {
+        method,
+        order: match flags.calibration_order {
+            Some(OrderArg::Sequential) => Order::Sequential,
+            _ => Order::Dense,
+        },
+        correct_bias: flags.correct_bias,
+    };
+    let options = CalibrationOptions {
+        inputs: flags
+            .calibration
+            .iter()
+            .map(|spec| check::input_source(spec))
+            .collect(),
+        samples,
+        ..CalibrationOptions::default()
+    };
+    Ok((method, Some((request, options))))
+}
+
 pub fn run(args: PruneArgs) -> Result<ExitCode> {
+    let (method, calibrated) = calibration(&args.calibration)?;
     if args.sparsity == Some(SparsityArg::Auto) {
+        if calibrated.is_some() {
+            bail!(
+                "--sparsity auto searches magnitude pruning only: drop --calibration and --method"
+            );
+        }
         return auto::run(args);
     }
     if args.max_evaluations.is_some() {
@@ -137,6 +196,11 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
         // Bad check input is refused before the output is written.
         onnx_prune_verify::validate(&model, options)?;
     }
+    if let Some((_, options)) = &calibrated {
+        for source in &options.inputs {
+            files.read(source_path(source));
+        }
+    }
     if let Some(to) = destination {
         let flag = if args.in_place { "--in-place" } else { "-o" };
         files.write_model(flag, &model, to)?;
@@ -147,15 +211,31 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     files.check()?;
     let weights = discover_with(&model, args.min_params);
     let selected = select(&model, &weights, &selection)?;
-    progress.phase("choosing what to zero");
-    let plan = plan(&model, &selected, &config)?;
+    let plan = match &calibrated {
+        None => {
+            progress.phase("choosing what to zero");
+            plan(&model, &selected, &config)?
+        }
+        Some((request, options)) => {
+            progress.phase("reading calibration data");
+            let calibration = Calibration::load(&model, options)?;
+            progress.phase("calibrating through tract");
+            plan_calibrated(&model, &selected, &config, request, |bytes, taps| {
+                Ok::<_, anyhow::Error>(calibration.statistics(bytes, taps)?)
+            })?
+        }
+    };
+    for warning in &plan.warnings {
+        progress.warn(warning);
+    }
     progress.phase("writing");
     let written = match destination {
         Some(to) => Some(save(&model, &plan.edits, to, args.rewrite.storage.into())?),
         None => None,
     };
     progress.phase("measuring sizes");
-    let report = RewriteReport::new(&model, plan.outcomes, written.as_ref())?;
+    let mut report = RewriteReport::new(&model, plan.outcomes, written.as_ref())?;
+    report.method = Some(method.name());
     progress.phase("checking through tract");
     let checked = match (&check_options, &args.output, args.dry_run) {
         (Some(options), Some(output), false) => {
@@ -203,30 +283,46 @@ pub fn finish(
 
 /// The human-readable form of a rewrite report.
 pub fn render(report: &RewriteReport) -> String {
+    let measured = report.weights.iter().any(|w| w.output_error.is_some());
     let rows = report
         .weights
         .iter()
         .map(|w| {
-            vec![
+            let mut notes: Vec<String> = match (&w.skipped, w.stored_sparse, &w.storage_note) {
+                (Some(reason), _, _) => vec![format!("skipped: {reason}")],
+                (None, true, _) => vec!["stored sparse".into()],
+                (None, false, Some(note)) => vec![note.clone()],
+                (None, false, None) => Vec::new(),
+            };
+            if w.values_changed {
+                notes.push("kept values updated".into());
+            }
+            notes.extend(w.notes.iter().cloned());
+            let mut row = vec![
                 w.id.clone(),
                 w.params.to_string(),
                 percent(w.zeros_before, w.params),
                 percent(w.zeros_after, w.params),
-                match (&w.skipped, w.stored_sparse, &w.storage_note) {
-                    (Some(reason), _, _) => format!("skipped: {reason}"),
-                    (None, true, _) => "stored sparse".into(),
-                    (None, false, Some(note)) => note.clone(),
-                    (None, false, None) => String::new(),
-                },
-            ]
+            ];
+            if measured {
+                row.push(w.output_error.map_or("-".into(), |e| format!("{e:.3e}")));
+            }
+            row.push(notes.join("; "));
+            row
         })
         .collect();
-    let mut out = table(
-        &["id", "params", "zeros before", "zeros after", ""],
-        rows,
-        &[1, 2, 3],
-    );
+    let mut header = vec!["id", "params", "zeros before", "zeros after"];
+    let mut right = vec![1, 2, 3];
+    if measured {
+        header.push("output error");
+        right.push(4);
+    }
+    header.push("");
+    let mut out = table(&header, rows, &right);
     let t = &report.totals;
+    if let Some(method) = report.method.filter(|m| measured || *m != "magnitude") {
+        out.push_str(&format!("\n\nmethod: {method}"));
+    }
     out.push_str(&format!(
         "\n\ntotal: {} weights, {} params, zeros {} -> {}\n",
         report.weights.len(),

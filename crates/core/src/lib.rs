@@ -17,6 +17,7 @@
 
 mod bits;
 pub mod budget;
+mod calibrated;
 mod error;
 mod inspect;
 mod masks;
@@ -37,6 +38,10 @@ mod values;
 mod weights;
 mod zeroing;
 
+pub use calibrated::{
+    plan_calibrated, tap, Calibrated, ConvGeometry, Geometry, LayerStats, Method, Order, Padding,
+    Tap,
+};
 pub use error::{Error, Result};
 pub use inspect::{inspect, summarize_weight, Inspection, ModelSummary, Totals, WeightSummary};
 pub use masks::{read_masks, Mask};
@@ -54,7 +59,8 @@ pub use prune::{
 pub use replay::{resolve, unpruned, Resolution};
 pub use report::{write_file_atomic, FileSizes, OutcomeTotals, RewriteReport};
 pub use rewrite::{
-    output_files, save, Destination, Edit, OutputFiles, Saved, Storage, WrittenFile,
+    output_files, save, to_bytes, Change, Destination, Edit, OutputFiles, Saved, Storage,
+    WrittenFile,
 };
 pub use schedule::{Layout, Manifest, SparsitySchedule, Step, FORMAT};
 pub use select::{select, Selection};

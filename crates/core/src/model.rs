@@ -117,6 +117,12 @@ pub struct Node {
     pub outputs: Vec<String>,
     /// Integer attributes, by name.
     pub ints: BTreeMap<String, i64>,
+    /// Integer-list attributes (`pads`, `strides`, ...), by name.
+    pub int_lists: BTreeMap<String, Vec<i64>>,
+    /// Float attributes (`alpha`, `beta`, ...), by name.
+    pub floats: BTreeMap<String, f32>,
+    /// String attributes (`auto_pad`, ...), by name.
+    pub strings: BTreeMap<String, String>,
     /// Subgraphs held by attributes: (attribute name, graph index).
     pub subgraphs: Vec<(String, usize)>,
 }
@@ -606,6 +612,9 @@ impl Scanner<'_> {
             inputs: Vec::new(),
             outputs: Vec::new(),
             ints: BTreeMap::new(),
+            int_lists: BTreeMap::new(),
+            floats: BTreeMap::new(),
+            strings: BTreeMap::new(),
             subgraphs: Vec::new(),
         };
         let mut attributes = Vec::new();
@@ -631,12 +640,22 @@ impl Scanner<'_> {
             let attr_enclosing = with(&enclosing, &attribute);
             let mut name = String::new();
             let mut int = None;
+            let (mut float, mut text, mut list) = (None, None, None::<Vec<i64>>);
             let mut values = Vec::new();
             for f in self.fields(payload(&attribute)?) {
                 let f = f?;
                 match f.number {
                     proto::attribute::NAME => name = string(self.bytes, &f)?,
                     proto::attribute::I => int = Some(varint(&f)? as i64),
+                    proto::attribute::F => {
+                        if let Value::Fixed32(bits) = f.value {
+                            float = Some(f32::from_bits(bits));
+                        }
+                    }
+                    proto::attribute::S => text = Some(string(self.bytes, &f)?),
+                    proto::attribute::INTS => {
+                        push_ints(self.bytes, &f, list.get_or_insert_with(Vec::new))?
+                    }
                     proto::attribute::T
                     | proto::attribute::G
                     | proto::attribute::GRAPHS
@@ -644,10 +663,18 @@ impl Scanner<'_> {
                     _ => {}
                 }
             }
+            let node = &mut self.graphs[graph].nodes[node_index];
             if let Some(value) = int {
-                self.graphs[graph].nodes[node_index]
-                    .ints
-                    .insert(name.clone(), value);
+                node.ints.insert(name.clone(), value);
+            }
+            if let Some(value) = float {
+                node.floats.insert(name.clone(), value);
+            }
+            if let Some(value) = text {
+                node.strings.insert(name.clone(), value);
+            }
+            if let Some(value) = list {
+                node.int_lists.insert(name.clone(), value);
             }
             for f in values {
                 match f.number {

@@ -57,9 +57,12 @@ pub mod node {
 #[allow(missing_docs)]
 pub mod attribute {
     pub const NAME: u32 = 1;
+    pub const F: u32 = 2;
     pub const I: u32 = 3;
+    pub const S: u32 = 4;
     pub const T: u32 = 5;
     pub const G: u32 = 6;
+    pub const INTS: u32 = 8;
     pub const GRAPHS: u32 = 11;
     pub const SPARSE_TENSOR: u32 = 22;
 }

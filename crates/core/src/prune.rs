@@ -142,6 +142,18 @@ pub struct WeightOutcome {
     /// Why the requested storage was not used for it, if it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_note: Option<String>,
+    /// How it was scored, in a calibrated prune (see [`crate::Method`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'static str>,
+    /// `||WX - W'X||^2 / ||WX||^2` on the calibration data, when there is some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_error: Option<f64>,
+    /// Whether kept elements changed value too (SparseGPT updates them).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub values_changed: bool,
+    /// What else happened to it, or did not (bias correction, fallbacks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Pruning decisions for a model, ready for [`crate::save`].
@@ -151,6 +163,8 @@ pub struct Plan {
     pub edits: Vec<Edit>,
     /// One entry per selected weight, in file order.
     pub outcomes: Vec<WeightOutcome>,
+    /// What the user should hear about (weights pruned another way than asked).
+    pub warnings: Vec<String>,
 }
 
 struct Loaded<'m, 'w> {
@@ -162,7 +176,7 @@ struct Loaded<'m, 'w> {
 }
 
 impl WeightOutcome {
-    fn new(
+    pub(crate) fn new(
         weight: &Weight,
         params: u64,
         zeros_before: u64,
@@ -183,6 +197,10 @@ impl WeightOutcome {
             skipped,
             stored_sparse: false,
             storage_note: None,
+            method: None,
+            output_error: None,
+            values_changed: false,
+            notes: Vec::new(),
         }
     }
 }
@@ -284,16 +302,14 @@ pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result
     let mut plan = Plan {
         edits: Vec::new(),
         outcomes: Vec::new(),
+        warnings: Vec::new(),
     };
     for (item, decision) in loaded.iter().zip(decisions) {
         let decision = decision.expect("every weight decided");
         let params = (item.data.len() / item.dtype.size().expect("float type")) as u64;
         let (zeros_after, skipped) = match decision {
             Ok((zeroing, zeros)) => {
-                plan.edits.push(Edit {
-                    tensor: item.weight.tensor,
-                    zeroing,
-                });
+                plan.edits.push(Edit::zero(item.weight.tensor, zeroing));
                 (zeros, None)
             }
             Err(reason) => (item.zeros_before, Some(reason)),
@@ -426,6 +442,7 @@ pub fn plan_zeroings(model: &Model, zeroings: Vec<(&Weight, Zeroing)>) -> Result
     let mut plan = Plan {
         edits: Vec::new(),
         outcomes: Vec::new(),
+        warnings: Vec::new(),
     };
     for (weight, zeroing) in zeroings {
         let tensor = &model.tensors()[weight.tensor];
@@ -440,10 +457,7 @@ pub fn plan_zeroings(model: &Model, zeroings: Vec<(&Weight, Zeroing)>) -> Result
             zeros_after,
             None,
         ));
-        plan.edits.push(Edit {
-            tensor: weight.tensor,
-            zeroing,
-        });
+        plan.edits.push(Edit::zero(weight.tensor, zeroing));
     }
     Ok(plan)
 }

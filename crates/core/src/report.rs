@@ -35,6 +35,9 @@ pub struct FileSizes {
 /// The report of a rewrite.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RewriteReport {
+    /// How weights were scored (`prune`: `magnitude`, `wanda` or `sparsegpt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'static str>,
     /// One entry per selected weight.
     pub weights: Vec<WeightOutcome>,
     /// Totals over them.
@@ -92,6 +95,7 @@ impl RewriteReport {
             None => None,
         };
         Ok(RewriteReport {
+            method: None,
             weights,
             totals,
             input,

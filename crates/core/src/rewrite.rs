@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::{Model, Payload, Tensor};
 use crate::outputs::real_output_path;
 use crate::pending::{temp_beside, Pending};
-use crate::proto::tensor as field;
+use crate::proto::{tensor as field, DataType};
 use crate::sparse::{sparse_field, swap_field};
 use crate::values::dense_bytes;
 use crate::zeroing::{write_zeroed, Zeroing};
@@ -25,8 +25,36 @@ use crate::zeroing::{write_zeroed, Zeroing};
 pub struct Edit {
     /// Index into [`Model::tensors`].
     pub tensor: usize,
-    /// The elements set to zero.
-    pub zeroing: Zeroing,
+    /// What changes.
+    pub change: Change,
+}
+
+/// What an [`Edit`] does to a tensor's elements; its shape and element type stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Some elements become zero, every other keeps its bytes.
+    Zero(Zeroing),
+    /// Every element is replaced: little-endian elements of the tensor's own type (as SparseGPT
+    /// updates kept weights and bias correction shifts biases).
+    Replace(Vec<u8>),
+}
+
+impl Edit {
+    /// An edit zeroing elements of `tensor`.
+    pub fn zero(tensor: usize, zeroing: Zeroing) -> Edit {
+        Edit {
+            tensor,
+            change: Change::Zero(zeroing),
+        }
+    }
+
+    /// Whether the edit leaves the tensor as it is.
+    fn is_noop(&self, model: &Model) -> Result<bool> {
+        Ok(match &self.change {
+            Change::Zero(zeroing) => zeroing.is_noop(),
+            Change::Replace(bytes) => *bytes == *dense_bytes(model, &model.tensors()[self.tensor])?,
+        })
+    }
 }
 
 /// How pruned tensors are stored.
@@ -183,17 +211,51 @@ fn typed_field(number: u32, element_size: usize, data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A tensor's elements with `zeroing` applied, in memory.
-fn zeroed_copy(model: &Model, tensor: &Tensor, zeroing: &Zeroing) -> Result<Vec<u8>> {
-    let data = dense_bytes(model, tensor)?;
-    let mut zeroed = Vec::with_capacity(data.len());
-    write_zeroed(tensor.dtype, &data, zeroing, &mut zeroed).expect("writing to memory");
-    Ok(zeroed)
+/// A tensor's elements with `change` applied, in memory.
+fn changed_copy(model: &Model, tensor: &Tensor, change: &Change) -> Result<Vec<u8>> {
+    match change {
+        Change::Zero(zeroing) => {
+            let data = dense_bytes(model, tensor)?;
+            let mut zeroed = Vec::with_capacity(data.len());
+            write_zeroed(tensor.dtype, &data, zeroing, &mut zeroed).expect("writing to memory");
+            Ok(zeroed)
+        }
+        Change::Replace(bytes) => Ok(bytes.clone()),
+    }
 }
 
-/// Writes `model` with `edits` applied to `to` (and its external data files beside it).
-pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) -> Result<Saved> {
-    let targets = output_files(model, to)?;
+/// The patch writing `data` (the tensor's stored elements) with `change` applied: zeroing is
+/// streamed, replaced elements are written as they are.
+fn patch<'a>(dtype: DataType, data: &'a [u8], change: &'a Change) -> Result<Patch<'a>> {
+    Ok(match change {
+        Change::Zero(zeroing) => Patch::Stream {
+            len: data.len(),
+            write: Box::new(move |w| write_zeroed(dtype, data, zeroing, w)),
+        },
+        Change::Replace(bytes) if bytes.len() == data.len() => Patch::Stream {
+            len: bytes.len(),
+            write: Box::new(move |w| w.write_all(bytes)),
+        },
+        Change::Replace(bytes) => {
+            return Err(Error::Usage(format!(
+                "a replacement of {} bytes for a tensor of {}",
+                bytes.len(),
+                data.len()
+            )))
+        }
+    })
+}
+
+/// What applying edits gives: the splice of the model file, those of its external data files,
+/// the tensors stored sparse, and those asked to be but kept dense (external data).
+struct Splices<'m> {
+    model: Splice<'m>,
+    external: BTreeMap<&'m str, Splice<'m>>,
+    moved: Vec<usize>,
+    kept_dense: Vec<usize>,
+}
+
+fn splice_edits<'m>(model: &'m Model, edits: &'m [Edit], storage: Storage) -> Result<Splices<'m>> {
     let mut moved = Vec::new();
     let mut kept_dense = Vec::new();
     let mut model_splice = Splice::default();
@@ -202,7 +264,10 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
         .keys()
         .map(|location| (location.as_str(), Splice::default()))
         .collect();
-    for edit in edits.iter().filter(|e| !e.zeroing.is_noop()) {
+    for edit in edits {
+        if edit.is_noop(model)? {
+            continue;
+        }
         let tensor = &model.tensors()[edit.tensor];
         let dtype = tensor.dtype;
         let stays_sparse = tensor.sparse.is_some();
@@ -215,7 +280,7 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
         let mut zeroed = None;
         let inline = !matches!(tensor.payload, Payload::External { .. });
         if stays_sparse || (storage == Storage::Sparse && inline) {
-            let data = zeroed_copy(model, tensor, &edit.zeroing)?;
+            let data = changed_copy(model, tensor, &edit.change)?;
             if stays_sparse && data == *dense_bytes(model, tensor)? {
                 moved.push(edit.tensor);
                 continue; // nothing new to zero: the sparse tensor keeps its bytes
@@ -227,7 +292,7 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
             }
             zeroed = Some(data);
         }
-        let zeroing = &edit.zeroing;
+        let change = &edit.change;
         match &tensor.payload {
             Payload::Raw(raw) => {
                 let data = model.raw_bytes(&tensor.payload).expect("raw payload");
@@ -235,10 +300,7 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
                 enclosing.push(*raw);
                 let patch = match zeroed {
                     Some(bytes) => Patch::Bytes(bytes),
-                    None => Patch::Stream {
-                        len: data.len(),
-                        write: Box::new(move |w| write_zeroed(dtype, data, zeroing, w)),
-                    },
+                    None => patch(dtype, data, change)?,
                 };
                 model_splice.replace(raw.payload_start..raw.payload_end, patch, enclosing);
             }
@@ -255,17 +317,14 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
                     .expect("mapped external file")
                     .replace(
                         start..start + *length as usize,
-                        Patch::Stream {
-                            len: data.len(),
-                            write: Box::new(move |w| write_zeroed(dtype, data, zeroing, w)),
-                        },
+                        patch(dtype, data, change)?,
                         Vec::new(),
                     );
             }
             Payload::Typed { number, pieces } => {
                 let zeroed = match zeroed {
                     Some(bytes) => bytes,
-                    None => zeroed_copy(model, tensor, zeroing)?,
+                    None => changed_copy(model, tensor, change)?,
                 };
                 let size = dtype.size().expect("float type");
                 let mut new_field = typed_field(*number, size, &zeroed);
@@ -278,6 +337,43 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
             Payload::Empty => {}
         }
     }
+    Ok(Splices {
+        model: model_splice,
+        external,
+        moved,
+        kept_dense,
+    })
+}
+
+/// The model file's bytes with `edits` applied, in memory (to hand an inference engine a
+/// partly pruned model). Edits of tensors in external data are refused.
+pub fn to_bytes(model: &Model, edits: &[Edit]) -> Result<Vec<u8>> {
+    if let Some(edit) = edits
+        .iter()
+        .find(|e| matches!(model.tensors()[e.tensor].payload, Payload::External { .. }))
+    {
+        return Err(Error::tensor(
+            &model.tensors()[edit.tensor].name,
+            "lives in external data: an in-memory copy of the model cannot hold its change",
+        ));
+    }
+    let splice = splice_edits(model, edits, Storage::Dense)?.model;
+    let mut out = Vec::with_capacity(splice.output_len(model.bytes().len()));
+    splice
+        .write_to(model.bytes(), &mut out)
+        .map_err(|e| Error::io(model.path(), std::io::Error::other(e)))?;
+    Ok(out)
+}
+
+/// Writes `model` with `edits` applied to `to` (and its external data files beside it).
+pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) -> Result<Saved> {
+    let targets = output_files(model, to)?;
+    let Splices {
+        model: mut model_splice,
+        external,
+        moved,
+        kept_dense,
+    } = splice_edits(model, edits, storage)?;
     for tensor in model.tensors() {
         let Payload::External {
             location,

@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod batch;
+mod calibrate;
 mod check;
 mod error;
 mod fold;
@@ -31,6 +32,7 @@ mod run;
 mod runner;
 mod samples;
 
+pub use calibrate::{Calibration, CalibrationOptions};
 pub use check::{
     check, labels as read_labels, validate, Accuracy, CheckOptions, CheckReport, InputSource,
     OutputMetrics, Tolerances, BATCH_CANDIDATES,

@@ -136,16 +136,29 @@ impl Runner {
     /// Loads `bytes` (the model at `path`) for inputs of the given full shapes, by name, trying
     /// each way of loading in turn; the first way's error is the one reported.
     pub fn new(bytes: &[u8], path: &Path, shapes: &Shapes, fixed: &Fixed) -> Result<Runner> {
+        Self::tapping(bytes, path, shapes, fixed, &[])
+    }
+
+    /// As [`Runner::new`], with `outputs` (ONNX value names, e.g. intermediate activations)
+    /// as the model's outputs instead of its own, when given.
+    pub fn tapping(
+        bytes: &[u8],
+        path: &Path,
+        shapes: &Shapes,
+        fixed: &Fixed,
+        outputs: &[String],
+    ) -> Result<Runner> {
         let mut first_error = None;
         for ignore_stored_shapes in LOADINGS {
-            let loaded =
-                inside_tract(|| Self::load(bytes, path, shapes, fixed, ignore_stored_shapes))
-                    .unwrap_or_else(|what| {
-                        Err(Error::Unsupported {
-                            path: path.to_path_buf(),
-                            msg: format!("tract panicked while loading it: {what}"),
-                        })
-                    });
+            let loaded = inside_tract(|| {
+                Self::load(bytes, path, shapes, fixed, outputs, ignore_stored_shapes)
+            })
+            .unwrap_or_else(|what| {
+                Err(Error::Unsupported {
+                    path: path.to_path_buf(),
+                    msg: format!("tract panicked while loading it: {what}"),
+                })
+            });
             match loaded {
                 Ok(runner) => return Ok(runner),
                 // Bad usage (a --fix that makes no sense) does not depend on how tract reads.
@@ -163,9 +176,15 @@ impl Runner {
         path: &Path,
         shapes: &Shapes,
         fixed: &Fixed,
+        taps: &[String],
         ignore_stored_shapes: bool,
     ) -> Result<Runner> {
         let (mut model, hint) = inference_model(bytes, path, ignore_stored_shapes, fixed, shapes)?;
+        if !taps.is_empty() {
+            model
+                .select_outputs_by_name(taps)
+                .map_err(|e| Error::Usage(format!("{}: cannot tap {e:#}", path.display())))?;
+        }
         let inputs: Vec<String> = model
             .input_outlets()
             .map_err(|e| unsupported(path, e))?

@@ -1,0 +1,200 @@
+//! Calibration through tract: run a model on calibration samples with the input activation of
+//! every pruned layer made an output, and reduce each batch's activations to the layer's
+//! statistics ([`LayerStats`]) at once, so that activations are never all held in memory.
+//! Batches run in parallel and their statistics add up in batch order, so that the result does
+//! not depend on the thread count.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use onnx_prune_core::{LayerStats, Model, Tap};
+use rayon::prelude::*;
+use tract_onnx::prelude::*;
+
+use crate::check::{CheckOptions, InputSource};
+use crate::error::{Error, Result};
+use crate::fold::Fixed;
+use crate::runner::{input_specs, RunError, Runner, Shapes};
+use crate::samples::{Layout, Samples};
+
+/// Where calibration samples come from and how many are used.
+#[derive(Debug, Clone)]
+pub struct CalibrationOptions {
+    /// Input files, as check's `--inputs` reads them.
+    pub inputs: Vec<InputSource>,
+    /// The first this many samples are used (all of them when fewer).
+    pub samples: usize,
+    /// Samples per run where the model's batch dimension is free.
+    pub batch_size: usize,
+}
+
+impl Default for CalibrationOptions {
+    fn default() -> Self {
+        CalibrationOptions {
+            inputs: Vec::new(),
+            samples: 128,
+            batch_size: 32,
+        }
+    }
+}
+
+/// Calibration samples, split into runs, ready to give statistics of any version of a model.
+pub struct Calibration {
+    path: PathBuf,
+    input_names: BTreeSet<String>,
+    data: Samples,
+    /// Each run's first sample and length.
+    runs: Vec<(usize, usize)>,
+    samples: usize,
+    /// What was done to the data to fit the model (casts).
+    pub notes: Vec<String>,
+}
+
+impl Calibration {
+    /// Reads the samples `options` name for `model` and checks that they fit its inputs (names,
+    /// element types, ranks, fixed dimensions), as check does.
+    pub fn load(model: &Model, options: &CalibrationOptions) -> Result<Calibration> {
+        let specs = input_specs(model)?;
+        let check_options = CheckOptions {
+            inputs: options.inputs.clone(),
+            ..CheckOptions::default()
+        };
+        let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let mut notes = Vec::new();
+        let data = Samples::load(&check_options, &names, &specs, &mut notes)?;
+        let count = data.count.min(options.samples.max(1));
+        let runs: Vec<(usize, usize)> = match data.layout {
+            Layout::Whole => (0..count).map(|s| (s, 1)).collect(),
+            Layout::Batched => {
+                // A fixed batch dimension sets the run size: whole runs only.
+                let fixed = specs.iter().find_map(|s| s.dims.first().copied().flatten());
+                let batch = fixed.unwrap_or(options.batch_size.max(1)).max(1);
+                let usable = if fixed.is_some() {
+                    count / batch * batch
+                } else {
+                    count
+                };
+                if count > 0 && usable == 0 {
+                    return Err(Error::Usage(format!(
+                        "the model takes batches of {batch} samples; the calibration data holds {count}"
+                    )));
+                }
+                (0..usable)
+                    .step_by(batch)
+                    .map(|start| (start, batch.min(usable - start)))
+                    .collect()
+            }
+        };
+        let samples = runs.iter().map(|(_, len)| len).sum();
+        if samples == 0 {
+            return Err(Error::Usage("the calibration data holds no sample".into()));
+        }
+        Ok(Calibration {
+            path: model.path().to_path_buf(),
+            input_names: names.into_iter().collect(),
+            data,
+            runs,
+            samples,
+            notes,
+        })
+    }
+
+    /// Samples used.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// Statistics of every tap's activation over the samples, for the model given as `bytes`
+    /// (the calibrated model itself or a partly pruned version of it).
+    pub fn statistics(&self, bytes: &[u8], taps: &[Tap]) -> Result<Vec<LayerStats>> {
+        let mut tapped: Vec<String> = taps
+            .iter()
+            .map(|t| t.activation.clone())
+            .filter(|name| !self.input_names.contains(name))
+            .collect();
+        tapped.sort();
+        tapped.dedup();
+        let mut runners: Vec<(Shapes, Runner)> = Vec::new();
+        if !tapped.is_empty() {
+            for &(first, len) in &self.runs {
+                let shapes = self.data.shapes(first, len);
+                if !runners.iter().any(|(s, _)| *s == shapes) {
+                    let runner =
+                        Runner::tapping(bytes, &self.path, &shapes, &Fixed::new(), &tapped)?;
+                    runners.push((shapes, runner));
+                }
+            }
+        }
+        let mut totals: Vec<LayerStats> = taps.iter().map(LayerStats::new).collect();
+        let window = rayon::current_num_threads().max(1);
+        for runs in self.runs.chunks(window) {
+            let partial = runs
+                .par_iter()
+                .map(|&(first, len)| {
+                    let run = self.data.run_inputs(first, len, len)?;
+                    self.run_statistics(&run, first, taps, &tapped, &runners)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for stats in partial {
+                for (total, part) in totals.iter_mut().zip(&stats) {
+                    total.merge(part);
+                }
+            }
+        }
+        Ok(totals)
+    }
+
+    fn run_statistics(
+        &self,
+        run: &BTreeMap<String, Tensor>,
+        first: usize,
+        taps: &[Tap],
+        tapped: &[String],
+        runners: &[(Shapes, Runner)],
+    ) -> Result<Vec<LayerStats>> {
+        let outputs = if tapped.is_empty() {
+            Vec::new()
+        } else {
+            let shapes: Shapes = run
+                .iter()
+                .map(|(name, t)| (name.clone(), (t.datum_type(), t.shape().to_vec())))
+                .collect();
+            let (_, runner) = runners
+                .iter()
+                .find(|(s, _)| *s == shapes)
+                .expect("a runner per shape");
+            runner.run(&self.path, run).map_err(|e| match e {
+                RunError::Failed(error) => error,
+                RunError::Panic(what) => Error::Usage(format!(
+                    "{}: tract failed on the calibration run from sample {first} ({what}); are \
+                     the input values in the model's range?",
+                    self.path.display()
+                )),
+            })?
+        };
+        taps.iter()
+            .map(|tap| {
+                let tensor = match tapped.iter().position(|name| *name == tap.activation) {
+                    Some(i) => &outputs[i],
+                    None => &run[&tap.activation],
+                };
+                let layer = |msg: String| Error::Usage(format!("layer `{}`: {msg}", tap.id));
+                let values = tensor.cast_to::<f32>().map_err(|e| {
+                    layer(format!(
+                        "activation `{}` is not numeric: {e:#}",
+                        tap.activation
+                    ))
+                })?;
+                let view = values
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| layer(format!("{e:#}")))?;
+                let data: Vec<f32> = view.iter().copied().collect();
+                let mut stats = LayerStats::new(tap);
+                stats
+                    .add(tap, tensor.shape(), &data)
+                    .map_err(|msg| layer(format!("{msg}, in the run from sample {first}")))?;
+                Ok(stats)
+            })
+            .collect()
+    }
+}
