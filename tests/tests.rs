@@ -7,6 +7,7 @@ mod corrupted;
 mod hostile;
 mod in_place;
 mod inspect;
+mod packaging;
 mod past_2gib;
 mod prune;
 mod replay;

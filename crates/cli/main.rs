@@ -3,6 +3,7 @@
 
 mod args;
 mod check;
+mod generate;
 mod inspect;
 mod progress;
 mod prune;
@@ -35,6 +36,8 @@ fn main() -> ExitCode {
         Command::Prune(args) => prune::run(args),
         Command::Check(args) => check::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man(args) => generate::man(args),
     };
     match result {
         Ok(code) => code,
