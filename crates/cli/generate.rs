@@ -16,7 +16,21 @@ const BIN: &str = "onnx-prune";
 pub fn completions(args: CompletionsArgs) -> Result<ExitCode> {
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut Cli::command(), BIN, &mut script);
+    if args.shell == clap_complete::Shell::Bash {
+        script = fix_bash_states(&script);
+    }
     print(&script)
+}
+
+/// clap_complete 4.6's bash script names the states of a hyphenated binary two ways: its loop
+/// over the words reaches `onnx__prune__subcmd__check`, its case arms expect
+/// `onnx__subcmd__prune__subcmd__check`, so no flag after a command ever completed (clap issue
+/// 6421). Spells the arms as the loop does; a no-op once clap_complete agrees with itself.
+fn fix_bash_states(script: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(script);
+    let arms = BIN.replace('-', "__subcmd__");
+    let state = BIN.replace('-', "__");
+    text.replace(&arms, &state).into_bytes()
 }
 
 /// Prints the man page (roff) of the tool, or of one of its commands.
