@@ -5,16 +5,18 @@ set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 root=$(pwd -P)
 status=0
-# Relative paths that climb (`../x`, `../../x`) must name something in the repository when
-# resolved against the file's own directory (against the repository root they would escape).
-while IFS=: read -r file line path; do
+# Quoted relative paths that climb (`"../x"`, `'../../x'`) must name something in the
+# repository when resolved against the file's own directory (against the repository root
+# they would escape). Prose (comments, Markdown) is not read: only quoted strings.
+while IFS=: read -r file line quoted; do
+    path=${quoted:1}
     target=$(realpath -m "$(dirname "$file")/$path")
     case "$target/" in
         "$root"/*) [ -e "$target" ] && continue ;;
     esac
     echo "$file:$line: '$path' is not a path inside the repository"
     status=1
-done < <(git grep -I -n -o -E '(\.\./)+[A-Za-z0-9_.-]+' -- . ':!Cargo.lock' ':!fuzz/Cargo.lock' || true)
+done < <(git grep -I -n -o -E "[\"'](\.\./)+[A-Za-z0-9_.-]+" -- . ':!*.md' ':!Cargo.lock' ':!fuzz/Cargo.lock' ':!scripts/check_repo_paths.sh' || true)
 # Python's os.path.join(HERE, "..", "..") spelling of the same.
 if git grep -I -n -E '"\.\.", *"\.\."' -- '*.py'; then
     echo "the lines above climb out of the repository with os.path.join"

@@ -9,7 +9,15 @@ use std::process::Command;
 use crate::common::{run, stdout_ok};
 
 /// The commands of the tool, as `--help` lists them.
-const COMMANDS: [&str; 6] = ["inspect", "prune", "check", "replay", "completions", "man"];
+const COMMANDS: [&str; 7] = [
+    "inspect",
+    "prune",
+    "check",
+    "replay",
+    "sensitivity",
+    "completions",
+    "man",
+];
 
 /// tract-onnx's version in the repository's Cargo.lock, read independently of build.rs.
 fn locked_tract_version() -> String {

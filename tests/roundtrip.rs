@@ -1,7 +1,7 @@
 //! Byte-faithful output: unchanged models come back byte for byte, and re-encoding every tensor
 //! in place gives back the same file.
 
-use onnx_prune_core::{discover, save, Destination, Edit, Model, Storage, Zeroing};
+use onnx_prune_core::{discover, save, Destination, Edit, Model, Role, Storage, Zeroing};
 use protobuf::Message;
 
 use crate::common::{arg, fixture, onnx_fixtures, stdout_ok};
@@ -21,9 +21,9 @@ fn pruning_nothing_gives_every_fixture_back_byte_for_byte() {
         let model = Model::load(&path).unwrap();
         if discover(&model)
             .iter()
-            .all(|w| model.tensors()[w.tensor].sparse.is_some())
+            .all(|w| w.role == Role::Shape || model.tensors()[w.tensor].elements <= 1)
         {
-            continue; // nothing dense to select: covered by the in-place rewrite test below
+            continue; // only scalars and shape parameters, which are never pruned
         }
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.onnx");

@@ -1,6 +1,9 @@
 //! Integration tests: every fixture through the `onnx-prune` binary and the libraries.
 
+mod auto;
 mod check;
+mod check_data;
+mod check_fix;
 mod cli_errors;
 mod common;
 mod corrupted;
@@ -12,3 +15,5 @@ mod past_2gib;
 mod prune;
 mod replay;
 mod roundtrip;
+mod sensitivity;
+mod trust;

@@ -62,6 +62,16 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Replay(ReplayArgs),
 
+    /// Prune one weight at a time at each sparsity and measure what each costs through tract:
+    /// accuracy drop with --labels, else the drop in top-1 agreement for class scores, else
+    /// 1 - cosine. Prints a table (weights x sparsities), and writes JSON and an SVG plot.
+    ///
+    /// Examples:
+    ///   onnx-prune sensitivity model.onnx --inputs test.npz --labels test.npz:labels --plot s.svg
+    ///   onnx-prune sensitivity model.onnx --random 32 --sparsities 0.5,0.7,0.9 --report s.json
+    #[command(verbatim_doc_comment)]
+    Sensitivity(SensitivityArgs),
+
     /// Print the completion script for a shell.
     ///
     /// Examples:
@@ -112,7 +122,8 @@ pub struct InspectArgs {
 /// Flags shared by the commands that rewrite a model.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
-    /// Also write the report as JSON to FILE (keys: weights, totals, input, output).
+    /// Also write the report as JSON to FILE (keys: weights, totals, input, output); a new path
+    /// or a regular file, never an input or another output.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
@@ -143,7 +154,8 @@ pub struct PruneArgs {
     /// The ONNX model to prune.
     pub model: PathBuf,
 
-    /// Where to write the pruned model (never the input; external data goes beside it).
+    /// Where to write the pruned model: a new path or a regular file (a symlink's target is
+    /// replaced, the link kept); never an input. External data goes beside it.
     #[arg(
         short,
         long,
@@ -162,9 +174,18 @@ pub struct PruneArgs {
     pub rewrite: OutputArgs,
 
     /// Fraction of zeros wanted in [0, 1): exactly round(S x n) zeros per weight (or across
-    /// all selected weights with --scope global); existing zeros count. Not needed for N:M.
-    #[arg(long, value_name = "S", allow_negative_numbers = true)]
-    pub sparsity: Option<f64>,
+    /// all selected weights with --scope global), half rounded to even; existing zeros count.
+    /// Not with N:M, whose ratio is fixed. `auto`: the largest overall sparsity whose check
+    /// passes the tolerances given (e.g. --max-accuracy-drop 0.01) on --inputs, with per-layer
+    /// sparsities drawn from sensitivity curves; the written model is checked once more.
+    /// Example: --sparsity auto --inputs test.npz --labels test.npz:labels --max-accuracy-drop 0.01
+    #[arg(long, value_name = "S|auto", allow_negative_numbers = true, value_parser = parse_sparsity)]
+    pub sparsity: Option<SparsityArg>,
+
+    /// With --sparsity auto: at most N checks while searching the budget (after the
+    /// sensitivity curves, which take one check per weight and sparsity). Default 12.
+    #[arg(long, value_name = "N")]
+    pub max_evaluations: Option<usize>,
 
     /// `tensor`: each weight reaches the target; `global`: one magnitude threshold across all
     /// selected weights (torch.nn.utils.prune.global_unstructured).
@@ -190,11 +211,12 @@ pub struct PruneArgs {
     pub op_types: Vec<String>,
 
     /// Another target for the weights whose id matches REGEX (repeatable, first match wins;
-    /// they leave the global pool). Example: --sparsity-for 'fc3=0.2'
+    /// they leave the global pool; REGEX has no `=`). Example: --sparsity-for 'fc3=0.2'
     #[arg(long, value_name = "REGEX=S")]
     pub sparsity_for: Vec<String>,
 
-    /// Weights with fewer elements are not in the default selection.
+    /// Weights with fewer elements are left alone, also when --include names them (0 lifts
+    /// the limit; scalars and shape parameters are never pruned).
     #[arg(long, value_name = "N", default_value_t = onnx_prune_core::DEFAULT_MIN_PARAMS)]
     pub min_params: u64,
 
@@ -209,6 +231,24 @@ pub struct PruneArgs {
 
     #[command(flatten)]
     pub check_flags: CheckFlags,
+}
+
+/// `--sparsity`: a fraction, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SparsityArg {
+    /// A fraction of zeros.
+    Value(f64),
+    /// Searched against the check's tolerances.
+    Auto,
+}
+
+fn parse_sparsity(text: &str) -> Result<SparsityArg, String> {
+    if text == "auto" {
+        return Ok(SparsityArg::Auto);
+    }
+    text.parse()
+        .map(SparsityArg::Value)
+        .map_err(|_| format!("`{text}` is neither a number in [0, 1) nor `auto`"))
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -236,7 +276,8 @@ pub struct CheckFlags {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
 
-    /// Shape of an input with dynamic dimensions, batch first (repeatable).
+    /// Shape of an input drawn by --random that has dynamic dimensions, batch first
+    /// (repeatable; it must agree with the dimensions the model fixes).
     /// Example: --shape images=1,3,224,224
     #[arg(long = "shape", value_name = "NAME=D,D,...")]
     pub shapes: Vec<String>,
@@ -246,9 +287,16 @@ pub struct CheckFlags {
     #[arg(long, value_name = "FILE")]
     pub labels: Option<String>,
 
-    /// Samples per run where the model's batch dimension is free.
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    pub batch_size: usize,
+    /// Samples per run where the model's batch dimension is free. Default: the fastest per
+    /// sample of 1, 8 and 32, timed on the first samples (the metrics do not depend on it).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+
+    /// Make input NAME a constant before tract analyses the models (repeatable): `If` nodes
+    /// that branch on it are then decided and their branch inlined. Comma-separated values of
+    /// the input's type. Example: --fix sr=16000
+    #[arg(long = "fix", value_name = "NAME=VALUE")]
+    pub fixes: Vec<String>,
 
     /// Absolute element-wise tolerance: an element passes when
     /// |candidate - reference| <= atol + rtol * |reference| (numpy.isclose, as Polygraphy).
@@ -260,17 +308,62 @@ pub struct CheckFlags {
     #[arg(long, value_name = "X")]
     pub rtol: Option<f64>,
 
-    /// Fail when the cosine similarity of any output falls below this.
-    #[arg(long, value_name = "X", default_value_t = 0.99)]
-    pub min_cosine: f64,
+    /// Fail when the cosine similarity of any output falls below this. Default 0.99.
+    #[arg(long, value_name = "X")]
+    pub min_cosine: Option<f64>,
 
     /// Fail when the top-1 agreement of a class-score output falls below this.
     #[arg(long, value_name = "X")]
     pub min_agreement: Option<f64>,
 
     /// With --labels: fail when accuracy drops by more than this (0.01 = one point).
-    #[arg(long, value_name = "X", default_value_t = 0.01)]
-    pub max_accuracy_drop: f64,
+    /// Default 0.01.
+    #[arg(long, value_name = "X")]
+    pub max_accuracy_drop: Option<f64>,
+}
+
+impl CheckFlags {
+    /// `--min-cosine` when not given.
+    pub const DEFAULT_MIN_COSINE: f64 = 0.99;
+    /// `--max-accuracy-drop` when not given.
+    pub const DEFAULT_MAX_ACCURACY_DROP: f64 = 0.01;
+}
+
+impl CheckFlags {
+    /// The flags given (those with defaults: when given another value than the default).
+    pub fn given(&self) -> Vec<&'static str> {
+        let defaults = CheckFlags::default();
+        [
+            ("--inputs", !self.inputs.is_empty()),
+            ("--random", self.random.is_some()),
+            ("--seed", self.seed != defaults.seed),
+            ("--shape", !self.shapes.is_empty()),
+            ("--labels", self.labels.is_some()),
+            ("--batch-size", self.batch_size != defaults.batch_size),
+            ("--fix", !self.fixes.is_empty()),
+            ("--atol", self.atol.is_some()),
+            ("--rtol", self.rtol.is_some()),
+            ("--min-cosine", self.min_cosine.is_some()),
+            ("--min-agreement", self.min_agreement.is_some()),
+            ("--max-accuracy-drop", self.max_accuracy_drop.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+}
+
+impl Default for CheckFlags {
+    fn default() -> Self {
+        use clap::Parser;
+        /// Parses no flags, so that the defaults live in one place: the `#[arg]` attributes.
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            flags: CheckFlags,
+        }
+        Defaults::parse_from(["defaults"]).flags
+    }
 }
 
 #[derive(Debug, Args)]
@@ -284,7 +377,8 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub flags: CheckFlags,
 
-    /// Also write the report as JSON to FILE (keys: passed, samples, outputs, accuracy, ...).
+    /// Also write the report as JSON to FILE (keys: passed, samples, outputs, accuracy, ...); a
+    /// new path or a regular file, never one of the models or inputs.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 }
@@ -298,7 +392,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub schedule: PathBuf,
 
-    /// Where to write the pruned model (never the input; external data goes beside it).
+    /// Where to write the pruned model: a new path or a regular file (a symlink's target is
+    /// replaced, the link kept); never an input. External data goes beside it.
     #[arg(
         short,
         long,
@@ -336,6 +431,11 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "DIR", requires = "all_steps")]
     pub out_dir: Option<PathBuf>,
 
+    /// With --all-steps --check: draw each step's sparsity and accuracy (or top-1 agreement,
+    /// or cosine) as SVG to FILE, points labelled by step: the curve to pick a step from.
+    #[arg(long, value_name = "FILE.svg", requires_all = ["all_steps", "check"])]
+    pub plot: Option<PathBuf>,
+
     /// JSON object mapping training-side mask keys to weight ids, overriding name resolution.
     /// Example: {"encoder.fc.weight_mask": "val_20"}
     #[arg(long, value_name = "FILE")]
@@ -356,4 +456,67 @@ pub struct ReplayArgs {
 
     #[command(flatten)]
     pub check_flags: CheckFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct SensitivityArgs {
+    /// The ONNX model to analyse.
+    pub model: PathBuf,
+
+    /// Sparsities to try, comma-separated, each in (0, 1).
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+    )]
+    pub sparsities: String,
+
+    /// `unstructured` or `block:RxC` (see `prune --help`); N:M fixes its own sparsity.
+    #[arg(long, value_name = "PATTERN", default_value = "unstructured")]
+    pub pattern: String,
+
+    /// Analyse the weights whose id matches REGEX instead of the default selection (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub include: Vec<String>,
+
+    /// Leave the weights whose id matches REGEX out (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+
+    /// Weights with fewer elements are left out (see `prune --help`).
+    #[arg(long, value_name = "N", default_value_t = onnx_prune_core::DEFAULT_MIN_PARAMS)]
+    pub min_params: u64,
+
+    /// Input samples (repeatable), as for `check --inputs`. Example: --inputs test_set.npz
+    #[arg(long, value_name = "FILE|DIR|NAME=FILE")]
+    pub inputs: Vec<String>,
+
+    /// Draw N random samples for the inputs not given by --inputs.
+    #[arg(long, value_name = "N")]
+    pub random: Option<usize>,
+
+    /// Seed of --random.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Shape of an input with dynamic dimensions (repeatable). Example: --shape x=1,3,32,32
+    #[arg(long = "shape", value_name = "NAME=D,D,...")]
+    pub shapes: Vec<String>,
+
+    /// Class labels (FILE.npy or FILE.npz:KEY): the metric becomes the accuracy drop.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<String>,
+
+    /// Samples per run where the model's batch dimension is free.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// Also write the curves as JSON to FILE (keys: metric, pattern, sparsities, weights,
+    /// samples).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Also draw the curves as SVG to FILE: one line per weight, labelled at its end.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }

@@ -9,7 +9,9 @@ use onnx_prune_core::{densified, write_file_atomic, Model};
 use onnx_prune_verify::{check, CheckOptions, CheckReport, InputSource, Tolerances};
 
 use crate::args::{CheckArgs, CheckFlags};
+use crate::files::Files;
 use crate::progress::Progress;
+use crate::stdout;
 use crate::table::table;
 
 /// Exit code for a check that ran and failed a tolerance.
@@ -44,23 +46,57 @@ pub fn options(flags: &CheckFlags) -> Result<CheckOptions> {
             Ok((name.to_string(), dims))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
+    let fixes = flags
+        .fixes
+        .iter()
+        .map(|spec| {
+            let (name, value) = spec
+                .split_once('=')
+                .with_context(|| format!("--fix `{spec}` is not NAME=VALUE"))?;
+            Ok((name.to_string(), value.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     if flags.inputs.is_empty() && flags.random.is_none() {
         anyhow::bail!("a check needs inputs: give --inputs FILE or --random N");
     }
-    Ok(CheckOptions {
+    if flags.batch_size == Some(0) {
+        anyhow::bail!("--batch-size 0: a run takes at least one sample");
+    }
+    let options = CheckOptions {
         inputs,
         random: flags.random.map(|n| (n, flags.seed)),
         shapes,
         labels: flags.labels.clone(),
         batch_size: flags.batch_size,
+        fixes,
         tolerances: Tolerances {
             atol: flags.atol,
             rtol: flags.rtol,
-            min_cosine: flags.min_cosine,
+            min_cosine: flags.min_cosine.unwrap_or(CheckFlags::DEFAULT_MIN_COSINE),
             min_agreement: flags.min_agreement,
-            max_accuracy_drop: flags.max_accuracy_drop,
+            max_accuracy_drop: flags
+                .max_accuracy_drop
+                .unwrap_or(CheckFlags::DEFAULT_MAX_ACCURACY_DROP),
         },
-    })
+    };
+    options.tolerances.validate()?;
+    Ok(options)
+}
+
+/// The check options when `check` (`--check`) is set; without it, check flags would be silently
+/// ignored, so giving any is an error naming them.
+pub fn options_if(check: bool, flags: &CheckFlags) -> Result<Option<CheckOptions>> {
+    if check {
+        return options(flags).map(Some);
+    }
+    let given = flags.given();
+    if !given.is_empty() {
+        anyhow::bail!(
+            "{} only take effect with --check; add --check or drop them",
+            given.join(", ")
+        );
+    }
+    Ok(None)
 }
 
 /// Runs the check of `candidate` against `reference`. tract reads only dense initializers, so
@@ -75,11 +111,22 @@ pub fn run_check(
     let (dense_a, dense_b) = (densified(&a)?, densified(&b)?);
     let bytes_a = dense_a.as_deref().unwrap_or(a.bytes());
     let bytes_b = dense_b.as_deref().unwrap_or(b.bytes());
-    Ok(check((&a, bytes_a), (&b, bytes_b), options)?)
+    let report = check((&a, bytes_a), (&b, bytes_b), options)?;
+    print_notes(&report);
+    Ok(report)
 }
 
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let options = options(&args.flags)?;
+    if let Some(report) = &args.report {
+        let mut files = Files::default();
+        files
+            .read_model(&Model::load(&args.reference)?)
+            .read_model(&Model::load(&args.candidate)?)
+            .read_check_inputs(&options)
+            .write("--report", report);
+        files.check()?;
+    }
     let progress = Progress::start();
     progress.phase("running both models through tract");
     let report = run_check(&args.reference, &args.candidate, &options)?;
@@ -87,8 +134,15 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     if let Some(path) = &args.report {
         write_file_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }
-    println!("{}", render(&report));
+    stdout::print(render(&report))?;
     Ok(exit_code(&report))
+}
+
+/// Says on stderr what was done to the data to fit the models.
+fn print_notes(report: &CheckReport) {
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
 }
 
 /// 0 when the check passed, 1 when it failed.
@@ -96,8 +150,13 @@ pub fn exit_code(report: &CheckReport) -> ExitCode {
     if report.passed {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(EXIT_CHECK_FAILED)
+        exit_code_failed()
     }
+}
+
+/// The exit code of a check that ran and failed its tolerance.
+pub fn exit_code_failed() -> ExitCode {
+    ExitCode::from(EXIT_CHECK_FAILED)
 }
 
 fn number(x: f64) -> String {
@@ -144,7 +203,10 @@ pub fn render(report: &CheckReport) -> String {
         "top-1 agree",
         "worst sample",
     ];
-    let mut out = format!("{} samples\n\n", report.samples);
+    let mut out = format!(
+        "{} samples, {} per run\n\n",
+        report.samples, report.batch_size
+    );
     out.push_str(&table(&header, rows, &[1, 2, 3, 4, 5, 6, 7]));
     if let Some(acc) = &report.accuracy {
         out.push_str(&format!(

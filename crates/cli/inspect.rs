@@ -6,15 +6,16 @@ use anyhow::Result;
 use onnx_prune_core::{inspect, Inspection, Model};
 
 use crate::args::InspectArgs;
+use crate::stdout;
 use crate::table::{bytes, percent, shape, table};
 
 pub fn run(args: InspectArgs) -> Result<ExitCode> {
     let model = Model::load(&args.model)?;
     let report = inspect(&model, args.min_params)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        stdout::print(serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!("{}", render(&report));
+        stdout::print(render(&report))?;
     }
     Ok(ExitCode::SUCCESS)
 }

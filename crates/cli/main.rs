@@ -2,12 +2,17 @@
 //! into library calls. No pruning logic lives here.
 
 mod args;
+mod auto;
 mod check;
+mod files;
 mod generate;
 mod inspect;
+mod plot;
 mod progress;
 mod prune;
 mod replay;
+mod sensitivity;
+mod stdout;
 mod table;
 
 use std::process::ExitCode;
@@ -36,11 +41,13 @@ fn main() -> ExitCode {
         Command::Prune(args) => prune::run(args),
         Command::Check(args) => check::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Sensitivity(args) => sensitivity::run(args),
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),
     };
     match result {
         Ok(code) => code,
+        Err(error) if stdout::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             match error.downcast_ref::<onnx_prune_verify::Error>() {

@@ -11,22 +11,56 @@ use onnx_prune_core::{
 use onnx_prune_verify::CheckReport;
 use regex::Regex;
 
-use crate::args::{PruneArgs, ScopeArg};
+use crate::args::{PruneArgs, ScopeArg, SparsityArg};
+use crate::auto;
 use crate::check;
+use crate::files::{preflight_check, Files};
 use crate::progress::Progress;
+use crate::stdout;
 use crate::table::{bytes, percent, table};
 
 fn regex(pattern: &str, flag: &str) -> Result<Regex> {
     Regex::new(pattern).with_context(|| format!("{flag} `{pattern}` is not a valid regex"))
 }
 
+/// The `--pattern` flag.
+pub fn parse_pattern(pattern: &str) -> Result<Pattern> {
+    pattern
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--pattern: {e}"))
+}
+
+/// The selection that `--include`, `--exclude`, `--op-types` and `--min-params` ask for.
+pub fn selection(
+    include: &[String],
+    exclude: &[String],
+    op_types: &[String],
+    min_params: u64,
+) -> Result<Selection> {
+    let regexes = |patterns: &[String], flag: &str| {
+        patterns
+            .iter()
+            .map(|p| regex(p, flag))
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok(Selection {
+        include: regexes(include, "--include")?,
+        exclude: regexes(exclude, "--exclude")?,
+        op_types: op_types.to_vec(),
+        min_params,
+    })
+}
+
 /// The selection and pruning configuration the flags ask for.
 fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
-    let pattern: Pattern = args
-        .pattern
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--pattern: {e}"))?;
-    let sparsity = match (args.sparsity, pattern.fixed_sparsity()) {
+    let pattern = parse_pattern(&args.pattern)?;
+    let sparsity = match (
+        args.sparsity.map(|s| match s {
+            SparsityArg::Value(value) => value,
+            SparsityArg::Auto => unreachable!("--sparsity auto is searched by the auto module"),
+        }),
+        pattern.fixed_sparsity(),
+    ) {
         (None, Some(fixed)) => fixed,
         (Some(_), Some(_)) => bail!(
             "--sparsity has no effect with --pattern {pattern}: N:M keeps N of every M elements \
@@ -37,12 +71,15 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
             bail!("--sparsity is required (e.g. --sparsity 0.5) unless --pattern is N:M")
         }
     };
+    if !args.sparsity_for.is_empty() && pattern.fixed_sparsity().is_some() {
+        bail!("--sparsity-for has no effect with --pattern {pattern}, whose sparsity is fixed");
+    }
     let sparsity_for = args
         .sparsity_for
         .iter()
         .map(|spec| {
             let (pattern, value) = spec
-                .rsplit_once('=')
+                .split_once('=')
                 .with_context(|| format!("--sparsity-for `{spec}` is not REGEX=S"))?;
             let value: f64 = value
                 .parse()
@@ -53,19 +90,12 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let selection = Selection {
-        include: args
-            .include
-            .iter()
-            .map(|p| regex(p, "--include"))
-            .collect::<Result<_>>()?,
-        exclude: args
-            .exclude
-            .iter()
-            .map(|p| regex(p, "--exclude"))
-            .collect::<Result<_>>()?,
-        op_types: args.op_types.clone(),
-    };
+    let selection = selection(
+        &args.include,
+        &args.exclude,
+        &args.op_types,
+        args.min_params,
+    )?;
     let config = PruneConfig {
         sparsity,
         scope: match args.scope {
@@ -79,29 +109,50 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
 }
 
 pub fn run(args: PruneArgs) -> Result<ExitCode> {
+    if args.sparsity == Some(SparsityArg::Auto) {
+        return auto::run(args);
+    }
+    if args.max_evaluations.is_some() {
+        bail!("--max-evaluations bounds the search of --sparsity auto; it has no effect here");
+    }
     let (selection, config) = configure(&args)?;
-    let check_options = args
-        .check
-        .then(|| check::options(&args.check_flags))
-        .transpose()?;
+    if args.dry_run && args.check {
+        bail!("--dry-run writes nothing, so there is nothing for --check to check");
+    }
+    let check_options = check::options_if(args.check, &args.check_flags)?;
     let progress = Progress::start();
     progress.phase("loading");
     let model = Model::load(&args.model)?;
+    let destination = match &args.output {
+        _ if args.dry_run => None,
+        _ if args.in_place => Some(Destination::InPlace),
+        Some(output) => Some(Destination::File(output)),
+        None => None,
+    };
+    let mut files = Files::default();
+    files.read_model(&model);
+    if let Some(options) = &check_options {
+        files.read_check_inputs(options);
+        preflight_check(options)?;
+        // Bad check input is refused before the output is written.
+        onnx_prune_verify::validate(&model, options)?;
+    }
+    if let Some(to) = destination {
+        let flag = if args.in_place { "--in-place" } else { "-o" };
+        files.write_model(flag, &model, to)?;
+    }
+    if let Some(report) = &args.rewrite.report {
+        files.write("--report", report);
+    }
+    files.check()?;
     let weights = discover_with(&model, args.min_params);
     let selected = select(&model, &weights, &selection)?;
     progress.phase("choosing what to zero");
     let plan = plan(&model, &selected, &config)?;
     progress.phase("writing");
-    let destination = match &args.output {
-        _ if args.in_place => Some(Destination::InPlace),
-        Some(output) => Some(Destination::File(output)),
-        None => None,
-    };
     let written = match destination {
-        Some(to) if !args.dry_run => {
-            Some(save(&model, &plan.edits, to, args.rewrite.storage.into())?)
-        }
-        _ => None,
+        Some(to) => Some(save(&model, &plan.edits, to, args.rewrite.storage.into())?),
+        None => None,
     };
     progress.phase("measuring sizes");
     let report = RewriteReport::new(&model, plan.outcomes, written.as_ref())?;
@@ -113,27 +164,37 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
         _ => None,
     };
     drop(progress);
-    finish(&report, checked.as_ref(), args.rewrite.report.as_deref())
+    finish(
+        &report,
+        checked.as_ref(),
+        args.rewrite.report.as_deref(),
+        None,
+    )
 }
 
-/// Prints the rewrite report (and the check's, if one ran), writes the JSON report if asked,
+/// Prints the rewrite report (and the check's, if one ran), writes the JSON report if asked
+/// (with the `--sparsity auto` search's summary under `auto`),
 /// and gives the exit code: 1 when the check failed.
 pub fn finish(
     report: &RewriteReport,
     checked: Option<&CheckReport>,
     json: Option<&Path>,
+    auto: Option<serde_json::Value>,
 ) -> Result<ExitCode> {
     if let Some(path) = json {
         let mut value = serde_json::to_value(report)?;
         if let Some(checked) = checked {
             value["check"] = serde_json::to_value(checked)?;
         }
+        if let Some(auto) = auto {
+            value["auto"] = auto;
+        }
         write_file_atomic(path, &serde_json::to_vec_pretty(&value)?)?;
     }
-    println!("{}", render(report));
+    stdout::print(render(report))?;
     Ok(match checked {
         Some(checked) => {
-            println!("\n{}", check::render(checked));
+            stdout::print(format!("\n{}", check::render(checked)))?;
             check::exit_code(checked)
         }
         None => ExitCode::SUCCESS,
@@ -151,10 +212,11 @@ pub fn render(report: &RewriteReport) -> String {
                 w.params.to_string(),
                 percent(w.zeros_before, w.params),
                 percent(w.zeros_after, w.params),
-                match (&w.skipped, w.stored_sparse) {
-                    (Some(reason), _) => format!("skipped: {reason}"),
-                    (None, true) => "stored sparse".into(),
-                    (None, false) => String::new(),
+                match (&w.skipped, w.stored_sparse, &w.storage_note) {
+                    (Some(reason), _, _) => format!("skipped: {reason}"),
+                    (None, true, _) => "stored sparse".into(),
+                    (None, false, Some(note)) => note.clone(),
+                    (None, false, None) => String::new(),
                 },
             ]
         })

@@ -1,7 +1,7 @@
 //! `onnx-prune replay`: a training mask schedule onto the exported model, at one step or all.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +13,8 @@ use onnx_prune_core::{
 use onnx_prune_verify::CheckOptions;
 
 use crate::args::ReplayArgs;
+use crate::files::{preflight_check, Files};
+use crate::stdout;
 use crate::table::{bytes, percent, table};
 use crate::{check, prune};
 
@@ -32,12 +34,13 @@ struct Replay<'a> {
 }
 
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
-    let check_options = args
-        .check
-        .then(|| check::options(&args.check_flags))
-        .transpose()?;
+    let check_options = check::options_if(args.check, &args.check_flags)?;
     let manifest = Manifest::load(&args.schedule)?;
     let model = Model::load(&args.model)?;
+    if let Some(options) = &check_options {
+        // Bad check input is refused before the first output is written.
+        onnx_prune_verify::validate(&model, options)?;
+    }
     let weights = discover(&model);
     let map = args
         .map
@@ -52,11 +55,19 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         weights,
         map,
     };
+    if args.out_dir.is_some() && !args.all_steps {
+        bail!("--out-dir is where --all-steps writes every step; add --all-steps, or use -o OUT");
+    }
     let destination = match (&args.out_dir, &args.output) {
-        (Some(dir), _) => return replay.all_steps(dir, check_options.as_ref()),
-        _ if args.in_place => Destination::InPlace,
-        (None, Some(output)) => Destination::File(output),
+        (Some(_), _) => None,
+        _ if args.in_place => Some(Destination::InPlace),
+        (None, Some(output)) => Some(Destination::File(output)),
         (None, None) => bail!("give -o OUT, --in-place, or --all-steps --out-dir DIR"),
+    };
+    replay.check_files(destination, check_options.as_ref())?;
+    let Some(destination) = destination else {
+        let dir = args.out_dir.as_deref().expect("--out-dir with --all-steps");
+        return replay.all_steps(dir, check_options.as_ref());
     };
     let plan = replay.plan(args.step)?;
     let saved = save(
@@ -70,7 +81,12 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         (Some(options), Some(output)) => Some(check::run_check(&args.model, output, options)?),
         _ => None,
     };
-    prune::finish(&report, checked.as_ref(), args.rewrite.report.as_deref())
+    prune::finish(
+        &report,
+        checked.as_ref(),
+        args.rewrite.report.as_deref(),
+        None,
+    )
 }
 
 /// The steps a sparsity schedule updates at.
@@ -93,6 +109,63 @@ fn update_steps(schedule: &SparsitySchedule) -> Vec<i64> {
 }
 
 impl Replay<'_> {
+    /// Checks every file the replay will write against what it reads, before writing any.
+    fn check_files(
+        &self,
+        destination: Option<Destination>,
+        check_options: Option<&CheckOptions>,
+    ) -> Result<()> {
+        let mut files = Files::default();
+        files.read_model(&self.model).read(&self.manifest.path);
+        for step in &self.manifest.steps {
+            files.read(&self.manifest.dir.join(&step.file));
+        }
+        if let Some(map) = &self.args.map {
+            files.read(map);
+        }
+        if let Some(options) = check_options {
+            files.read_check_inputs(options);
+            preflight_check(options)?;
+        }
+        match destination {
+            Some(to) => {
+                let flag = if self.args.in_place {
+                    "--in-place"
+                } else {
+                    "-o"
+                };
+                files.write_model(flag, &self.model, to)?;
+            }
+            None => {
+                let dir = self.args.out_dir.as_deref().expect("--out-dir");
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("--out-dir `{}`: cannot create", dir.display()))?;
+                for step in self.steps() {
+                    let output = self.step_output(dir, step);
+                    files.write_model("--out-dir", &self.model, Destination::File(&output))?;
+                }
+            }
+        }
+        if let Some(report) = &self.args.rewrite.report {
+            files.write("--report", report);
+        }
+        if let Some(plot) = &self.args.plot {
+            files.write("--plot", plot);
+        }
+        files.check()
+    }
+
+    /// Where `--all-steps` writes `step`: `<model stem>.step<N>.onnx` in `dir`.
+    fn step_output(&self, dir: &Path, step: i64) -> PathBuf {
+        let stem = self
+            .args
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        dir.join(format!("{stem}.step{step}.onnx"))
+    }
+
     /// Every step of the schedule, in order.
     fn steps(&self) -> Vec<i64> {
         match &self.manifest.sparsity_schedule {
@@ -119,6 +192,15 @@ impl Replay<'_> {
         let step = self.manifest.step(step)?;
         let masks = read_masks(&self.manifest.dir.join(&step.file))?;
         let resolved = resolve(model, weights, &masks, &self.map, self.manifest.layout)?;
+        for key in self.map.keys() {
+            if !masks.iter().any(|m| m.key == *key) {
+                eprintln!(
+                    "warning: --map entry `{key}` names no mask key of step {}'s file `{}`",
+                    step.step,
+                    step.file.display()
+                );
+            }
+        }
         if self.args.explain {
             let rows = resolved
                 .iter()
@@ -131,10 +213,10 @@ impl Replay<'_> {
                     vec![r.key.clone(), r.id.clone(), how]
                 })
                 .collect();
-            println!(
+            stdout::print(format!(
                 "{}\n",
                 table(&["mask key", "weight", "resolved by"], rows, &[])
-            );
+            ))?;
         }
         let position = self
             .manifest
@@ -166,19 +248,15 @@ impl Replay<'_> {
 
     /// One model per step in `dir`, and the sparsity / accuracy curve.
     fn all_steps(&self, dir: &Path, check_options: Option<&CheckOptions>) -> Result<ExitCode> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create", dir.display()))?;
-        let stem = self
-            .args
-            .model
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into());
         let mut rows = Vec::new();
         let mut json = Vec::new();
+        // The curve is for picking a step; the last step is what ships, so its check decides.
+        let mut last_passed = None;
+        let mut curve: Vec<(i64, f64, f64)> = Vec::new();
+        let mut metric = "cosine";
         for step in self.steps() {
             let plan = self.plan(Some(step))?;
-            let output = dir.join(format!("{stem}.step{step}.onnx"));
+            let output = self.step_output(dir, step);
             let saved = save(
                 &self.model,
                 &plan.edits,
@@ -198,6 +276,15 @@ impl Replay<'_> {
                 .and_then(|s| s.sparsity);
             let t = &report.totals;
             let first = checked.as_ref().and_then(|c| c.outputs.first());
+            if let (Some(checked), Some(first)) = (&checked, first) {
+                let (name, value) = match (&checked.accuracy, first.top1_agreement) {
+                    (Some(accuracy), _) => ("accuracy", accuracy.candidate),
+                    (None, Some(agreement)) => ("top-1 agreement", agreement),
+                    (None, None) => ("cosine", first.cosine),
+                };
+                metric = name;
+                curve.push((step, t.sparsity, value));
+            }
             rows.push(vec![
                 step.to_string(),
                 percent(t.zeros_after, t.params),
@@ -231,9 +318,11 @@ impl Replay<'_> {
                 "step": step,
                 "output": output.file_name().map(|f| f.to_string_lossy().into_owned()),
                 "schedule_sparsity": trained,
+                "passed": checked.as_ref().map(|c| c.passed),
                 "report": report,
                 "check": checked,
             }));
+            last_passed = checked.as_ref().map(|c| c.passed);
         }
         let header = [
             "step",
@@ -245,12 +334,19 @@ impl Replay<'_> {
             "cosine",
             "passed",
         ];
-        println!("{}", table(&header, rows, &[1, 2, 3, 4, 5, 6]));
+        stdout::print(table(&header, rows, &[1, 2, 3, 4, 5, 6]))?;
+        if let Some(path) = &self.args.plot {
+            write_file_atomic(path, crate::plot::steps_svg(metric, &curve)?.as_bytes())?;
+        }
         if let Some(path) = &self.args.rewrite.report {
             write_file_atomic(
                 path,
                 &serde_json::to_vec_pretty(&serde_json::json!({ "steps": json }))?,
             )?;
+        }
+        if last_passed == Some(false) {
+            eprintln!("error: the last step failed its check (see the `passed` column)");
+            return Ok(check::exit_code_failed());
         }
         Ok(ExitCode::SUCCESS)
     }

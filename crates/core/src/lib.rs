@@ -16,10 +16,12 @@
 #![deny(missing_docs)]
 
 mod bits;
+pub mod budget;
 mod error;
 mod inspect;
 mod masks;
 mod model;
+mod outputs;
 mod pending;
 mod proto;
 mod prune;
@@ -42,14 +44,18 @@ pub use model::{
     element_count, FileBytes, Graph, Model, ModelInfo, Node, Payload, Source, SparseLayout, Tensor,
     ValueInfo, MAX_GRAPH_DEPTH,
 };
+pub use outputs::{check_outputs, real_output_path, NamedOutput};
 pub use pending::remove_unfinished_outputs;
 pub use proto::DataType;
 pub use prune::{
-    check_sparsity, plan, plan_zeroings, Pattern, Plan, PruneConfig, Scope, WeightOutcome,
+    check_sparsity, plan, plan_zeroings, zeros_for, Pattern, Plan, PruneConfig, Scope,
+    WeightOutcome,
 };
 pub use replay::{resolve, unpruned, Resolution};
 pub use report::{write_file_atomic, FileSizes, OutcomeTotals, RewriteReport};
-pub use rewrite::{save, Destination, Edit, Saved, Storage, WrittenFile};
+pub use rewrite::{
+    output_files, save, Destination, Edit, OutputFiles, Saved, Storage, WrittenFile,
+};
 pub use schedule::{Layout, Manifest, SparsitySchedule, Step, FORMAT};
 pub use select::{select, Selection};
 pub use size::{compressed_size, CompressedSize};

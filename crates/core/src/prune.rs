@@ -139,6 +139,9 @@ pub struct WeightOutcome {
     pub skipped: Option<String>,
     /// Whether the output stores it sparsely (`--storage sparse`).
     pub stored_sparse: bool,
+    /// Why the requested storage was not used for it, if it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_note: Option<String>,
 }
 
 /// Pruning decisions for a model, ready for [`crate::save`].
@@ -179,8 +182,15 @@ impl WeightOutcome {
             },
             skipped,
             stored_sparse: false,
+            storage_note: None,
         }
     }
+}
+
+/// How many of `n` elements a sparsity zeroes: `round(sparsity * n)`, half to even as Python's
+/// `round` in `torch.nn.utils.prune` (265 elements at 0.5: 132).
+pub fn zeros_for(sparsity: f64, n: u64) -> u64 {
+    (sparsity * n as f64).round_ties_even() as u64
 }
 
 /// Checks a sparsity value given by `what` (a flag name).
@@ -201,6 +211,15 @@ pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result
             "--scope global applies to unstructured pruning only, not to pattern {}",
             config.pattern
         )));
+    }
+    for (pattern, _) in &config.sparsity_for {
+        if !selected.iter().any(|w| pattern.is_match(&w.id)) {
+            return Err(Error::Usage(format!(
+                "--sparsity-for `{pattern}` matches none of the {} selected weights \
+                 (see `onnx-prune prune --dry-run` for their ids)",
+                selected.len()
+            )));
+        }
     }
     let loaded = selected
         .par_iter()
@@ -287,6 +306,20 @@ pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result
             skipped,
         ));
     }
+    if plan.edits.is_empty() && !plan.outcomes.is_empty() {
+        let reasons: Vec<String> = plan
+            .outcomes
+            .iter()
+            .filter_map(|o| o.skipped.as_ref().map(|why| format!("`{}`: {why}", o.id)))
+            .take(5)
+            .collect();
+        return Err(Error::Usage(format!(
+            "--pattern {} fits none of the {} selected weights, so nothing would be pruned: {}",
+            config.pattern,
+            plan.outcomes.len(),
+            reasons.join("; ")
+        )));
+    }
     Ok(plan)
 }
 
@@ -304,7 +337,7 @@ fn threshold_zeroing(pool: &[&Loaded], sparsity: f64) -> Vec<(Zeroing, u64)> {
         .iter()
         .map(|l| (l.data.len() / l.dtype.size().unwrap()) as u64)
         .sum();
-    let k = (sparsity * total as f64).round() as u64;
+    let k = zeros_for(sparsity, total);
     let cut = cut(&segments, k);
     pool.iter()
         .zip(cut.ties.iter().zip(&cut.below))
@@ -377,7 +410,7 @@ fn block(item: &Loaded, rows: usize, cols: usize, sparsity: f64) -> Zeroing {
         })
         .collect();
     scores.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let pruned = (sparsity * scores.len() as f64).round() as usize;
+    let pruned = zeros_for(sparsity, scores.len() as u64) as usize;
     let mut keep = vec![true; n];
     for &(_, b) in &scores[..pruned] {
         let (br, bc) = (b / block_cols, b % block_cols);

@@ -55,6 +55,13 @@ impl RewriteReport {
         if let Some(saved) = saved {
             for weight in &mut weights {
                 weight.stored_sparse = saved.sparse.contains(&weight.tensor);
+                if saved.kept_dense.contains(&weight.tensor) {
+                    weight.storage_note = Some(
+                        "kept dense: --storage sparse rewrites tensors held in the model file, \
+                         and this one is in external data"
+                            .into(),
+                    );
+                }
             }
         }
         let params: u64 = weights.iter().map(|w| w.params).sum();
@@ -101,8 +108,10 @@ fn sizes(parts: &[&[u8]]) -> FileSizes {
 }
 
 /// Writes `contents` to `path` atomically: a temporary file beside it, synced, then renamed.
+/// A symlink's target is replaced (the link stays); anything but a regular file is refused.
 pub fn write_file_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     use std::io::Write;
+    let path = &crate::outputs::real_output_path(path, "output")?;
     let (mut temp, _pending) = temp_beside(path)?;
     temp.write_all(contents).map_err(|e| Error::io(path, e))?;
     temp.as_file().sync_all().map_err(|e| Error::io(path, e))?;

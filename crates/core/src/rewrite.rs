@@ -13,6 +13,7 @@ use tempfile::NamedTempFile;
 
 use crate::error::{Error, Result};
 use crate::model::{Model, Payload, Tensor};
+use crate::outputs::real_output_path;
 use crate::pending::{temp_beside, Pending};
 use crate::proto::tensor as field;
 use crate::sparse::{sparse_field, swap_field};
@@ -43,8 +44,11 @@ pub enum Storage {
 pub struct Saved {
     /// The files, the model last.
     pub files: Vec<WrittenFile>,
-    /// Tensors (indices into [`Model::tensors`]) moved to sparse storage.
+    /// Tensors (indices into [`Model::tensors`]) stored sparse in the output.
     pub sparse: Vec<usize>,
+    /// Tensors that sparse storage was asked for but that stay dense because they live in
+    /// external data (the external file keeps its layout).
+    pub kept_dense: Vec<usize>,
 }
 
 /// An output file written by [`save`].
@@ -66,81 +70,98 @@ pub enum Destination<'p> {
     InPlace,
 }
 
-/// The output directory and file name `to` resolves to: refuses to write a new file over the
-/// model's own file or its external data (also through links).
-fn output_location(model: &Model, to: Destination) -> Result<(PathBuf, std::ffi::OsString)> {
+/// Every file [`save`] writes for a destination, as real paths (through symlinks).
+#[derive(Debug, Clone)]
+pub struct OutputFiles {
+    /// The model file.
+    pub model: PathBuf,
+    /// Per external data `location` of the input: where its file goes, and the location the
+    /// written model names (another one when the input's own file must not be replaced).
+    pub external: BTreeMap<String, (PathBuf, String)>,
+}
+
+impl OutputFiles {
+    /// Every path, external data files first, the model last (the order [`save`] renames in).
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.external
+            .values()
+            .map(|(path, _)| path.as_path())
+            .chain([self.model.as_path()])
+    }
+}
+
+/// The files [`save`] writes to `to`. A new model goes where `-o` says (a symlink's target
+/// replaced, never the link), its external data beside it with the same layout, or, beside the
+/// input, under `<output file name>.<location>`. `--in-place` replaces exactly the files that
+/// were read, at their real paths: with a content-store layout (`snap/m.onnx -> ../blobs/a`,
+/// `snap/m.data -> ../blobs/b`) those are `blobs/a` and `blobs/b`. Refuses to write a new file
+/// over the input model or its external data.
+pub fn output_files(model: &Model, to: Destination) -> Result<OutputFiles> {
+    let real = |path: &Path| path.canonicalize().map_err(|e| Error::io(path, e));
+    let input = real(model.path())?;
+    let read_dir = match model.path().parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let inputs_external: BTreeMap<&String, PathBuf> = model
+        .external_files()
+        .keys()
+        .map(|location| Ok((location, real(&read_dir.join(location))?)))
+        .collect::<Result<_>>()?;
     let out = match to {
-        Destination::File(out) => out,
         Destination::InPlace => {
-            let input = model
-                .path()
-                .canonicalize()
-                .map_err(|e| Error::io(model.path(), e))?;
-            let dir = input.parent().unwrap_or(Path::new("/")).to_path_buf();
-            let name = input.file_name().expect("a canonical file path").to_owned();
-            return Ok((dir, name));
+            let external = inputs_external
+                .into_iter()
+                .map(|(location, path)| (location.clone(), (path, location.clone())))
+                .collect();
+            return Ok(OutputFiles {
+                model: input,
+                external,
+            });
         }
+        Destination::File(out) => out,
     };
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let out_dir = dir.canonicalize().map_err(|e| Error::io(&dir, e))?;
-    let file_name = out
-        .file_name()
-        .ok_or_else(|| Error::Usage(format!("output `{}` is not a file name", out.display())))?;
-    let target = out_dir.join(file_name);
-    let input = model
-        .path()
-        .canonicalize()
-        .map_err(|e| Error::io(model.path(), e))?;
-    let resolved = target.canonicalize().unwrap_or_else(|_| target.clone());
-    if resolved == input {
+    let target = real_output_path(out, "output")?;
+    if target == input {
         return Err(Error::Usage(format!(
             "output `{}` is the input model; write to another file, or pass --in-place",
             out.display()
         )));
     }
-    let input_dir = input.parent().unwrap_or(Path::new("/"));
-    if model
-        .external_files()
-        .keys()
-        .any(|l| input_dir.join(l) == resolved)
-    {
+    if inputs_external.values().any(|p| *p == target) {
         return Err(Error::Usage(format!(
             "output `{}` is an external data file of the input; write to another file",
             out.display()
         )));
     }
-    Ok((out_dir, file_name.to_owned()))
-}
-
-/// Where each external data file goes, by location: the same name beside the output (the same
-/// layout), unless that is the input's own file and the output is another model; then
-/// `<output file name>.<location>`.
-fn external_targets(
-    model: &Model,
-    out_dir: &Path,
-    out_name: &str,
-    to: Destination,
-) -> Result<BTreeMap<String, String>> {
-    let input = model
-        .path()
-        .canonicalize()
-        .map_err(|e| Error::io(model.path(), e))?;
-    let beside_input = input.parent() == Some(out_dir) && matches!(to, Destination::File(_));
-    Ok(model
+    let out_dir = target.parent().expect("a real file path").to_path_buf();
+    let out_name = target
+        .file_name()
+        .expect("a real file path")
+        .to_string_lossy();
+    let external = model
         .external_files()
         .keys()
         .map(|location| {
-            let target = if beside_input {
-                format!("{out_name}.{}", location.replace(['/', '\\'], "_"))
-            } else {
-                location.clone()
+            let same = out_dir.join(location);
+            let existing = same.canonicalize().ok();
+            let pair = match existing {
+                // The input's own data file (also through a link): the output gets its own.
+                Some(real) if inputs_external.values().any(|p| *p == real) => {
+                    let named = format!("{out_name}.{}", location.replace(['/', '\\'], "_"));
+                    (out_dir.join(&named), named)
+                }
+                // An earlier output or a link to one: replaced where it really is.
+                Some(real) => (real, location.clone()),
+                None => (same, location.clone()),
             };
-            (location.clone(), target)
+            (location.clone(), pair)
         })
-        .collect())
+        .collect();
+    Ok(OutputFiles {
+        model: target,
+        external,
+    })
 }
 
 /// The packed typed field (`float_data`, `double_data` or `int32_data`) holding `data`.
@@ -172,8 +193,9 @@ fn zeroed_copy(model: &Model, tensor: &Tensor, zeroing: &Zeroing) -> Result<Vec<
 
 /// Writes `model` with `edits` applied to `to` (and its external data files beside it).
 pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) -> Result<Saved> {
-    let (out_dir, out_name) = output_location(model, to)?;
+    let targets = output_files(model, to)?;
     let mut moved = Vec::new();
+    let mut kept_dense = Vec::new();
     let mut model_splice = Splice::default();
     let mut external: BTreeMap<&str, Splice> = model
         .external_files()
@@ -182,19 +204,23 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
         .collect();
     for edit in edits.iter().filter(|e| !e.zeroing.is_noop()) {
         let tensor = &model.tensors()[edit.tensor];
-        if tensor.sparse.is_some() {
-            return Err(Error::tensor(
-                &tensor.name,
-                "sparse tensors cannot be pruned in place",
-            ));
-        }
         let dtype = tensor.dtype;
+        let stays_sparse = tensor.sparse.is_some();
+        if storage == Storage::Sparse && matches!(tensor.payload, Payload::External { .. }) {
+            kept_dense.push(edit.tensor);
+        }
         // Sparse storage needs the zeroed elements in memory; when the tensor stays dense after
-        // all, they are written as they are rather than zeroed a second time.
+        // all, they are written as they are rather than zeroed a second time. A tensor stored
+        // sparse stays sparse, with its zeroed elements left out.
         let mut zeroed = None;
-        if storage == Storage::Sparse && !matches!(tensor.payload, Payload::External { .. }) {
+        let inline = !matches!(tensor.payload, Payload::External { .. });
+        if stays_sparse || (storage == Storage::Sparse && inline) {
             let data = zeroed_copy(model, tensor, &edit.zeroing)?;
-            if let Some(field) = sparse_field(tensor, &data) {
+            if stays_sparse && data == *dense_bytes(model, tensor)? {
+                moved.push(edit.tensor);
+                continue; // nothing new to zero: the sparse tensor keeps its bytes
+            }
+            if let Some(field) = sparse_field(tensor, &data, stays_sparse) {
                 swap_field(&mut model_splice, tensor, field);
                 moved.push(edit.tensor);
                 continue;
@@ -252,7 +278,6 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
             Payload::Empty => {}
         }
     }
-    let targets = external_targets(model, &out_dir, &out_name.to_string_lossy(), to)?;
     for tensor in model.tensors() {
         let Payload::External {
             location,
@@ -262,14 +287,15 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
         else {
             continue;
         };
-        if targets[location] == *location {
+        let named = &targets.external[location].1;
+        if named == location {
             continue;
         }
         let [entry, value] = location_field
             .ok_or_else(|| Error::tensor(&tensor.name, "external data without a location entry"))?;
         let mut enclosing = tensor.enclosing.clone();
         enclosing.extend([entry, value]);
-        let renamed = targets[location].clone().into_bytes();
+        let renamed = named.clone().into_bytes();
         model_splice.replace(
             value.payload_start..value.payload_end,
             Patch::Bytes(renamed),
@@ -278,7 +304,7 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
     }
     let mut pending = Vec::new();
     for (location, splice) in external {
-        let target = out_dir.join(&targets[location]);
+        let target = targets.external[location].0.clone();
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
@@ -287,7 +313,7 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
             target,
         ));
     }
-    let target = out_dir.join(&out_name);
+    let target = targets.model.clone();
     pending.push((write_temp(&target, model.bytes(), model_splice)?, target));
     let mut written = Vec::new();
     for ((temp, _registered), target) in pending {
@@ -306,6 +332,7 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
     Ok(Saved {
         files: written,
         sparse: moved,
+        kept_dense,
     })
 }
 

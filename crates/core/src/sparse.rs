@@ -46,8 +46,9 @@ fn field(number: u32, message: &impl Message) -> Vec<u8> {
 }
 
 /// The field holding `tensor`, with `dense` data (little-endian elements), in COO sparse storage
-/// with linearised int64 indices; `None` when that is not smaller than the dense data.
-pub fn sparse_field(tensor: &Tensor, dense: &[u8]) -> Option<Vec<u8>> {
+/// with linearised int64 indices; `None` when that is not smaller than the dense data, unless
+/// `always` (a tensor stored sparse already stays sparse).
+pub fn sparse_field(tensor: &Tensor, dense: &[u8], always: bool) -> Option<Vec<u8>> {
     let size = tensor.dtype.size()?;
     let mut values = Vec::new();
     let mut indices = Vec::new();
@@ -59,7 +60,7 @@ pub fn sparse_field(tensor: &Tensor, dense: &[u8]) -> Option<Vec<u8>> {
             indices.extend_from_slice(&(i as i64).to_le_bytes());
         }
     }
-    if values.len() + indices.len() >= dense.len() {
+    if values.len() + indices.len() >= dense.len() && !always {
         return None;
     }
     let nnz = (values.len() / size) as i64;
@@ -98,7 +99,7 @@ pub fn swap_field<'a>(splice: &mut Splice<'a>, tensor: &Tensor, bytes: Vec<u8>) 
 }
 
 /// The dense elements of a sparse tensor, as little-endian bytes.
-fn dense_of(model: &Model, tensor: &Tensor) -> Result<Vec<u8>> {
+pub(crate) fn dense_of(model: &Model, tensor: &Tensor) -> Result<Vec<u8>> {
     let layout = tensor.sparse.as_ref().expect("a sparse tensor");
     let size = tensor
         .dtype

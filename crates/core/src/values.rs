@@ -90,8 +90,12 @@ pub fn stored_bytes<'m>(
     Ok(bytes)
 }
 
-/// The elements of a dense tensor as little-endian bytes (see [`stored_bytes`]).
+/// The elements of a tensor as little-endian bytes (see [`stored_bytes`]); a tensor stored
+/// sparse is densified.
 pub fn dense_bytes<'m>(model: &'m Model, tensor: &Tensor) -> Result<Cow<'m, [u8]>> {
+    if tensor.sparse.is_some() {
+        return Ok(Cow::Owned(crate::sparse::dense_of(model, tensor)?));
+    }
     stored_bytes(
         model,
         &tensor.payload,

@@ -32,6 +32,9 @@ pub enum Role {
     Bias,
     /// A normalisation parameter (scale, bias, mean, variance).
     Norm,
+    /// A shape or index parameter (a `Reshape`/`Expand`/`Tile` shape, `Slice`/`Pad`
+    /// parameters, `Resize` scales, a `Range` bound...): never pruned, not even when named.
+    Shape,
     /// Consumed otherwise.
     Other,
     /// Consumed by no node.
@@ -65,6 +68,7 @@ impl Role {
             Role::Embedding => "embedding",
             Role::Bias => "bias",
             Role::Norm => "norm",
+            Role::Shape => "shape",
             Role::Other => "other",
             Role::Unused => "unused",
         }
@@ -102,7 +106,7 @@ pub struct Weight {
     pub role: Role,
     /// The reduction (input) axis of the consuming op, along which N:M groups run.
     pub reduction_axis: Option<usize>,
-    /// Whether the default selection prunes it (role, rank, size and dense storage).
+    /// Whether the default selection prunes it (role, rank and size).
     pub prunable: bool,
 }
 
@@ -146,15 +150,15 @@ pub fn discover_with(model: &Model, min_params: u64) -> Vec<Weight> {
             if *count > 1 {
                 id = format!("{id}#{count}");
             }
-            let consumer = first_consumer(graphs, &consumers, tensor);
+            let (consumer, axes) = computing_consumer(graphs, &consumers, tensor);
             let (role, reduction_axis) = consumer
                 .as_ref()
                 .map(|c| role_of(graphs, c, tensor))
                 .unwrap_or((Role::Unused, None));
-            let prunable = role.prunable()
-                && tensor.dims.len() >= 2
-                && tensor.elements >= min_params
-                && tensor.sparse.is_none();
+            // The reduction axis is the consumer's; through layout ops, in the weight's layout.
+            let reduction_axis =
+                reduction_axis.and_then(|a| axes.as_ref().and_then(|axes| axes.get(a).copied()));
+            let prunable = default_candidate(role, tensor) && tensor.elements >= min_params;
             Weight {
                 tensor: index,
                 id,
@@ -166,6 +170,12 @@ pub fn discover_with(model: &Model, min_params: u64) -> Vec<Weight> {
             }
         })
         .collect()
+}
+
+/// Whether the default selection takes a weight of this role and shape, size aside: the
+/// computing roles, of rank 2 or more.
+pub(crate) fn default_candidate(role: Role, tensor: &Tensor) -> bool {
+    role.prunable() && tensor.dims.len() >= 2
 }
 
 type ConsumerIndex<'g> = HashMap<&'g str, Vec<(usize, usize, usize)>>;
@@ -194,16 +204,69 @@ fn is_within(graphs: &[Graph], mut graph: usize, ancestor: usize) -> bool {
     }
 }
 
-fn first_consumer(graphs: &[Graph], index: &ConsumerIndex, tensor: &Tensor) -> Option<Consumer> {
-    let uses = index.get(tensor.name.as_str())?;
-    // Prefer a consumer in the tensor's own graph, then one in a nested subgraph.
+/// Ops that only move, select or retype elements: a weight that reaches a computing op through
+/// them (an LSTM cell's weights through `Slice` and `Transpose` to `MatMul`, as exporters write
+/// them) gets the role that op gives it.
+const LAYOUT_OPS: &[&str] = &[
+    "Identity",
+    "Cast",
+    "Slice",
+    "Transpose",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+];
+
+/// The first consumer of `tensor` that computes with it, following single-output layout ops,
+/// and, per axis of the tensor that consumer sees, the weight's own axis (`None` once a layout
+/// op makes that unknown: a reshape, a transpose of rank above 2).
+fn computing_consumer(
+    graphs: &[Graph],
+    index: &ConsumerIndex,
+    tensor: &Tensor,
+) -> (Option<Consumer>, Option<Vec<usize>>) {
+    let rank = tensor.dims.len();
+    let mut axes: Option<Vec<usize>> = Some((0..rank).collect());
+    let Some(mut consumer) = first_consumer(graphs, index, &tensor.name, tensor.graph) else {
+        return (None, axes);
+    };
+    // Bounded: a graph is acyclic, but a malformed one must not loop forever.
+    for _ in 0..16 {
+        let node = &graphs[consumer.graph].nodes[consumer.node];
+        if consumer.input != 0
+            || node.outputs.len() != 1
+            || !LAYOUT_OPS.contains(&node.op_type.as_str())
+        {
+            break;
+        }
+        let Some(next) = first_consumer(graphs, index, &node.outputs[0], consumer.graph) else {
+            break;
+        };
+        axes = match node.op_type.as_str() {
+            "Identity" | "Cast" | "Slice" => axes,
+            "Transpose" if axes.as_ref().is_some_and(|a| a.len() == 2) => {
+                axes.map(|a| vec![a[1], a[0]])
+            }
+            _ => None,
+        };
+        consumer = next;
+    }
+    (Some(consumer), axes)
+}
+
+fn first_consumer(
+    graphs: &[Graph],
+    index: &ConsumerIndex,
+    name: &str,
+    graph: usize,
+) -> Option<Consumer> {
+    let uses = index.get(name)?;
+    // Prefer a consumer in the value's own graph, then one in a nested subgraph.
     let (graph, node, input) = uses
         .iter()
-        .find(|(g, _, _)| *g == tensor.graph)
-        .or_else(|| {
-            uses.iter()
-                .find(|(g, _, _)| is_within(graphs, *g, tensor.graph))
-        })?;
+        .find(|(g, _, _)| *g == graph)
+        .or_else(|| uses.iter().find(|(g, _, _)| is_within(graphs, *g, graph)))?;
     let n = &graphs[*graph].nodes[*node];
     Some(Consumer {
         graph: *graph,
@@ -240,6 +303,14 @@ fn role_of(graphs: &[Graph], consumer: &Consumer, tensor: &Tensor) -> (Role, Opt
             1..,
         ) => (Role::Norm, None),
         ("Add", _) if rank <= 1 => (Role::Bias, None),
+        (
+            "Reshape" | "Expand" | "Tile" | "Squeeze" | "Unsqueeze" | "Split" | "TopK" | "Upsample"
+            | "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
+            | "ReduceL2" | "ReduceLogSumExp" | "ReduceSumSquare" | "CumSum",
+            1,
+        )
+        | ("Slice" | "Pad" | "Resize" | "OneHot", 1..)
+        | ("Range" | "ConstantOfShape", _) => (Role::Shape, None),
         _ => (Role::Other, None),
     }
 }

@@ -20,12 +20,19 @@
 //! ```
 #![deny(missing_docs)]
 
+mod batch;
 mod check;
 mod error;
+mod fold;
 mod inputs;
+mod metrics;
+mod patch;
+mod run;
 mod runner;
+mod samples;
 
 pub use check::{
-    check, Accuracy, CheckOptions, CheckReport, InputSource, OutputMetrics, Tolerances,
+    check, labels as read_labels, validate, Accuracy, CheckOptions, CheckReport, InputSource,
+    OutputMetrics, Tolerances, BATCH_CANDIDATES,
 };
 pub use error::{Error, Result};

@@ -13,6 +13,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::InferenceModelExt;
 
 use crate::error::{Error, Result};
+use crate::fold::{fold, Fixed};
+use crate::patch::float16_gemm_bias;
 
 /// What a model declares about one input.
 #[derive(Debug, Clone)]
@@ -31,25 +33,45 @@ pub struct InputSpec {
 /// is the fallback for the few models whose stored shapes tract needs.
 const LOADINGS: [bool; 2] = [true, false];
 
+/// The model tract analyses: `bytes` with the fixed inputs made constants, the `If` nodes
+/// they or the input shapes decide inlined, and tract's known gaps patched; a refusal names
+/// the `If` nodes left undecided.
 fn inference_model(
     bytes: &[u8],
     path: &Path,
     ignore_stored_shapes: bool,
-) -> Result<InferenceModel> {
+    fixed: &Fixed,
+    shapes: &Shapes,
+) -> Result<(InferenceModel, String)> {
     let onnx = tract_onnx::onnx()
         .with_ignore_output_shapes(ignore_stored_shapes)
         .with_ignore_value_info(ignore_stored_shapes);
-    let proto = onnx
+    let mut proto = onnx
         .proto_model_for_read(&mut &bytes[..])
         .map_err(|e| unsupported(path, e))?;
+    float16_gemm_bias(&mut proto);
+    let undecided = fold(&mut proto, fixed, shapes)?;
+    let hint = undecided
+        .iter()
+        .map(|u| format!("; {}", u.hint()))
+        .collect::<String>();
     let dir = path
         .parent()
         .and_then(|p| p.to_str())
         .filter(|p| !p.is_empty())
         .unwrap_or(".");
-    onnx.parse(&proto, Some(dir))
+    let model = onnx
+        .parse(&proto, Some(dir))
         .map(|parsed| parsed.model)
-        .map_err(|e| unsupported(path, e))
+        .map_err(|e| unsupported_with(path, e, &hint))?;
+    Ok((model, hint))
+}
+
+fn unsupported_with(path: &Path, error: TractError, hint: &str) -> Error {
+    Error::Unsupported {
+        path: path.to_path_buf(),
+        msg: format!("{error:#}{hint}"),
+    }
 }
 
 fn unsupported(path: &Path, error: TractError) -> Error {
@@ -98,23 +120,36 @@ pub struct Runner {
     pub inputs: Vec<String>,
     /// Output names, in the model's order.
     pub outputs: Vec<String>,
+    /// Output shapes for the shapes the model was loaded for.
+    pub output_shapes: Vec<Vec<usize>>,
+}
+
+/// Why a run failed.
+pub enum RunError {
+    /// tract panicked (its message): a bug of tract or input values out of the model's range.
+    Panic(String),
+    /// tract returned an error.
+    Failed(Error),
 }
 
 impl Runner {
     /// Loads `bytes` (the model at `path`) for inputs of the given full shapes, by name, trying
     /// each way of loading in turn; the first way's error is the one reported.
-    pub fn new(bytes: &[u8], path: &Path, shapes: &Shapes) -> Result<Runner> {
+    pub fn new(bytes: &[u8], path: &Path, shapes: &Shapes, fixed: &Fixed) -> Result<Runner> {
         let mut first_error = None;
         for ignore_stored_shapes in LOADINGS {
-            let loaded = inside_tract(|| Self::load(bytes, path, shapes, ignore_stored_shapes))
-                .unwrap_or_else(|what| {
-                    Err(Error::Unsupported {
-                        path: path.to_path_buf(),
-                        msg: format!("tract panicked while loading it: {what}"),
-                    })
-                });
+            let loaded =
+                inside_tract(|| Self::load(bytes, path, shapes, fixed, ignore_stored_shapes))
+                    .unwrap_or_else(|what| {
+                        Err(Error::Unsupported {
+                            path: path.to_path_buf(),
+                            msg: format!("tract panicked while loading it: {what}"),
+                        })
+                    });
             match loaded {
                 Ok(runner) => return Ok(runner),
+                // Bad usage (a --fix that makes no sense) does not depend on how tract reads.
+                Err(error @ Error::Usage(_)) => return Err(error),
                 Err(error) => {
                     first_error.get_or_insert(error);
                 }
@@ -127,9 +162,10 @@ impl Runner {
         bytes: &[u8],
         path: &Path,
         shapes: &Shapes,
+        fixed: &Fixed,
         ignore_stored_shapes: bool,
     ) -> Result<Runner> {
-        let mut model = inference_model(bytes, path, ignore_stored_shapes)?;
+        let (mut model, hint) = inference_model(bytes, path, ignore_stored_shapes, fixed, shapes)?;
         let inputs: Vec<String> = model
             .input_outlets()
             .map_err(|e| unsupported(path, e))?
@@ -144,7 +180,7 @@ impl Runner {
                 .set_input_fact(i, InferenceFact::dt_shape(*datum, shape.as_slice()))
                 .map_err(|e| unsupported(path, e))?;
         }
-        let outputs = model
+        let outputs: Vec<String> = model
             .output_outlets()
             .map_err(|e| unsupported(path, e))?
             .iter()
@@ -158,44 +194,46 @@ impl Runner {
         let plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
-            .map_err(|e| unsupported(path, e))?;
+            .map_err(|e| unsupported_with(path, e, &hint))?;
+        let output_shapes = (0..outputs.len())
+            .map(|i| {
+                plan.model()
+                    .output_fact(i)
+                    .ok()
+                    .and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()))
+                    .unwrap_or_default()
+            })
+            .collect();
         Ok(Runner {
             plan,
             inputs,
             outputs,
+            output_shapes,
         })
     }
 
-    /// Runs one batch, whose first sample is number `first_sample`; `inputs` by name. Some tract
-    /// kernels panic on input values out of the model's range (a `Gather` index past the end
-    /// of its table); such a panic is caught and reported as bad input (loading's panics as a
-    /// model tract cannot run).
+    /// Runs one batch; `inputs` by name. A panic of tract is caught and returned as such:
+    /// the caller tells bad input values (a `Gather` index past the end of its table) from a
+    /// model tract cannot run.
     pub fn run(
         &self,
         path: &Path,
         inputs: &BTreeMap<String, Tensor>,
-        first_sample: usize,
-    ) -> Result<Vec<Tensor>> {
+    ) -> std::result::Result<Vec<Tensor>, RunError> {
         let values: TVec<TValue> = self
             .inputs
             .iter()
             .map(|name| inputs[name].clone().into_tvalue())
             .collect();
         let outputs = inside_tract(|| self.plan.run(values))
-            .map_err(|what| {
-                Error::Usage(format!(
-                    "{}: tract failed on sample {first_sample} ({what}); are the input values \
-                     in the model's range? (--random draws integers from [0, 10))",
-                    path.display()
-                ))
-            })?
-            .map_err(|e| unsupported(path, e))?;
+            .map_err(RunError::Panic)?
+            .map_err(|e| RunError::Failed(unsupported(path, e)))?;
         Ok(outputs.into_iter().map(|v| v.into_tensor()).collect())
     }
 }
 
 /// Runs `f`, which calls into tract, turning a panic into its message.
-fn inside_tract<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+pub fn inside_tract<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     quiet_panics_inside_tract();
     RUNNING_TRACT.with(|running| running.set(true));
     let result = catch_unwind(AssertUnwindSafe(f));

@@ -1,0 +1,258 @@
+//! Loading both models once per input shape and running them over the samples, batch by
+//! batch on every core, each sample measured on its own.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rayon::prelude::*;
+use tract_onnx::prelude::*;
+
+use crate::batch::{fastest, guessed_axes, output_axes};
+use crate::check::CheckOptions;
+use crate::error::{Error, Result};
+use crate::fold::Fixed;
+use crate::inputs::output_values;
+use crate::metrics::{Limits, SampleStats};
+use crate::runner::{InputSpec, RunError, Runner, Shapes};
+use crate::samples::{Layout, Samples};
+
+/// A model to run: its path (for messages) and the ONNX bytes tract is handed.
+pub type Subject<'a> = (&'a Path, &'a [u8]);
+
+/// Both models loaded for each distinct input shape of the runs, and how the runs go.
+pub struct Plan {
+    /// Samples per run.
+    pub size: usize,
+    /// (input shapes, reference, candidate).
+    pub runners: Vec<(Shapes, Runner, Runner)>,
+    /// The batch axis of each output (`None`: compared whole).
+    pub axes: Vec<Option<usize>>,
+}
+
+impl Plan {
+    fn runners(&self, shapes: &Shapes) -> (&Runner, &Runner) {
+        let (_, r, c) = self
+            .runners
+            .iter()
+            .find(|(s, _, _)| s == shapes)
+            .expect("a runner per shape");
+        (r, c)
+    }
+}
+
+/// Loads the candidate (and the reference, unless `loaded`) for `shapes`, both at once.
+fn load_pair(
+    reference: Subject,
+    candidate: Subject,
+    shapes: Shapes,
+    fixed: &Fixed,
+    loaded: Option<Runner>,
+) -> Result<(Shapes, Runner, Runner)> {
+    let (r, c) = rayon::join(
+        || match loaded {
+            Some(runner) => Ok(runner),
+            None => Runner::new(reference.1, reference.0, &shapes, fixed),
+        },
+        || Runner::new(candidate.1, candidate.0, &shapes, fixed),
+    );
+    Ok((shapes, r?, c?))
+}
+
+/// Chooses the batch size, loads both models for it and finds each output's batch axis.
+pub fn plan(
+    reference: Subject,
+    candidate: Subject,
+    samples: &Samples,
+    specs: &[InputSpec],
+    options: &CheckOptions,
+    fixed: &Fixed,
+    notes: &mut Vec<String>,
+) -> Result<Plan> {
+    if samples.layout == Layout::Whole {
+        let mut distinct: Vec<Shapes> = Vec::new();
+        for sample in 0..samples.count {
+            let shapes = samples.shapes(sample, 1);
+            if !distinct.contains(&shapes) {
+                distinct.push(shapes);
+            }
+        }
+        let runners = distinct
+            .into_par_iter()
+            .map(|shapes| load_pair(reference, candidate, shapes, fixed, None))
+            .collect::<Result<Vec<_>>>()?;
+        let axes = vec![None; runners[0].1.outputs.len()];
+        return Ok(Plan {
+            size: 1,
+            runners,
+            axes,
+        });
+    }
+    let fixed_batch = specs.iter().find_map(|s| s.dims.first().copied().flatten());
+    let (size, loaded, other) = match (fixed_batch, options.batch_size) {
+        (Some(size), _) => (size, None, None),
+        (None, Some(size)) => {
+            let size = size.min(samples.count).max(1);
+            // A second size, to see which output axis follows the batch.
+            let other = size + 1;
+            let runner = Runner::new(reference.1, reference.0, &samples.shapes(0, other), fixed)?;
+            (size, None, Some((other, runner.output_shapes)))
+        }
+        (None, None) => {
+            let mut timed = fastest(reference, samples, fixed)?;
+            let best = timed.remove(0);
+            let other = timed
+                .first()
+                .map(|l| (l.size, l.runner.output_shapes.clone()));
+            (best.size, Some(best.runner), other)
+        }
+    };
+    let mut pair = load_pair(reference, candidate, samples.shapes(0, size), fixed, loaded)?;
+    let mut axes = match &other {
+        Some((b, at_b)) => output_axes((size, &pair.1.output_shapes), (*b, at_b)),
+        None => guessed_axes(size, &pair.1.output_shapes),
+    };
+    let mut size = size;
+    if fixed_batch.is_none() && size > 1 && axes.iter().any(Option::is_none) {
+        let whole: Vec<&str> = pair
+            .1
+            .outputs
+            .iter()
+            .zip(&axes)
+            .filter(|(_, a)| a.is_none())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        notes.push(format!(
+            "output{} `{}` {} no axis that follows the batch: samples run one at a time",
+            if whole.len() > 1 { "s" } else { "" },
+            whole.join("`, `"),
+            if whole.len() > 1 { "have" } else { "has" }
+        ));
+        size = 1;
+        pair = load_pair(reference, candidate, samples.shapes(0, 1), fixed, None)?;
+        axes = match &other {
+            Some((b, at_b)) if *b != 1 => output_axes((1, &pair.1.output_shapes), (*b, at_b)),
+            _ => vec![None; axes.len()],
+        };
+    }
+    Ok(Plan {
+        size,
+        runners: vec![pair],
+        axes,
+    })
+}
+
+/// The number of classes of a class-score output of shape `shape` with batch axis `axis`:
+/// `[batch, classes]`, or `[1, classes]` for a run of one sample.
+fn classes(shape: &[usize], axis: Option<usize>) -> Option<usize> {
+    match (shape, axis) {
+        ([_, c], Some(0)) | ([1, c], None) if *c > 1 => Some(*c),
+        _ => None,
+    }
+}
+
+/// Turns a failed run into the error to report: a panic of tract on inputs the reference ran
+/// (or on float inputs of the declared shapes) is a model tract cannot run; on integer inputs
+/// it may be values out of the model's range.
+fn run_error(
+    error: RunError,
+    path: &Path,
+    inputs: &BTreeMap<String, Tensor>,
+    first: usize,
+    reference_ran: bool,
+) -> Error {
+    match error {
+        RunError::Failed(error) => error,
+        RunError::Panic(what) => {
+            let integers: Vec<&str> = inputs
+                .iter()
+                .filter(|(_, t)| t.datum_type().is_integer())
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if reference_ran || integers.is_empty() {
+                Error::Unsupported {
+                    path: path.to_path_buf(),
+                    msg: format!(
+                        "tract panicked on sample {first} ({what}), on inputs {}",
+                        if reference_ran {
+                            "the reference ran"
+                        } else {
+                            "of the declared types and shapes"
+                        }
+                    ),
+                }
+            } else {
+                Error::Usage(format!(
+                    "{}: tract failed on sample {first} ({what}); are the values of input{} `{}` \
+                     in the model's range? (--random draws integers from [0, 10))",
+                    path.display(),
+                    if integers.len() > 1 { "s" } else { "" },
+                    integers.join("`, `")
+                ))
+            }
+        }
+    }
+}
+
+/// Per sample (in order): its index and how each output differs.
+pub type RunStats = Vec<(usize, Vec<SampleStats>)>;
+
+/// Runs both models on samples `first..first + len` and measures every sample.
+pub fn run_once(
+    (reference, candidate): (Subject, Subject),
+    samples: &Samples,
+    plan: &Plan,
+    (first, len): (usize, usize),
+    limits: Limits,
+) -> Result<RunStats> {
+    let inputs = samples.run_inputs(first, len, plan.size)?;
+    let (r, c) = plan.runners(&samples.shapes(first, plan.size));
+    let (expected, actual) = rayon::join(
+        || r.run(reference.0, &inputs),
+        || c.run(candidate.0, &inputs),
+    );
+    let expected = expected.map_err(|e| run_error(e, reference.0, &inputs, first, false))?;
+    let actual = actual.map_err(|e| run_error(e, candidate.0, &inputs, first, true))?;
+    let mut stats = vec![Vec::with_capacity(expected.len()); len];
+    for ((e, a), &axis) in expected.iter().zip(&actual).zip(&plan.axes) {
+        let is_classes = classes(e.shape(), axis).is_some();
+        for (s, sample) in stats.iter_mut().enumerate() {
+            // An output without a batch axis is compared whole, on the run's first sample.
+            if axis.is_none() && s > 0 {
+                sample.push(SampleStats::default());
+                continue;
+            }
+            let at = axis.map(|axis| (axis, s));
+            let (ev, av) = (output_values(e, at)?, output_values(a, at)?);
+            sample.push(SampleStats::compare(&ev, &av, is_classes, limits));
+        }
+    }
+    Ok(stats
+        .into_iter()
+        .enumerate()
+        .map(|(s, stats)| (first + s, stats))
+        .collect())
+}
+
+/// Checks the labels against the number of classes of the first output.
+pub fn check_labels(labels: &[i64], plan: &Plan) -> Result<()> {
+    let runner = &plan.runners[0].1;
+    let shape = &runner.output_shapes[0];
+    let Some(n) = classes(shape, plan.axes[0]) else {
+        return Err(Error::Usage(format!(
+            "--labels: the first output `{}` has shape {shape:?}, not class scores [batch, classes]",
+            runner.outputs[0]
+        )));
+    };
+    if let Some((sample, label)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l < 0 || l as usize >= n)
+    {
+        return Err(Error::Usage(format!(
+            "--labels: label {label} of sample {sample} is outside the {n} classes (0..{}) of output `{}`",
+            n - 1,
+            runner.outputs[0]
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! `prune --sparsity auto`: the largest sparsity that passes the tolerances given, per-layer
+//! sparsities from sensitivity curves, on the PyTorch sample's real test set.
+
+use std::path::Path;
+
+use crate::common::{arg, run, run_with_env, sample, sample_test_set};
+
+/// Runs `--sparsity auto` on the sample with `flags`, writing `out` and `report` in `dir`.
+fn auto(dir: &Path, flags: &[&str], threads: &str) -> std::process::Output {
+    let (test_set, labels) = sample_test_set();
+    let (model, out, report) = (
+        sample("dense.onnx"),
+        dir.join("auto.onnx"),
+        dir.join("auto.json"),
+    );
+    let base = [
+        "prune",
+        arg(&model),
+        "--sparsity",
+        "auto",
+        "-o",
+        arg(&out),
+        "--report",
+        arg(&report),
+        "--inputs",
+        arg(&test_set),
+        "--labels",
+        &labels,
+    ];
+    run_with_env(
+        &[&base[..], flags].concat(),
+        &[("RAYON_NUM_THREADS", threads)],
+    )
+}
+
+#[test]
+fn auto_prunes_the_robust_layers_most_and_ships_a_model_that_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = auto(dir.path(), &["--max-accuracy-drop", "0.01"], "2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("auto.json")).unwrap()).unwrap();
+    let summary = &report["auto"];
+    assert_eq!(summary["metric"], "accuracy_drop");
+    let layer = |id: &str| {
+        summary["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["id"] == id)
+            .unwrap()["sparsity"]
+            .as_f64()
+            .unwrap()
+    };
+    // The 10-class head loses 34 points at 90% alone: it is pruned least.
+    assert!(layer("fc3.weight") < layer("fc1.weight"), "{summary}");
+    assert!(layer("fc3.weight") < layer("fc2.weight"), "{summary}");
+    assert!(summary["sparsity"].as_f64().unwrap() > 0.5, "{summary}");
+    // What was written passes its own tolerance, checked afresh.
+    let (test_set, labels) = sample_test_set();
+    let check = run(&[
+        "check",
+        arg(&sample("dense.onnx")),
+        arg(&dir.path().join("auto.onnx")),
+        "--inputs",
+        arg(&test_set),
+        "--labels",
+        &labels,
+        "--max-accuracy-drop",
+        "0.01",
+        "--min-cosine",
+        "0",
+    ]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    // The same model whatever the thread count.
+    let first = std::fs::read(dir.path().join("auto.onnx")).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    assert!(auto(other.path(), &["--max-accuracy-drop", "0.01"], "1")
+        .status
+        .success());
+    assert_eq!(
+        std::fs::read(other.path().join("auto.onnx")).unwrap(),
+        first
+    );
+}
+
+#[test]
+fn when_nothing_passes_auto_exits_1_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = auto(dir.path(), &["--min-cosine", "0.9999999"], "2");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no sparsity above zero passes"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn auto_without_inputs_or_a_tolerance_or_with_flags_it_overrides_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = sample("dense.onnx");
+    let out_path = dir.path().join("o.onnx");
+    let base = ["prune", arg(&model), "-o", arg(&out_path)];
+    let (test_set, _) = sample_test_set();
+    for (flags, needle) in [
+        (vec!["--sparsity", "auto", "--min-cosine", "0.99"], "inputs"),
+        (
+            vec!["--sparsity", "auto", "--inputs", arg(&test_set)],
+            "needs a tolerance",
+        ),
+        (
+            vec![
+                "--sparsity",
+                "auto",
+                "--inputs",
+                arg(&test_set),
+                "--min-cosine",
+                "0.9",
+                "--scope",
+                "global",
+            ],
+            "--scope global",
+        ),
+        (
+            vec![
+                "--sparsity",
+                "auto",
+                "--inputs",
+                arg(&test_set),
+                "--max-accuracy-drop",
+                "0.01",
+            ],
+            "needs --labels",
+        ),
+        (
+            vec![
+                "--sparsity",
+                "auto",
+                "--inputs",
+                arg(&test_set),
+                "--min-cosine",
+                "0.9",
+                "--max-evaluations",
+                "0",
+            ],
+            "at least 1",
+        ),
+        (
+            vec!["--sparsity", "0.5", "--max-evaluations", "3"],
+            "--max-evaluations",
+        ),
+        (vec!["--sparsity", "most"], "neither a number"),
+    ] {
+        let args = [&base[..], &flags].concat();
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: `{needle}` not in {stderr}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

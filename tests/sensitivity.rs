@@ -1,0 +1,164 @@
+//! `sensitivity`: one weight pruned at a time, measured through tract on real data.
+
+use crate::common::{arg, run, run_with_env, sample, sample_test_set};
+
+/// The PyTorch sample at two sparsities, with labels: the JSON report.
+fn report(dir: &std::path::Path, threads: &str) -> Vec<u8> {
+    let (test_set, labels) = sample_test_set();
+    let report = dir.join(format!("sensitivity_{threads}.json"));
+    let plot = dir.join(format!("sensitivity_{threads}.svg"));
+    let out = run_with_env(
+        &[
+            "sensitivity",
+            arg(&sample("dense.onnx")),
+            "--inputs",
+            arg(&test_set),
+            "--labels",
+            &labels,
+            "--sparsities",
+            "0.9,0.5",
+            "--report",
+            arg(&report),
+            "--plot",
+            arg(&plot),
+        ],
+        &[("RAYON_NUM_THREADS", threads)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("accuracy drop"), "{stdout}");
+    std::fs::read(report).unwrap()
+}
+
+#[test]
+fn one_weight_at_a_time_on_the_pytorch_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = report(dir.path(), "2");
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["metric"], "accuracy_drop");
+    assert_eq!(json["sparsities"], serde_json::json!([0.5, 0.9]));
+    // The 10-class head is the weight that cannot lose 90%: it costs the most by far.
+    let at_90 = |id: &str| {
+        json["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == id)
+            .unwrap()["values"][1]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(at_90("fc3.weight") > 0.2, "{json}");
+    assert!(at_90("fc3.weight") > 10.0 * at_90("fc1.weight").abs().max(0.001));
+    insta::assert_json_snapshot!(json);
+
+    // The same bytes whatever the thread count.
+    assert_eq!(report(dir.path(), "1"), bytes);
+    assert_eq!(report(dir.path(), "3"), bytes);
+
+    // The plot is SVG that names every weight.
+    let svg = std::fs::read_to_string(dir.path().join("sensitivity_2.svg")).unwrap();
+    let document = roxmltree::Document::parse(&svg).expect("the plot is well-formed XML");
+    assert_eq!(document.root_element().tag_name().name(), "svg");
+    let texts: Vec<String> = document
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(|t| t.trim().to_string()))
+        .collect();
+    for id in ["fc1.weight", "fc2.weight", "fc3.weight"] {
+        assert!(
+            texts.iter().any(|t| t == id),
+            "{id} is not labelled: {texts:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_sparsity_lists_patterns_and_inputs_exit_2_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = sample("dense.onnx");
+    let (test_set, _) = sample_test_set();
+    let base = ["sensitivity", arg(&model)];
+    let with_inputs = ["--inputs", arg(&test_set)];
+    let plot_over_input = ["--plot", arg(&model)];
+    for (flags, needle) in [
+        (
+            vec![&with_inputs[..], &["--sparsities", "0.5,abc"]],
+            "`abc` is not a number",
+        ),
+        (
+            vec![&with_inputs[..], &["--sparsities", "0,0.5"]],
+            "prunes nothing",
+        ),
+        (vec![&with_inputs[..], &["--sparsities", "1.5"]], "[0, 1)"),
+        (
+            vec![&with_inputs[..], &["--pattern", "2:4"]],
+            "fixes the sparsity",
+        ),
+        (vec![&[][..]], "--inputs"),
+        (
+            vec![&with_inputs[..], &plot_over_input],
+            "would overwrite the input",
+        ),
+    ] {
+        let args: Vec<&str> = [&base[..]]
+            .into_iter()
+            .chain(flags)
+            .flatten()
+            .copied()
+            .collect();
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: `{needle}` not in {stderr}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn replayed_steps_are_plotted_with_every_step_labelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (test_set, labels) = sample_test_set();
+    let (model, schedule) = (sample("dense.onnx"), sample("schedule.json"));
+    let (steps, plot) = (dir.path().join("steps"), dir.path().join("steps.svg"));
+    let replay = [
+        "replay",
+        arg(&model),
+        "--schedule",
+        arg(&schedule),
+        "--all-steps",
+        "--out-dir",
+        arg(&steps),
+        "--plot",
+        arg(&plot),
+    ];
+    let without_check = run(&replay);
+    assert_eq!(without_check.status.code(), Some(2));
+    assert!(!plot.exists());
+    let check = ["--check", "--inputs", arg(&test_set), "--labels", &labels];
+    let out = run(&[&replay[..], &check].concat());
+    assert!(
+        [Some(0), Some(1)].contains(&out.status.code()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    let document = roxmltree::Document::parse(&svg).expect("well-formed XML");
+    let texts: Vec<String> = document
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(|t| t.trim().to_string()))
+        .collect();
+    assert!(texts.iter().any(|t| t.contains("accuracy")), "{texts:?}");
+    for step in 3..=10 {
+        let label = format!("step {step}");
+        assert!(texts.contains(&label), "{label} missing: {texts:?}");
+    }
+}
