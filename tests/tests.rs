@@ -11,6 +11,7 @@ mod corrupted;
 mod hostile;
 mod in_place;
 mod inspect;
+mod packaging;
 mod past_2gib;
 mod prune;
 mod replay;

@@ -4,13 +4,22 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// What `--version` prints after the name: this version and the tract version that runs the
+/// models (read from Cargo.lock by build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (tract ",
+    env!("ONNX_PRUNE_TRACT_VERSION"),
+    ")"
+);
+
 /// Prune ONNX models by weight magnitude or by replaying a mask schedule exported from training,
 /// and check what pruning cost by running both models through tract.
 ///
 /// Exit codes: 0 success, 1 a check failed its tolerance, 2 bad usage or bad input,
 /// 3 the model cannot be run by tract.
 #[derive(Debug, Parser)]
-#[command(name = "onnx-prune", version, about, long_about)]
+#[command(name = "onnx-prune", version = VERSION, about, long_about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -64,6 +73,38 @@ pub enum Command {
     ///   onnx-prune sensitivity model.onnx --random 32 --sparsities 0.5,0.7,0.9 --report s.json
     #[command(verbatim_doc_comment)]
     Sensitivity(SensitivityArgs),
+
+    /// Print the completion script for a shell.
+    ///
+    /// Examples:
+    ///   onnx-prune completions bash > ~/.local/share/bash-completion/completions/onnx-prune
+    ///   onnx-prune completions zsh > ~/.zfunc/_onnx-prune
+    ///   onnx-prune completions fish > ~/.config/fish/completions/onnx-prune.fish
+    ///   onnx-prune completions powershell >> $PROFILE
+    #[command(verbatim_doc_comment)]
+    Completions(CompletionsArgs),
+
+    /// Print the man page (roff) of onnx-prune, or of one of its commands.
+    ///
+    /// Examples:
+    ///   onnx-prune man > onnx-prune.1 && man ./onnx-prune.1
+    ///   onnx-prune man prune > onnx-prune-prune.1
+    #[command(verbatim_doc_comment)]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (default: the page of onnx-prune itself).
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
 }
 
 #[derive(Debug, Args)]

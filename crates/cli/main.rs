@@ -5,6 +5,7 @@ mod args;
 mod auto;
 mod check;
 mod files;
+mod generate;
 mod inspect;
 mod plot;
 mod progress;
@@ -41,6 +42,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Sensitivity(args) => sensitivity::run(args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man(args) => generate::man(args),
     };
     match result {
         Ok(code) => code,
