@@ -256,3 +256,33 @@ pub fn check_labels(labels: &[i64], plan: &Plan) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(dt: DatumType) -> BTreeMap<String, Tensor> {
+        let t = Tensor::zero_dt(dt, &[1, 2]).unwrap();
+        BTreeMap::from([("x".to_string(), t)])
+    }
+
+    /// A tract panic is bad input only where the input values may be out of the model's
+    /// range: integers the reference itself could not take.
+    #[test]
+    fn a_tract_panic_is_exit_3_unless_integer_inputs_may_be_out_of_range() {
+        let path = Path::new("m.onnx");
+        let panic = || RunError::Panic("index out of bounds".into());
+        let floats = run_error(panic(), path, &inputs(DatumType::F32), 4, false);
+        assert!(
+            matches!(&floats, Error::Unsupported { msg, .. } if msg.contains("sample 4") && msg.contains("index out of bounds")),
+            "{floats}"
+        );
+        let integers = run_error(panic(), path, &inputs(DatumType::I64), 4, false);
+        assert!(matches!(integers, Error::Usage(_)), "{integers}");
+        let after_reference = run_error(panic(), path, &inputs(DatumType::I64), 4, true);
+        assert!(
+            matches!(&after_reference, Error::Unsupported { msg, .. } if msg.contains("the reference ran")),
+            "{after_reference}"
+        );
+    }
+}
