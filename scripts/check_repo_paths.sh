@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails, naming file and line, when a tracked file refers to a path outside the repository
-# (`../shared/...` and the like): a user's fresh clone has nothing beside it.
+# (a folder beside the checkout, and the like): a user's fresh clone has nothing beside it.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 root=$(pwd -P)
