@@ -13,7 +13,7 @@ use crate::model::Model;
 use crate::proto::DataType;
 use crate::rewrite::Edit;
 use crate::threshold::{cut, Segment};
-use crate::values::{count_zeros, dense_bytes, magnitude_key, value_stats};
+use crate::values::{count_zeros, dense_bytes, finite_values, magnitude_key};
 use crate::weights::Weight;
 use crate::zeroing::Zeroing;
 
@@ -243,14 +243,7 @@ pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result
         .par_iter()
         .map(|&weight| {
             let tensor = &model.tensors()[weight.tensor];
-            let data = dense_bytes(model, tensor)?;
-            let stats = value_stats(tensor.dtype, &data);
-            if let Some(index) = stats.first_non_finite {
-                return Err(Error::tensor(
-                    &weight.id,
-                    format!("element {index} is NaN or infinite; refusing to rank it by magnitude"),
-                ));
-            }
+            let (data, stats) = finite_values(model, weight, "rank it by magnitude")?;
             let zeros_before = stats.zeros;
             Ok(Loaded {
                 weight,

@@ -90,6 +90,25 @@ pub fn stored_bytes<'m>(
     Ok(bytes)
 }
 
+/// A weight's elements (see [`dense_bytes`]) and their statistics, refusing NaN and infinities,
+/// which no score can rank; `why` ends the message ("rank it by magnitude", "score it").
+pub(crate) fn finite_values<'m>(
+    model: &'m Model,
+    weight: &crate::weights::Weight,
+    why: &str,
+) -> Result<(Cow<'m, [u8]>, ValueStats)> {
+    let tensor = &model.tensors()[weight.tensor];
+    let data = dense_bytes(model, tensor)?;
+    let stats = value_stats(tensor.dtype, &data);
+    if let Some(index) = stats.first_non_finite {
+        return Err(crate::error::Error::tensor(
+            &weight.id,
+            format!("element {index} is NaN or infinite; refusing to {why}"),
+        ));
+    }
+    Ok((data, stats))
+}
+
 /// The elements of a tensor as little-endian bytes (see [`stored_bytes`]); a tensor stored
 /// sparse is densified.
 pub fn dense_bytes<'m>(model: &'m Model, tensor: &Tensor) -> Result<Cow<'m, [u8]>> {

@@ -23,9 +23,9 @@ pub use stats::{ConvGeometry, Geometry, LayerStats, Padding, Tap};
 
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::prune::{plan, Pattern, Plan, PruneConfig, Scope, WeightOutcome};
+use crate::prune::{plan, zeros_for, Pattern, Plan, PruneConfig, Scope, WeightOutcome};
 use crate::rewrite::{to_bytes, Change, Edit};
-use crate::values::{count_zeros, dense_bytes, value_stats};
+use crate::values::{count_zeros, dense_bytes, finite_values};
 use crate::weights::Weight;
 use crate::zeroing::Zeroing;
 use view::{decode, encode, layer_of, MatrixView};
@@ -287,16 +287,11 @@ fn target(
 
 /// The weight's values as `f64`, refusing NaN and infinities.
 fn weight_values(model: &Model, weight: &Weight) -> Result<(Vec<f64>, u64)> {
-    let tensor = &model.tensors()[weight.tensor];
-    let data = dense_bytes(model, tensor)?;
-    let stats = value_stats(tensor.dtype, &data);
-    if let Some(index) = stats.first_non_finite {
-        return Err(Error::tensor(
-            &weight.id,
-            format!("element {index} is NaN or infinite; refusing to score it"),
-        ));
-    }
-    Ok((decode(tensor.dtype, &data), stats.zeros))
+    let (data, stats) = finite_values(model, weight, "score it")?;
+    Ok((
+        decode(model.tensors()[weight.tensor].dtype, &data),
+        stats.zeros,
+    ))
 }
 
 /// Wanda or SparseGPT for one layer, then its output error and bias correction.
@@ -335,7 +330,7 @@ fn decide(
         }
         Method::SparseGpt => {
             if let Target::Fraction(s) = target {
-                let wanted = (s * params as f64).round_ties_even() as u64;
+                let wanted = zeros_for(s, params);
                 if zeros_before >= wanted {
                     outcome.skipped = Some(format!(
                         "already holds {zeros_before} zeros, at least the {wanted} wanted"

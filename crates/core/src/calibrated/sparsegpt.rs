@@ -13,6 +13,7 @@ use nalgebra::DMatrix;
 use crate::calibrated::stats::LayerStats;
 use crate::calibrated::view::MatrixView;
 use crate::calibrated::Target;
+use crate::prune::zeros_for;
 
 /// Columns per block, as the reference.
 const BLOCK: usize = 128;
@@ -49,7 +50,7 @@ pub(crate) fn prune(
     // Elements whose blocks came before: each block zeroes its share of round(S x n).
     let mut before = 0usize;
     let share = |s: f64, before: usize, len: usize| {
-        let cum = |e: usize| (s * e as f64).round_ties_even() as usize;
+        let cum = |e: usize| zeros_for(s, e as u64) as usize;
         cum(before + len) - cum(before)
     };
     for g in 0..view.groups {

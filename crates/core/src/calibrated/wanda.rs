@@ -3,6 +3,7 @@
 use crate::calibrated::stats::LayerStats;
 use crate::calibrated::view::MatrixView;
 use crate::calibrated::Target;
+use crate::prune::zeros_for;
 
 /// Wanda scores of every element, by flat index.
 pub(crate) fn scores(view: &MatrixView, values: &[f64], stats: &LayerStats) -> Vec<f64> {
@@ -48,7 +49,7 @@ pub(crate) fn keep(
         };
         match target {
             Target::Fraction(s) => {
-                let count = (s * view.cols as f64).round_ties_even() as usize;
+                let count = zeros_for(s, view.cols as u64) as usize;
                 zero(&mut row[..], count);
             }
             Target::NOfM { n, m } => {
