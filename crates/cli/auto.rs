@@ -7,17 +7,18 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use onnx_prune_core::budget::{allocate, thresholds, LayerCurve};
 use onnx_prune_core::{
-    discover_with, plan, save, select, Destination, Model, Pattern, Plan, PruneConfig,
-    RewriteReport, Weight,
+    discover_with, save, select, Calibrated, Destination, Method, Model, Pattern, Plan,
+    PruneConfig, RewriteReport, Weight,
 };
-use onnx_prune_verify::CheckReport;
+use onnx_prune_verify::{CalibrationOptions, CheckReport};
 use regex::Regex;
 
 use crate::args::{PruneArgs, ScopeArg};
-use crate::check;
-use crate::files::{preflight_check, Files};
+use crate::check::{self, Baseline};
+use crate::files::{preflight_check, source_path, Files};
 use crate::progress::Progress;
 use crate::prune::{finish, parse_pattern, selection};
+use crate::pruner::Pruner;
 use crate::sensitivity::{measure, Metric};
 use crate::stdout;
 
@@ -73,7 +74,7 @@ fn validate(args: &PruneArgs) -> Result<()> {
 
 /// The plan giving each selected weight its sparsity.
 fn plan_for(
-    model: &Model,
+    pruner: &Pruner,
     selected: &[&Weight],
     sparsities: &[f64],
     pattern: Pattern,
@@ -88,10 +89,16 @@ fn plan_for(
         sparsity_for,
         ..PruneConfig::default()
     };
-    Ok(plan(model, selected, &config)?)
+    pruner.plan(selected, &config)
 }
 
-pub fn run(args: PruneArgs) -> Result<ExitCode> {
+/// Searches, writes and checks the model; `method` and `calibrated` as `--method` and
+/// `--calibration` ask.
+pub fn run(
+    args: PruneArgs,
+    method: Method,
+    calibrated: Option<(Calibrated, CalibrationOptions)>,
+) -> Result<ExitCode> {
     validate(&args)?;
     let pattern = parse_pattern(&args.pattern)?;
     if pattern.fixed_sparsity().is_some() {
@@ -110,11 +117,20 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     if !given.contains(&"--max-accuracy-drop") {
         options.tolerances.max_accuracy_drop = f64::INFINITY;
     }
+    let budget = args.max_evaluations.unwrap_or(DEFAULT_MAX_EVALUATIONS);
+    if budget == 0 {
+        bail!("--max-evaluations must be at least 1");
+    }
     let output = args.output.as_deref().expect("validated");
     let model = Model::load(&args.model)?;
     let mut files = Files::default();
     files.read_model(&model).read_check_inputs(&options);
     preflight_check(&options)?;
+    if let Some((_, calibration)) = &calibrated {
+        for source in &calibration.inputs {
+            files.read(source_path(source));
+        }
+    }
     files.write_model("-o", &model, Destination::File(output))?;
     if let Some(report) = &args.rewrite.report {
         files.write("--report", report);
@@ -130,8 +146,13 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     let selected = select(&model, &weights, &selection)?;
 
     let progress = Progress::start();
-    progress.phase("measuring each weight's sensitivity through tract");
-    let reports = measure(&model, &args.model, &selected, &GRID, pattern, &options)?;
+    if calibrated.is_some() {
+        progress.phase("calibrating through tract");
+    }
+    let pruner = Pruner::new(&model, calibrated, &selected)?;
+    progress.phase("running the model through tract");
+    let baseline = Baseline::load(&args.model, &options)?;
+    let reports = measure(&pruner, &baseline, (&selected, &GRID, pattern), &progress)?;
     // The curves measure what the tolerances bound.
     let metric = if given.contains(&"--max-accuracy-drop") && options.labels.is_some() {
         Metric::Accuracy
@@ -152,12 +173,15 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
                 .collect(),
         })
         .collect();
-    progress.phase("searching the largest sparsity that passes");
     let steps = thresholds(&curves);
+    progress.steps(
+        "searching the largest sparsity that passes",
+        budget.min(steps.len()) as u64,
+    );
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     let evaluate = |tau: f64, overall: f64| -> Result<Tried> {
         let sparsities = allocate(&curves, tau);
-        let plan = plan_for(&model, &selected, &sparsities, pattern)?;
+        let plan = plan_for(&pruner, &selected, &sparsities, pattern)?;
         let candidate = scratch.path().join("candidate.onnx");
         save(
             &model,
@@ -165,7 +189,8 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
             Destination::File(&candidate),
             args.rewrite.storage.into(),
         )?;
-        let report = check::run_check(&args.model, &candidate, &options)?;
+        let report = baseline.check(&candidate)?;
+        progress.step();
         Ok(Tried {
             sparsities,
             overall,
@@ -175,10 +200,6 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     // Overall sparsity grows with the threshold. Bisect for the last passing step, then, as
     // measured accuracy is not monotonic in sparsity (a few samples either way), spend what is
     // left of the budget on the steps above it, largest first.
-    let budget = args.max_evaluations.unwrap_or(DEFAULT_MAX_EVALUATIONS);
-    if budget == 0 {
-        bail!("--max-evaluations must be at least 1");
-    }
     let (mut low, mut high) = (0usize, steps.len());
     let mut best: Option<Tried> = None;
     let mut smallest_failure: Option<Tried> = None;
@@ -219,16 +240,20 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
         ))?;
         return Ok(check::exit_code(&failure.report));
     };
-    let plan = plan_for(&model, &selected, &best.sparsities, pattern)?;
+    let plan = plan_for(&pruner, &selected, &best.sparsities, pattern)?;
     let saved = save(
         &model,
         &plan.edits,
         Destination::File(output),
         args.rewrite.storage.into(),
     )?;
-    let report = RewriteReport::new(&model, plan.outcomes, Some(&saved))?;
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut report = RewriteReport::new(&model, plan.outcomes, Some(&saved))?;
+    report.method = Some(method.name());
     // The written model, checked once more: what ships is what was verified.
-    let checked = check::run_check(&args.model, output, &options)?;
+    let checked = baseline.check(output)?;
     stdout::print(format!(
         "--sparsity auto: {:.2}% overall ({} sensitivity runs, {evaluations} search checks, \
          metric {})\n",
