@@ -348,3 +348,49 @@ fn a_gemm_with_beta_gets_its_new_c_scaled_and_a_free_name() {
     let left = max_drift(&fixed, &dense);
     assert!(left < 1e-5, "mean off by {left}: {fixed:?} vs {dense:?}");
 }
+
+/// Sequential order hands tract the model with the earlier layers' biases already added (an
+/// in-memory copy with the new nodes): every layer still gains its bias, and the last layer's
+/// mean output is the one its (corrected) input gives it unpruned.
+#[test]
+fn sequential_order_runs_on_the_model_with_the_biases_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = calibration("bias_free.onnx");
+    let data = calibration("bias_free_calibration.npz");
+    let out = dir.path().join("seq.onnx");
+    let flags = [
+        "--method",
+        "sparsegpt",
+        "--sparsity",
+        "0.6",
+        "--calibration-order",
+    ];
+    let report = prune(
+        &model,
+        &out,
+        &data,
+        &[&flags[..], &["sequential", "--correct-bias"]].concat(),
+    );
+    let notes: Vec<String> = report["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["notes"].to_string())
+        .collect();
+    assert!(notes.iter().all(|n| n.contains("added")), "{notes:?}");
+    // Prune all but the last layer the same way: the last layer's input is then the same.
+    let head = dir.path().join("head.onnx");
+    let include = ["--include", "^(conv|fc)\\.weight$|^val_16$"];
+    prune(
+        &model,
+        &head,
+        &data,
+        &[&flags[..], &["sequential", "--correct-bias"], &include].concat(),
+    );
+    let rows = Geometry::Rows { transposed: false };
+    let (expected, got) = (
+        mean_output(&head, &data, "y", &rows, 3),
+        mean_output(&out, &data, "y", &rows, 3),
+    );
+    assert!(max_drift(&expected, &got) < 1e-5, "{expected:?} vs {got:?}");
+}
