@@ -17,4 +17,5 @@ mod prune;
 mod replay;
 mod roundtrip;
 mod sensitivity;
+mod shrink;
 mod trust;

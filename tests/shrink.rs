@@ -1,0 +1,312 @@
+//! `shrink`: the channel groups of each kind of graph, masked equivalence of random removals,
+//! dead channels found exactly, the report, external data, and bad input.
+
+use std::path::{Path, PathBuf};
+
+use onnx_prune_core::shrink::{self, Request, Side};
+use onnx_prune_core::Model;
+
+use crate::common::{arg, fixture, run, stdout_ok};
+
+fn graph(name: &str) -> PathBuf {
+    fixture("shrink/graphs").join(name)
+}
+
+/// Real exports among the top-level fixtures that reach the shrink analysis.
+const REAL: &[&str] = &[
+    "conv_constants.onnx",
+    "light_resnet50.onnx",
+    "light_squeezenet.onnx",
+    "paddle2onnx_cnn.onnx",
+    "pytorch_chunk.onnx",
+    "pytorch_conv2d.onnx",
+    "tf2onnx_cnn.onnx",
+    "digits_mlp_pytorch.onnx",
+    "mlp_gemm.onnx",
+];
+
+fn describe(path: &Path) -> String {
+    shrink::analyze(&Model::load(path).unwrap())
+        .unwrap()
+        .describe()
+}
+
+#[test]
+fn groups_of_each_kind_of_graph() {
+    insta::glob!("../fixtures/shrink/graphs", "*.onnx", |path| {
+        insta::assert_snapshot!(describe(path));
+    });
+}
+
+#[test]
+fn groups_of_real_exports() {
+    for name in REAL {
+        insta::assert_snapshot!(format!("real_{name}"), describe(&fixture(name)));
+    }
+}
+
+/// A removal of about 40% of each open group's units, never all of them (a small LCG: the
+/// same removals on every run).
+fn random_removal(analysis: &shrink::Analysis, seed: u64) -> Vec<Vec<usize>> {
+    let mut state = seed;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as f64 / (1u64 << 31) as f64
+    };
+    analysis
+        .groups
+        .iter()
+        .map(|g| {
+            if !g.blocked.is_empty() {
+                return Vec::new();
+            }
+            let mut units: Vec<usize> = (0..g.period).filter(|_| next() < 0.4).collect();
+            if units.len() == g.period {
+                units.pop();
+            }
+            (0..g.channels)
+                .filter(|c| units.contains(&(c % g.period)))
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs both models through tract on random inputs; they must agree to float rounding.
+fn assert_same_outputs(reference: &Path, candidate: &Path) {
+    let out = run(&[
+        "check",
+        arg(reference),
+        arg(candidate),
+        "--random",
+        "3",
+        "--seed",
+        "5",
+        "--atol",
+        "1e-4",
+        "--rtol",
+        "1e-4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{} vs {}: {}{}",
+        reference.display(),
+        candidate.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn every_graph() -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(fixture("shrink/graphs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .chain(REAL.iter().map(|n| fixture(n)))
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn shrunk_models_compute_what_the_masked_originals_compute() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shrunk_any = 0;
+    for path in every_graph() {
+        let model = Model::load(&path).unwrap();
+        let analysis = shrink::analyze(&model).unwrap();
+        for seed in [1, 2] {
+            let removed = random_removal(&analysis, seed);
+            if removed.iter().all(Vec::is_empty) {
+                continue;
+            }
+            shrunk_any += 1;
+            let (bytes, totals) = shrink::shrink_bytes(&model, &analysis, &removed).unwrap();
+            assert!(
+                totals.params_after < totals.params_before,
+                "{}",
+                path.display()
+            );
+            let masked =
+                shrink::zeroed_bytes(&model, &analysis, &removed, Side::Consumers).unwrap();
+            let (a, b) = (
+                dir.path().join("masked.onnx"),
+                dir.path().join("shrunk.onnx"),
+            );
+            std::fs::write(&a, masked).unwrap();
+            std::fs::write(&b, bytes).unwrap();
+            assert_same_outputs(&a, &b);
+        }
+    }
+    assert!(shrunk_any >= 16, "only {shrunk_any} removals were tried");
+}
+
+/// Channels whose weights were zeroed on one side, then shrunk without --sparsity.
+fn dead_after_zeroing(path: &Path, side: Side, dir: &Path) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
+    let model = Model::load(path).unwrap();
+    let analysis = shrink::analyze(&model).unwrap();
+    let removed = random_removal(&analysis, 3);
+    let zeroed = dir.join("zeroed.onnx");
+    std::fs::write(
+        &zeroed,
+        shrink::zeroed_bytes(&model, &analysis, &removed, side).unwrap(),
+    )
+    .unwrap();
+    let out = dir.join("dead_removed.onnx");
+    let status = run(&["shrink", arg(&zeroed), "-o", arg(&out)]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_same_outputs(&zeroed, &out);
+    let z = Model::load(&zeroed).unwrap();
+    let found = shrink::choose(&z, &shrink::analyze(&z).unwrap(), &Request::default()).unwrap();
+    (removed, found)
+}
+
+#[test]
+fn dead_channels_are_removed_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    for path in every_graph() {
+        let analysis = shrink::analyze(&Model::load(&path).unwrap()).unwrap();
+        if analysis.open().next().is_none() {
+            continue;
+        }
+        // Unread channels (consumer weights zero) are dead whatever the ops on the way.
+        let (removed, found) = dead_after_zeroing(&path, Side::Consumers, dir.path());
+        for (g, (r, f)) in removed.iter().zip(&found).enumerate() {
+            assert!(
+                r.iter().all(|c| f.contains(c)),
+                "{} group {g}: {r:?} not in {f:?}",
+                path.display()
+            );
+        }
+        // Channels made zero are dead only when every op on the way maps 0 to 0.
+        let (removed, found) = dead_after_zeroing(&path, Side::Producers, dir.path());
+        for (g, group) in analysis.groups.iter().enumerate() {
+            if group.not_zero.is_none()
+                && !group
+                    .members
+                    .iter()
+                    .any(|m| m.starts_with("BatchNormalization"))
+            {
+                assert!(
+                    removed[g].iter().all(|c| found[g].contains(c)),
+                    "{} group {g}: {:?} not in {:?}",
+                    path.display(),
+                    removed[g],
+                    found[g]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_norm_with_a_shift_makes_zeroed_channels_constant_not_dead() {
+    // Regression guard: a BN with beta != 0 maps 0 to beta - mean * scale / sqrt(var + eps),
+    // so zeroed conv filters before it leave constant channels that must stay.
+    let dir = tempfile::tempdir().unwrap();
+    let (removed, found) =
+        dead_after_zeroing(&graph("residual_add.onnx"), Side::Producers, dir.path());
+    assert!(removed.iter().any(|r| !r.is_empty()));
+    assert!(found.iter().all(Vec::is_empty), "{found:?}");
+}
+
+#[test]
+fn report_of_a_shrink() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
+    let model = graph("residual_add.onnx");
+    stdout_ok(&[
+        "shrink",
+        arg(&model),
+        "-o",
+        arg(&out),
+        "--sparsity",
+        "0.5",
+        "--round-to",
+        "2",
+        "--report",
+        arg(&report),
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    for g in json["groups"].as_array().unwrap() {
+        let (before, after) = (
+            g["channels_before"].as_u64().unwrap(),
+            g["channels_after"].as_u64().unwrap(),
+        );
+        assert_eq!(
+            before - after,
+            g["removed"].as_array().unwrap().len() as u64
+        );
+        assert!(after >= 1 && (after % 2 == 0 || after == before));
+    }
+    insta::assert_json_snapshot!(json);
+}
+
+#[test]
+fn external_data_shrinks_like_inline_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        dir.path().join("inline.onnx"),
+        dir.path().join("ext/out.onnx"),
+    );
+    std::fs::create_dir_all(dir.path().join("ext")).unwrap();
+    for (input, output) in [
+        (graph("residual_add.onnx"), &a),
+        (graph("external/residual_add.onnx"), &b),
+    ] {
+        stdout_ok(&[
+            "shrink",
+            arg(&input),
+            "-o",
+            arg(output),
+            "--sparsity",
+            "0.5",
+        ]);
+    }
+    assert!(dir.path().join("ext/weights.bin").exists());
+    assert_eq!(describe(&a), describe(&b));
+    assert_same_outputs(&a, &b);
+}
+
+/// Runs a shrink that must fail with exit 2, mentioning `needle`, and write nothing.
+fn refused(args: &[&str], needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let mut all = vec!["shrink"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", arg(&out)]);
+    let result = run(&all);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    assert!(!out.exists(), "{args:?} wrote its output");
+}
+
+#[test]
+fn bad_input_exits_2_and_writes_nothing() {
+    let model = graph("residual_add.onnx");
+    let model = arg(&model);
+    refused(&[model, "--sparsity", "1"], "--sparsity must be in [0, 1)");
+    refused(
+        &[model, "--sparsity", "-0.1"],
+        "--sparsity must be in [0, 1)",
+    );
+    refused(&[model, "--round-to", "0"], "--round-to must be at least 1");
+    refused(
+        &[model, "--include", "no such node"],
+        "--include/--exclude select no open channel group",
+    );
+    refused(
+        &[model, "--scope", "global"],
+        "--scope has no effect without --sparsity",
+    );
+    let conv = fixture("pytorch_conv2d.onnx");
+    refused(&[arg(&conv)], "blocked by graph output");
+    let bad = graph("bad/inconsistent.onnx");
+    refused(&[arg(&bad)], "node `Conv_");
+}
