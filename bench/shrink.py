@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Helpers for bench/shrink.sh (structured pruning: onnx-prune shrink vs onnxsim 0.8.1's
+apply_structured_pruning).
+
+  shrink.py resnet18 MODEL.onnx INPUTS.npz [SAMPLES]
+      ResNet-18 in torchvision's layout (BasicBlocks [2, 2, 2, 2], widths 64-512, 1000 classes),
+      random init with randomised BatchNorm statistics, exported by torch.onnx.export
+      (TorchScript exporter, opset 17, eval, BatchNorm folded, dynamic batch) with SAMPLES
+      (default 8) random 3x224x224 inputs.
+  shrink.py onnxsim MODEL.onnx OUT.onnx SPARSITY
+      onnxsim.apply_structured_pruning(model, SPARSITY) (L2 importance, per layer), saved.
+  shrink.py row NAME ORIGINAL.onnx PRUNED.onnx INPUTS.npz [LABELS_KEY]
+      One markdown row: onnx.checker(full_check=True), parameters, MACs per sample, tract and
+      onnxruntime latency per sample (both single-threaded, median of 3 timed runs of the whole
+      batch), and the output's max abs difference to the original (or accuracy with labels).
+      tract runs through its Python bindings (the `tract` package, the tract version
+      onnx-prune links).
+Needs: pip install torch onnx onnxruntime numpy onnxsim==0.8.1 tract==0.23.9
+"""
+import os
+import sys
+import time
+
+import numpy as np
+import onnx
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shrink_check  # noqa: E402  (the same checker, parameter and MAC counts as the cross-check)
+
+REPEAT = 3
+
+
+def resnet18(model_path, inputs_path, samples=8):
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU(inplace=True)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                                nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            return self.relu(self.bn2(self.conv2(out)) + identity)
+
+    class ResNet18(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            widths = [64, 128, 256, 512]
+            stages, cin = [], 64
+            for i, w in enumerate(widths):
+                stages.append(nn.Sequential(Block(cin, w, 1 if i == 0 else 2), Block(w, w, 1)))
+                cin = w
+            self.layer1, self.layer2, self.layer3, self.layer4 = stages
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(512, 1000)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    torch.manual_seed(0)
+    model = ResNet18()
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=gen)
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.weight.data = torch.rand(c, generator=gen) * 0.5 + 0.5
+            m.bias.data = torch.randn(c, generator=gen) * 0.1
+            m.running_mean = torch.randn(c, generator=gen) * 0.1
+            m.running_var = torch.rand(c, generator=gen) + 0.5
+    model.eval()
+    torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), model_path, input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+                      opset_version=17, do_constant_folding=True, dynamo=False)
+    x = np.random.default_rng(2).standard_normal((samples, 3, 224, 224)).astype(np.float32)
+    np.savez(inputs_path, input=x)
+
+
+def onnxsim_prune(model_path, out_path, sparsity):
+    import onnxsim
+
+    onnx.save(onnxsim.apply_structured_pruning(onnx.load(model_path), sparsity=float(sparsity)), out_path)
+
+
+def tract_latency(model_path, feeds):
+    """Seconds per sample of tract (optimised, single-threaded) on the whole batch, and its
+    outputs; an error message instead when tract cannot load or run the model."""
+    import tract
+
+    try:
+        model = tract.onnx().load(model_path)
+        ordered = [feeds[model.input_name(i)] for i in range(model.input_count())]
+        for i, array in enumerate(ordered):
+            model.set_input_fact(i, ",".join(map(str, array.shape)) + ",f32")
+        runnable = model.into_model().into_runnable()
+        runnable.run(ordered)
+        times = []
+        for _ in range(REPEAT):
+            start = time.perf_counter()
+            runnable.run(ordered)
+            times.append(time.perf_counter() - start)
+        return float(np.median(times)) / len(ordered[0]), None
+    except Exception as e:  # tract raises TractError with a backtrace; keep its first line
+        return None, str(e).strip().splitlines()[0][:120]
+
+
+def row(name, original, pruned, inputs, labels=None):
+    r = shrink_check.compare(original, pruned, inputs, labels, threads=1, repeat=REPEAT)
+    model = onnx.load(pruned)
+    names = [i.name for i in shrink_check.inputs_of(model)]
+    data = np.load(inputs)
+    tract_s, tract_error = tract_latency(pruned, {n: data[n] for n in names})
+    quality = (f"accuracy {r['accuracy_shrunk']:.4f}" if labels else
+               f"max abs diff {r['max_abs_diff']:.3g}, cosine {r['min_cosine']:.4f}" if "max_abs_diff" in r else
+               f"output shapes differ: {r['output_shapes_shrunk']}")
+    checker = "pass" if r["checker_shrunk"] is None else f"FAIL ({r['checker_shrunk'][:90]})"
+    tract_ms = f"{tract_s * 1e3:.2f}" if tract_s is not None else f"fails: {tract_error}"
+    print(f"| {name} | {r['params_shrunk']:,} | {r['macs_shrunk'] / 1e6:.3f}M "
+          f"| {tract_ms} | {r['latency_shrunk_s'] * 1e3:.2f} | {quality} | {checker} |")
+
+
+def main():
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "resnet18":
+        resnet18(args[0], args[1], *(int(a) for a in args[2:]))
+    elif command == "onnxsim":
+        onnxsim_prune(*args)
+    elif command == "row":
+        row(*args)
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Structured pruning: onnx-prune shrink vs onnxsim 0.8.1's apply_structured_pruning, at 30% and
+# 50% of each group's channels, on a ResNet-18 (torchvision layout, random init, 224x224, 8
+# samples; bench/shrink.py resnet18) and on the trained digits CNN of
+# fixtures/shrink/real (450 labelled test samples, no fine-tuning after pruning). Per output:
+# parameters, MACs per sample, tract and onnxruntime latency per sample (single-threaded), the
+# output's max abs difference to the original (or test accuracy) and whether
+# onnx.checker(full_check=True) accepts it. The onnx-prune rows are skipped, with a message, when
+# the binary has no `shrink` subcommand.
+# Usage: bench/shrink.sh     (PYTHON=path/to/python picks the interpreter)
+#   needs: pip install torch onnx onnxruntime numpy onnxsim==0.8.1 tract==0.23.9
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+out=bench/out/shrink
+mkdir -p "$out"
+[ -f "$out/resnet18.onnx" ] || "$py" bench/shrink.py resnet18 "$out/resnet18.onnx" "$out/resnet18_inputs.npz"
+cp fixtures/shrink/real/digits_cnn.onnx "$out/digits_cnn.onnx"
+cp fixtures/shrink/real/digits_cnn_test_set.npz "$out/digits_cnn_inputs.npz"
+# ONNX_PRUNE=path/to/onnx-prune skips the release build.
+bin=${ONNX_PRUNE:-target/release/onnx-prune}
+[ -n "${ONNX_PRUNE:-}" ] || cargo build --release --locked --quiet
+since() { printf '%.2f' "$(echo "$(date +%s.%N) - $1" | bc)"; }
+has_shrink=1
+if ! "$bin" shrink --help > /dev/null 2>&1; then
+  has_shrink=0
+  echo "note: $bin has no 'shrink' subcommand: the onnx-prune rows are skipped" >&2
+fi
+{
+  echo "$(nproc) cores; latency per sample, single-threaded, median of 3 runs over the whole batch"
+  for name in resnet18 digits_cnn; do
+    model="$out/$name.onnx"
+    inputs="$out/${name}_inputs.npz"
+    labels=()
+    [ "$name" = digits_cnn ] && labels=(labels)
+    echo
+    echo "$name ($inputs)"
+    echo
+    echo "| model | parameters | MACs | tract ms | onnxruntime ms | outputs | onnx.checker full |"
+    echo "|---|---|---|---|---|---|---|"
+    "$py" bench/shrink.py row "original" "$model" "$model" "$inputs" "${labels[@]}"
+    for sparsity in 0.3 0.5; do
+      ours="$out/$name-shrink-$sparsity.onnx"
+      if [ "$has_shrink" = 1 ]; then
+        rm -f "$ours"
+        start=$(date +%s.%N)
+        if "$bin" shrink "$model" -o "$ours" --sparsity "$sparsity" --report "$ours.json" > "$ours.log" 2>&1; then
+          took=$(since "$start")
+          "$py" bench/shrink.py row "onnx-prune shrink --sparsity $sparsity (${took}s)" "$model" "$ours" "$inputs" "${labels[@]}"
+        else
+          echo "| onnx-prune shrink --sparsity $sparsity | failed: $(tail -1 "$ours.log") | | | | | |"
+        fi
+      else
+        echo "| onnx-prune shrink --sparsity $sparsity | skipped: no shrink subcommand | | | | | |"
+      fi
+      theirs="$out/$name-onnxsim-$sparsity.onnx"
+      start=$(date +%s.%N)
+      if "$py" bench/shrink.py onnxsim "$model" "$theirs" "$sparsity" > "$theirs.log" 2>&1; then
+        took=$(since "$start")
+        "$py" bench/shrink.py row "onnxsim 0.8.1 apply_structured_pruning($sparsity) (${took}s)" "$model" "$theirs" "$inputs" "${labels[@]}"
+      else
+        echo "| onnxsim 0.8.1 apply_structured_pruning($sparsity) | failed: $(tail -1 "$theirs.log") | | | | | |"
+      fi
+    done
+  done
+} | tee "$out/results.md"

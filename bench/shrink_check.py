@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Cross-checks a shrunk model against its original with the ONNX tools themselves, independent
+of onnx-prune and tract: `onnx.checker.check_model(full_check=True)` on both, parameters and
+multiply-accumulates (MACs per sample) of both, then both run through onnxruntime on the same
+inputs: output shapes, max abs difference (or accuracy with labels) and latency per sample.
+
+Usage: bench/shrink_check.py ORIGINAL SHRUNK INPUTS.npz [--labels KEY] [--max-diff X]
+                             [--threads N] [--repeat N] [--json]
+  INPUTS.npz holds one array per model input, named as the input, sample axis first (other
+  keys, e.g. the labels, are ignored as inputs). Exit 0 when the shrunk model passes the checker
+  and gives the original's output shapes (and --max-diff, when given, holds); 1 otherwise.
+Needs: pip install onnx onnxruntime numpy
+"""
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper, shape_inference
+
+FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+          onnx.TensorProto.DOUBLE}
+
+
+def checker(model):
+    """None when onnx.checker with full shape inference accepts the model, else its message."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        return None
+    except Exception as e:  # the checker raises ValidationError and InferenceError
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
+
+
+def parameters(model):
+    """Elements of every floating-point initializer and Constant tensor (the weights)."""
+    tensors = list(model.graph.initializer)
+    tensors += [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
+                if a.name == "value"]
+    return int(sum(np.prod(t.dims, dtype=np.int64) for t in tensors if t.data_type in FLOATS))
+
+
+def inputs_of(model):
+    initializers = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def macs(model, sample_shapes):
+    """Multiply-accumulates for one sample of Conv, ConvTranspose, Gemm and MatMul, from shapes
+    that onnx's shape inference gives with the inputs fixed at batch 1 (the model's own
+    value_info is dropped first, so a stale entry cannot mislead it)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.value_info[:]
+    for i in inputs_of(m):
+        dims = i.type.tensor_type.shape.dim
+        for d, size in zip(dims, (1, *sample_shapes[i.name][1:])):
+            d.Clear()
+            d.dim_value = int(size)
+    m = shape_inference.infer_shapes(m, data_prop=True)
+    shapes = {}
+    for v in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[v.name] = [d.dim_value for d in dims]
+    shapes.update({t.name: list(t.dims) for t in m.graph.initializer})
+    total = 0
+    for n in m.graph.node:
+        if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            continue
+        a, w, out = shapes.get(n.input[0]), shapes.get(n.input[1]), shapes.get(n.output[0])
+        if a is None or w is None or out is None:
+            raise SystemExit(f"shrink_check: no static shape around node {n.name!r} ({n.op_type})")
+        if n.op_type == "Conv":
+            total += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif n.op_type == "ConvTranspose":
+            total += int(np.prod(a)) * int(np.prod(w[1:]))
+        else:  # Gemm, MatMul: every output element sums K products
+            trans_a = any(x.name == "transA" and x.i for x in n.attribute)
+            k = a[0] if trans_a and n.op_type == "Gemm" else a[-1]
+            total += int(np.prod(out)) * int(k)
+    return total
+
+
+def session(model, threads):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def run(sess, feeds, repeat):
+    """Outputs and the median over `repeat` timed runs (after one warm-up) of seconds per sample."""
+    outputs = sess.run(None, feeds)
+    samples = next(iter(feeds.values())).shape[0]
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    return outputs, float(np.median(times)) / samples
+
+
+def cosine(a, b):
+    """The smallest per-sample cosine similarity between two outputs (sample axis first)."""
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    dot = np.sum(a * b, axis=1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.min(np.where(norms > 0, dot / np.maximum(norms, 1e-300), 1.0)))
+
+
+def compare(original_path, shrunk_path, npz_path, labels=None, threads=1, repeat=5):
+    """Everything the report prints, as a dict."""
+    original, shrunk = onnx.load(original_path), onnx.load(shrunk_path)
+    data = np.load(npz_path)
+    names = [i.name for i in inputs_of(original)]
+    missing = [n for n in names if n not in data.files]
+    if missing:
+        raise SystemExit(f"shrink_check: {npz_path} has no array for input(s) {missing} "
+                         f"(it has {data.files})")
+    feeds = {n: data[n] for n in names}
+    result = {
+        "checker_original": checker(original), "checker_shrunk": checker(shrunk),
+        "params_original": parameters(original), "params_shrunk": parameters(shrunk),
+        "macs_original": macs(original, {k: v.shape for k, v in feeds.items()}),
+        "macs_shrunk": macs(shrunk, {k: v.shape for k, v in feeds.items()}),
+        "samples": int(next(iter(feeds.values())).shape[0]),
+    }
+    out_a, result["latency_original_s"] = run(session(original, threads), feeds, repeat)
+    out_b, result["latency_shrunk_s"] = run(session(shrunk, threads), feeds, repeat)
+    result["output_shapes_original"] = [list(o.shape) for o in out_a]
+    result["output_shapes_shrunk"] = [list(o.shape) for o in out_b]
+    result["same_shapes"] = result["output_shapes_original"] == result["output_shapes_shrunk"]
+    if result["same_shapes"]:
+        result["max_abs_diff"] = max(float(np.max(np.abs(a.astype(np.float64) - b)))
+                                     for a, b in zip(out_a, out_b))
+        result["min_cosine"] = min(cosine(a, b) for a, b in zip(out_a, out_b))
+    if labels is not None:
+        truth = data[labels].reshape(-1)
+        for key, out in (("accuracy_original", out_a), ("accuracy_shrunk", out_b)):
+            result[key] = float(np.mean(out[0].reshape(len(truth), -1).argmax(1) == truth))
+    return result
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("original")
+    p.add_argument("shrunk")
+    p.add_argument("inputs", help="npz: one array per model input, sample axis first")
+    p.add_argument("--labels", help="key of integer class labels in the npz (accuracy of output 0)")
+    p.add_argument("--max-diff", type=float, help="fail (exit 1) above this max abs difference")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs; the median is reported")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = p.parse_args()
+    r = compare(args.original, args.shrunk, args.inputs, args.labels, args.threads, args.repeat)
+    ok = r["checker_shrunk"] is None and r["same_shapes"]
+    if args.max_diff is not None and r.get("max_abs_diff", np.inf) > args.max_diff:
+        ok = False
+    if args.json:
+        print(json.dumps(r, indent=1))
+    else:
+        print(f"checker (full_check)  original: {r['checker_original'] or 'ok'}")
+        print(f"                      shrunk:   {r['checker_shrunk'] or 'ok'}")
+        print(f"parameters            {r['params_original']:,} -> {r['params_shrunk']:,} "
+              f"({r['params_shrunk'] / r['params_original']:.3f}x)")
+        print(f"MACs per sample       {r['macs_original']:,} -> {r['macs_shrunk']:,} "
+              f"({r['macs_shrunk'] / max(r['macs_original'], 1):.3f}x)")
+        print(f"output shapes         {r['output_shapes_original']} -> {r['output_shapes_shrunk']}"
+              f" ({'same' if r['same_shapes'] else 'DIFFERENT'})")
+        if "max_abs_diff" in r:
+            print(f"max abs diff          {r['max_abs_diff']:.3g} (min cosine {r['min_cosine']:.6f})")
+        if "accuracy_original" in r:
+            print(f"accuracy              {r['accuracy_original']:.4f} -> {r['accuracy_shrunk']:.4f}")
+        print(f"onnxruntime latency   {r['latency_original_s'] * 1e3:.4f} -> "
+              f"{r['latency_shrunk_s'] * 1e3:.4f} ms per sample ({args.threads} thread(s), "
+              f"{r['samples']} samples, median of {args.repeat})")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
