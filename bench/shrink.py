@@ -9,6 +9,12 @@ apply_structured_pruning).
       (default 8) random 3x224x224 inputs.
   shrink.py onnxsim MODEL.onnx OUT.onnx SPARSITY
       onnxsim.apply_structured_pruning(model, SPARSITY) (L2 importance, per layer), saved.
+  shrink.py dead ONNX_PRUNE OUT_DIR
+      Runs `ONNX_PRUNE shrink MODEL -o OUT` (no --sparsity: dead channels only) on every model of
+      fixtures/shrink/real/expected.json with dead groups; one markdown row each: parameters
+      before, after and as expected.json says once every dead group is gone (the per-group
+      figures explain a group left in place), the max abs output difference through onnxruntime
+      and onnx.checker(full_check=True).
   shrink.py row NAME ORIGINAL.onnx PRUNED.onnx INPUTS.npz [LABELS_KEY]
       One markdown row: onnx.checker(full_check=True), parameters, MACs per sample, tract and
       onnxruntime latency per sample (both single-threaded, median of 3 timed runs of the whole
@@ -136,12 +142,49 @@ def row(name, original, pruned, inputs, labels=None):
           f"| {tract_ms} | {r['latency_shrunk_s'] * 1e3:.2f} | {quality} | {checker} |")
 
 
+def initializer_parameters(path):
+    """Elements of the initializers, as expected.json counts them."""
+    return int(sum(np.prod(t.dims, dtype=np.int64) for t in onnx.load(path).graph.initializer))
+
+
+def dead(binary, out_dir):
+    import json
+    import subprocess
+
+    real = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "fixtures", "shrink", "real")
+    with open(os.path.join(real, "expected.json")) as f:
+        models = json.load(f)["models"]
+    print("| model | parameters | after shrink | expected (per group removed) | max abs diff | onnx.checker full |")
+    print("|---|---|---|---|---|---|")
+    for name, facts in models.items():
+        if "dead" not in facts:
+            continue
+        model, out = os.path.join(real, name), os.path.join(out_dir, name)
+        expected = f"{facts['parameters_after_removing_dead']:,} ({', '.join(str(g['parameters_removed']) for g in facts['dead'])})"
+        done = subprocess.run([binary, "shrink", model, "-o", out], capture_output=True, text=True)
+        if done.returncode != 0:
+            message = (done.stderr.strip().splitlines() or ["(no message)"])[0][:120]
+            print(f"| {name} | {facts['parameters']:,} | exit {done.returncode}: {message} | {expected} | | |")
+            continue
+        r = shrink_check.compare(model, out, os.path.join(real, facts["inputs"]), facts.get("labels"),
+                                 repeat=1)
+        diff = f"{r['max_abs_diff']:.3g}" if "max_abs_diff" in r else f"shapes {r['output_shapes_shrunk']}"
+        if "accuracy_original" in r:
+            diff += f" (accuracy {r['accuracy_original']:.4f} -> {r['accuracy_shrunk']:.4f})"
+        checker = "pass" if r["checker_shrunk"] is None else f"FAIL ({r['checker_shrunk'][:90]})"
+        print(f"| {name} | {facts['parameters']:,} | {initializer_parameters(out):,} | {expected} "
+              f"| {diff} | {checker} |")
+
+
 def main():
     command, args = sys.argv[1], sys.argv[2:]
     if command == "resnet18":
         resnet18(args[0], args[1], *(int(a) for a in args[2:]))
     elif command == "onnxsim":
         onnxsim_prune(*args)
+    elif command == "dead":
+        dead(*args)
     elif command == "row":
         row(*args)
     else:

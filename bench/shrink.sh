@@ -26,6 +26,15 @@ if ! "$bin" shrink --help > /dev/null 2>&1; then
   has_shrink=0
   echo "note: $bin has no 'shrink' subcommand: the onnx-prune rows are skipped" >&2
 fi
+if [ "$has_shrink" = 1 ]; then
+  {
+    echo "Dead channels only (no --sparsity) on fixtures/shrink/real: outputs must not change"
+    echo
+    mkdir -p "$out/dead"
+    "$py" bench/shrink.py dead "$bin" "$out/dead"
+    echo
+  } | tee "$out/dead.md"
+fi
 {
   echo "$(nproc) cores; latency per sample, single-threaded, median of 3 runs over the whole batch"
   for name in resnet18 digits_cnn; do

@@ -19,7 +19,6 @@ import time
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import numpy_helper, shape_inference
 
 FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
           onnx.TensorProto.DOUBLE}
@@ -47,32 +46,30 @@ def inputs_of(model):
     return [i for i in model.graph.input if i.name not in initializers]
 
 
-def macs(model, sample_shapes):
-    """Multiply-accumulates for one sample of Conv, ConvTranspose, Gemm and MatMul, from shapes
-    that onnx's shape inference gives with the inputs fixed at batch 1 (the model's own
-    value_info is dropped first, so a stale entry cannot mislead it)."""
+def macs(model, feeds):
+    """Multiply-accumulates for one sample of Conv, ConvTranspose, Gemm and MatMul, from the
+    shapes onnxruntime gives when it runs the first sample (so that neither a stale value_info
+    nor a shape that onnx's inference cannot follow, such as a Reshape fed by Shape/Slice,
+    matters)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    ops = [n for n in m.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+    weights = {t.name: list(t.dims) for t in m.graph.initializer}
+    weights.update({n.output[0]: list(a.t.dims) for n in m.graph.node if n.op_type == "Constant"
+                    for a in n.attribute if a.name == "value"})
+    wanted = {n.input[0] for n in ops} | {n.output[0] for n in ops}
+    wanted -= set(weights) | {i.name for i in m.graph.input} | {o.name for o in m.graph.output}
+    for name in sorted(wanted):
+        m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     del m.graph.value_info[:]
-    for i in inputs_of(m):
-        dims = i.type.tensor_type.shape.dim
-        for d, size in zip(dims, (1, *sample_shapes[i.name][1:])):
-            d.Clear()
-            d.dim_value = int(size)
-    m = shape_inference.infer_shapes(m, data_prop=True)
-    shapes = {}
-    for v in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
-        dims = v.type.tensor_type.shape.dim
-        if all(d.HasField("dim_value") for d in dims):
-            shapes[v.name] = [d.dim_value for d in dims]
-    shapes.update({t.name: list(t.dims) for t in m.graph.initializer})
+    sess = session(m, 1)
+    values = sess.run(None, {k: v[:1] for k, v in feeds.items()})
+    shapes = {o.name: list(v.shape) for o, v in zip(sess.get_outputs(), values)}
+    shapes.update({k: list(v[:1].shape) for k, v in feeds.items()})
+    shapes.update(weights)
     total = 0
-    for n in m.graph.node:
-        if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-            continue
-        a, w, out = shapes.get(n.input[0]), shapes.get(n.input[1]), shapes.get(n.output[0])
-        if a is None or w is None or out is None:
-            raise SystemExit(f"shrink_check: no static shape around node {n.name!r} ({n.op_type})")
+    for n in ops:
+        a, w, out = shapes[n.input[0]], shapes[n.input[1]], shapes[n.output[0]]
         if n.op_type == "Conv":
             total += int(np.prod(out)) * int(np.prod(w[1:]))
         elif n.op_type == "ConvTranspose":
@@ -125,8 +122,8 @@ def compare(original_path, shrunk_path, npz_path, labels=None, threads=1, repeat
     result = {
         "checker_original": checker(original), "checker_shrunk": checker(shrunk),
         "params_original": parameters(original), "params_shrunk": parameters(shrunk),
-        "macs_original": macs(original, {k: v.shape for k, v in feeds.items()}),
-        "macs_shrunk": macs(shrunk, {k: v.shape for k, v in feeds.items()}),
+        "macs_original": macs(original, feeds),
+        "macs_shrunk": macs(shrunk, feeds),
         "samples": int(next(iter(feeds.values())).shape[0]),
     }
     out_a, result["latency_original_s"] = run(session(original, threads), feeds, repeat)
