@@ -17,8 +17,8 @@ apply_structured_pruning).
       and onnx.checker(full_check=True).
   shrink.py row NAME ORIGINAL.onnx PRUNED.onnx INPUTS.npz [LABELS_KEY]
       One markdown row: onnx.checker(full_check=True), parameters, MACs per sample, tract and
-      onnxruntime latency per sample (both single-threaded, the fastest of 5 timed runs of the
-      whole batch), and the output's max abs difference to the original (or accuracy with labels).
+      onnxruntime latency per sample and its ratio to the original's (both single-threaded, the
+      fastest of 5 timed runs of the whole batch, original and pruned taking turns), and the output's max abs difference to the original (or accuracy with labels).
       tract runs through its Python bindings (the `tract` package, the tract version
       onnx-prune links).
 Needs: pip install torch onnx onnxruntime numpy onnxsim==0.8.1 tract==0.23.9
@@ -105,24 +105,22 @@ def onnxsim_prune(model_path, out_path, sparsity):
     onnx.save(onnxsim.apply_structured_pruning(onnx.load(model_path), sparsity=float(sparsity)), out_path)
 
 
-def tract_latency(model_path, feeds):
-    """Seconds per sample of tract (optimised, single-threaded) on the whole batch, and its
-    outputs; an error message instead when tract cannot load or run the model."""
+def tract_latency(paths, feeds):
+    """Seconds per sample of tract (optimised, single-threaded) on the whole batch for each
+    model, timed in turns (shrink_check.timed); an error message instead when tract cannot load
+    or run one of them."""
     import tract
 
+    runners = []
     try:
-        model = tract.onnx().load(model_path)
-        ordered = [feeds[model.input_name(i)] for i in range(model.input_count())]
-        for i, array in enumerate(ordered):
-            model.set_input_fact(i, ",".join(map(str, array.shape)) + ",f32")
-        runnable = model.into_model().into_runnable()
-        runnable.run(ordered)
-        times = []
-        for _ in range(REPEAT):
-            start = time.perf_counter()
-            runnable.run(ordered)
-            times.append(time.perf_counter() - start)
-        return min(times) / len(ordered[0]), None
+        for path in paths:
+            model = tract.onnx().load(path)
+            ordered = [feeds[model.input_name(i)] for i in range(model.input_count())]
+            for i, array in enumerate(ordered):
+                model.set_input_fact(i, ",".join(map(str, array.shape)) + ",f32")
+            runnable = model.into_model().into_runnable()
+            runners.append(lambda runnable=runnable, ordered=ordered: runnable.run(ordered))
+        return shrink_check.timed(runners, REPEAT, len(next(iter(feeds.values())))), None
     except Exception as e:  # tract raises TractError with a backtrace; keep its first line
         return None, str(e).strip().splitlines()[0][:120]
 
@@ -132,14 +130,16 @@ def row(name, original, pruned, inputs, labels=None):
     model = onnx.load(pruned)
     names = [i.name for i in shrink_check.inputs_of(model)]
     data = np.load(inputs)
-    tract_s, tract_error = tract_latency(pruned, {n: data[n] for n in names})
+    tract_s, tract_error = tract_latency([original, pruned], {n: data[n] for n in names})
     quality = (f"accuracy {r['accuracy_shrunk']:.4f}" if labels else
                f"max abs diff {r['max_abs_diff']:.3g}, cosine {r['min_cosine']:.4f}" if "max_abs_diff" in r else
                f"output shapes differ: {r['output_shapes_shrunk']}")
     checker = "pass" if r["checker_shrunk"] is None else f"FAIL ({r['checker_shrunk'][:90]})"
-    tract_ms = f"{tract_s * 1e3:.3g}" if tract_s is not None else f"fails: {tract_error}"
+    tract_ms = (f"{tract_s[1] * 1e3:.3g} ({tract_s[1] / tract_s[0]:.2f}x)" if tract_s is not None
+                else f"fails: {tract_error}")
+    ort_ms = f"{r['latency_shrunk_s'] * 1e3:.3g} ({r['latency_shrunk_s'] / r['latency_original_s']:.2f}x)"
     print(f"| {name} | {r['params_shrunk']:,} | {r['macs_shrunk'] / 1e6:.3f}M "
-          f"| {tract_ms} | {r['latency_shrunk_s'] * 1e3:.3g} | {quality} | {checker} |")
+          f"| {tract_ms} | {ort_ms} | {quality} | {checker} |")
 
 
 def initializer_parameters(path):

@@ -37,7 +37,9 @@ if [ "$has_shrink" = 1 ]; then
   } | tee "$out/dead.md"
 fi
 {
-  echo "$(nproc) cores; latency per sample, single-threaded, the fastest of 5 runs over the whole batch"
+  echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start; latency per sample,"
+  echo "single-threaded, the fastest of 5 runs over the whole batch, original and pruned in turns;"
+  echo "in brackets the ratio to the original's latency measured in the same turns"
   for name in resnet18 digits_cnn; do
     model="$out/$name.onnx"
     inputs="$out/${name}_inputs.npz"
@@ -46,7 +48,7 @@ fi
     echo
     echo "$name ($inputs)"
     echo
-    echo "| model | parameters | MACs | tract ms | onnxruntime ms | outputs | onnx.checker full |"
+    echo "| model | parameters | MACs per sample | tract ms | onnxruntime ms | outputs | onnx.checker full |"
     echo "|---|---|---|---|---|---|---|"
     "$py" bench/shrink.py row "original" "$model" "$model" "$inputs" "${labels[@]}"
     for sparsity in 0.3 0.5; do

@@ -88,17 +88,19 @@ def session(model, threads):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def run(sess, feeds, repeat):
-    """Outputs and the fastest of `repeat` timed runs (after one warm-up) in seconds per sample:
-    the minimum, since other processes on the machine only ever add time."""
-    outputs = sess.run(None, feeds)
-    samples = next(iter(feeds.values())).shape[0]
-    times = []
+def timed(runners, repeat, samples):
+    """Seconds per sample of each runner (a callable that runs one batch): the fastest of
+    `repeat` rounds after one warm-up, the runners taking turns within each round so that load
+    from other processes falls on all of them alike (the minimum, since load only adds time)."""
+    for runner in runners:
+        runner()
+    best = [float("inf")] * len(runners)
     for _ in range(repeat):
-        start = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return outputs, min(times) / samples
+        for i, runner in enumerate(runners):
+            start = time.perf_counter()
+            runner()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return [b / samples for b in best]
 
 
 def cosine(a, b):
@@ -127,8 +129,10 @@ def compare(original_path, shrunk_path, npz_path, labels=None, threads=1, repeat
         "macs_shrunk": macs(shrunk, feeds),
         "samples": int(next(iter(feeds.values())).shape[0]),
     }
-    out_a, result["latency_original_s"] = run(session(original, threads), feeds, repeat)
-    out_b, result["latency_shrunk_s"] = run(session(shrunk, threads), feeds, repeat)
+    sess_a, sess_b = session(original, threads), session(shrunk, threads)
+    out_a, out_b = sess_a.run(None, feeds), sess_b.run(None, feeds)
+    result["latency_original_s"], result["latency_shrunk_s"] = timed(
+        [lambda: sess_a.run(None, feeds), lambda: sess_b.run(None, feeds)], repeat, result["samples"])
     result["output_shapes_original"] = [list(o.shape) for o in out_a]
     result["output_shapes_shrunk"] = [list(o.shape) for o in out_b]
     result["same_shapes"] = result["output_shapes_original"] == result["output_shapes_shrunk"]
