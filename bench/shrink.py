@@ -18,9 +18,11 @@ apply_structured_pruning).
   shrink.py row NAME ORIGINAL.onnx PRUNED.onnx INPUTS.npz [LABELS_KEY]
       One markdown row: onnx.checker(full_check=True), parameters, MACs per sample, tract and
       onnxruntime latency per sample and its ratio to the original's (both single-threaded, the
-      fastest of 5 timed runs of the whole batch, original and pruned taking turns), and the output's max abs difference to the original (or accuracy with labels).
-      tract runs through its Python bindings (the `tract` package, the tract version
-      onnx-prune links).
+      fastest of 5 timed runs of the whole batch, original and pruned taking turns), and the
+      output's max abs difference to the original (or accuracy with labels). tract runs through
+      its Python bindings (the `tract` package, the tract version onnx-prune links).
+      PRUNED.onnx.json, an onnx-prune report, when present, must give the same params_after and
+      macs_after as counted here.
 Needs: pip install torch onnx onnxruntime numpy onnxsim==0.8.1 tract==0.23.9
 """
 import os
@@ -125,6 +127,30 @@ def tract_latency(paths, feeds):
         return None, str(e).strip().splitlines()[0][:120]
 
 
+def report_totals(path):
+    """`params_after` and `macs_after` from an onnx-prune report (wherever they sit in it), or
+    an empty dict without a report."""
+    import json
+
+    if not os.path.exists(path):
+        return {}
+    found = {}
+
+    def walk(value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("params_after", "macs_after") and isinstance(item, (int, float)):
+                    found.setdefault(key, item)
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    with open(path) as f:
+        walk(json.load(f))
+    return found
+
+
 def row(name, original, pruned, inputs, labels=None):
     r = shrink_check.compare(original, pruned, inputs, labels, threads=1, repeat=REPEAT)
     model = onnx.load(pruned)
@@ -135,6 +161,11 @@ def row(name, original, pruned, inputs, labels=None):
                f"max abs diff {r['max_abs_diff']:.3g}, cosine {r['min_cosine']:.4f}" if "max_abs_diff" in r else
                f"output shapes differ: {r['output_shapes_shrunk']}")
     checker = "pass" if r["checker_shrunk"] is None else f"FAIL ({r['checker_shrunk'][:90]})"
+    # onnx-prune's own report (OUT.onnx.json) must agree with the counts made here.
+    claims = report_totals(pruned + ".json")
+    for key, mine in (("params_after", r["params_shrunk"]), ("macs_after", r["macs_shrunk"])):
+        if key in claims and claims[key] != mine:
+            quality += f"; its report says {key} {claims[key]:,}, counted here {mine:,}"
     tract_ms = (f"{tract_s[1] * 1e3:.3g} ({tract_s[1] / tract_s[0]:.2f}x)" if tract_s is not None
                 else f"fails: {tract_error}")
     ort_ms = f"{r['latency_shrunk_s'] * 1e3:.3g} ({r['latency_shrunk_s'] / r['latency_original_s']:.2f}x)"
