@@ -2,11 +2,12 @@
 """Helpers for bench/shrink.sh (structured pruning: onnx-prune shrink vs onnxsim 0.8.1's
 apply_structured_pruning).
 
-  shrink.py resnet18 MODEL.onnx INPUTS.npz [SAMPLES]
+  shrink.py resnet18 MODEL.onnx INPUTS.npz [torchscript|dynamo]
       ResNet-18 in torchvision's layout (BasicBlocks [2, 2, 2, 2], widths 64-512, 1000 classes),
-      random init with randomised BatchNorm statistics, exported by torch.onnx.export
-      (TorchScript exporter, opset 17, eval, BatchNorm folded, dynamic batch) with SAMPLES
-      (default 8) random 3x224x224 inputs.
+      random init with randomised BatchNorm statistics, exported by torch.onnx.export in eval
+      mode with a dynamic batch, BatchNorm folded: by the TorchScript exporter (opset 17,
+      default) or by the dynamo one (torch 2.15's default, opset 18, every intermediate shape
+      in value_info), with 8 random 3x224x224 inputs.
   shrink.py onnxsim MODEL.onnx OUT.onnx SPARSITY
       onnxsim.apply_structured_pruning(model, SPARSITY) (L2 importance, per layer), saved.
   shrink.py dead ONNX_PRUNE OUT_DIR
@@ -38,7 +39,7 @@ import shrink_check  # noqa: E402  (the same checker, parameter and MAC counts a
 REPEAT = 5
 
 
-def resnet18(model_path, inputs_path, samples=8):
+def resnet18(model_path, inputs_path, exporter="torchscript"):
     import torch
     from torch import nn
 
@@ -94,10 +95,16 @@ def resnet18(model_path, inputs_path, samples=8):
             m.running_mean = torch.randn(c, generator=gen) * 0.1
             m.running_var = torch.rand(c, generator=gen) + 0.5
     model.eval()
-    torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), model_path, input_names=["input"],
-                      output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
-                      opset_version=17, do_constant_folding=True, dynamo=False)
-    x = np.random.default_rng(2).standard_normal((samples, 3, 224, 224)).astype(np.float32)
+    example = (torch.zeros(1, 3, 224, 224),)
+    if exporter == "dynamo":
+        torch.onnx.export(model, example, model_path, input_names=["input"], output_names=["logits"],
+                          dynamic_shapes={"x": {0: torch.export.Dim("N")}}, opset_version=18,
+                          dynamo=True, external_data=False)
+    else:
+        torch.onnx.export(model, example, model_path, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, opset_version=17,
+                          do_constant_folding=True, dynamo=False)
+    x = np.random.default_rng(2).standard_normal((8, 3, 224, 224)).astype(np.float32)
     np.savez(inputs_path, input=x)
 
 
@@ -116,11 +123,22 @@ def tract_latency(paths, feeds):
     runners = []
     try:
         for path in paths:
+            # A batch axis the model names (dim_param) stays a symbol, bound after analysis: a
+            # concrete input fact would clash with the same symbol in value_info (dynamo exports).
+            declared = {i.name: i.type.tensor_type.shape.dim for i in onnx.load(path).graph.input}
             model = tract.onnx().load(path)
             ordered = [feeds[model.input_name(i)] for i in range(model.input_count())]
+            symbols = {}
             for i, array in enumerate(ordered):
-                model.set_input_fact(i, ",".join(map(str, array.shape)) + ",f32")
-            runnable = model.into_model().into_runnable()
+                dims = declared[model.input_name(i)]
+                if dims and dims[0].dim_param:
+                    symbols[dims[0].dim_param] = int(array.shape[0])
+                else:
+                    model.set_input_fact(i, ",".join(map(str, array.shape)) + ",f32")
+            typed = model.into_model()
+            if symbols:
+                typed.transform(tract.SetSymbols(symbols))
+            runnable = typed.into_runnable()
             runners.append(lambda runnable=runnable, ordered=ordered: runnable.run(ordered))
         return shrink_check.timed(runners, REPEAT, len(next(iter(feeds.values())))), None
     except Exception as e:  # tract raises TractError with a backtrace; keep its first line
@@ -211,7 +229,7 @@ def dead(binary, out_dir):
 def main():
     command, args = sys.argv[1], sys.argv[2:]
     if command == "resnet18":
-        resnet18(args[0], args[1], *(int(a) for a in args[2:]))
+        resnet18(*args)
     elif command == "onnxsim":
         onnxsim_prune(*args)
     elif command == "dead":

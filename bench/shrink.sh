@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Structured pruning: onnx-prune shrink vs onnxsim 0.8.1's apply_structured_pruning, at 30% and
 # 50% of each group's channels (onnx-prune at 50% also with --round-to 8), on a ResNet-18
-# (torchvision layout, random init, 224x224, 8 samples; bench/shrink.py resnet18) and on the
+# (torchvision layout, random init, 224x224, 8 samples; bench/shrink.py resnet18) exported by
+# torch 2.15's TorchScript exporter and by its default (dynamo) exporter, and on the
 # trained digits CNN of fixtures/shrink/real (450 labelled test samples, no fine-tuning after
 # pruning). Per output: parameters, MACs per sample, tract and onnxruntime latency per sample
 # (single-threaded), the output's max abs difference to the original (or test accuracy) and
@@ -16,6 +17,8 @@ py=${PYTHON:-python3}
 out=bench/out/shrink
 mkdir -p "$out"
 [ -f "$out/resnet18.onnx" ] || "$py" bench/shrink.py resnet18 "$out/resnet18.onnx" "$out/resnet18_inputs.npz"
+[ -f "$out/resnet18_dynamo.onnx" ] ||
+  "$py" bench/shrink.py resnet18 "$out/resnet18_dynamo.onnx" "$out/resnet18_dynamo_inputs.npz" dynamo
 cp fixtures/shrink/real/digits_cnn.onnx "$out/digits_cnn.onnx"
 cp fixtures/shrink/real/digits_cnn_test_set.npz "$out/digits_cnn_inputs.npz"
 # ONNX_PRUNE=path/to/onnx-prune skips the release build.
@@ -40,7 +43,7 @@ fi
   echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start; latency per sample,"
   echo "single-threaded, the fastest of 5 runs over the whole batch, original and pruned in turns;"
   echo "in brackets the ratio to the original's latency measured in the same turns"
-  for name in resnet18 digits_cnn; do
+  for name in resnet18 resnet18_dynamo digits_cnn; do
     model="$out/$name.onnx"
     inputs="$out/${name}_inputs.npz"
     labels=()
