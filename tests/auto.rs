@@ -33,17 +33,44 @@ fn auto(dir: &Path, flags: &[&str], threads: &str) -> std::process::Output {
     )
 }
 
-#[test]
-fn auto_prunes_the_robust_layers_most_and_ships_a_model_that_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = auto(dir.path(), &["--max-accuracy-drop", "0.01"], "2");
+/// Runs `--sparsity auto` as [`auto`] does on 2 threads, expects success and returns the report.
+fn auto_report(dir: &Path, flags: &[&str]) -> serde_json::Value {
+    let out = auto(dir, flags, "2");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("auto.json")).unwrap()).unwrap();
+    serde_json::from_slice(&std::fs::read(dir.join("auto.json")).unwrap()).unwrap()
+}
+
+/// Checks the `auto.onnx` in `dir` afresh: at most one point of accuracy lost on the test set.
+fn assert_passes_one_point(dir: &Path) {
+    let (test_set, labels) = sample_test_set();
+    let check = run(&[
+        "check",
+        arg(&sample("dense.onnx")),
+        arg(&dir.join("auto.onnx")),
+        "--inputs",
+        arg(&test_set),
+        "--labels",
+        &labels,
+        "--max-accuracy-drop",
+        "0.01",
+        "--min-cosine",
+        "0",
+    ]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
+#[test]
+fn auto_prunes_the_robust_layers_most_and_ships_a_model_that_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = auto_report(dir.path(), &["--max-accuracy-drop", "0.01"]);
     let summary = &report["auto"];
     assert_eq!(summary["metric"], "accuracy_drop");
     let layer = |id: &str| {
@@ -61,25 +88,7 @@ fn auto_prunes_the_robust_layers_most_and_ships_a_model_that_passes() {
     assert!(layer("fc3.weight") < layer("fc2.weight"), "{summary}");
     assert!(summary["sparsity"].as_f64().unwrap() > 0.5, "{summary}");
     // What was written passes its own tolerance, checked afresh.
-    let (test_set, labels) = sample_test_set();
-    let check = run(&[
-        "check",
-        arg(&sample("dense.onnx")),
-        arg(&dir.path().join("auto.onnx")),
-        "--inputs",
-        arg(&test_set),
-        "--labels",
-        &labels,
-        "--max-accuracy-drop",
-        "0.01",
-        "--min-cosine",
-        "0",
-    ]);
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    assert_passes_one_point(dir.path());
 
     // The same model whatever the thread count.
     let first = std::fs::read(dir.path().join("auto.onnx")).unwrap();
@@ -168,4 +177,33 @@ fn auto_without_inputs_or_a_tolerance_or_with_flags_it_overrides_exits_2() {
         );
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// `--method sparsegpt` with `--sparsity auto`: the curves and every candidate come from
+/// SparseGPT (the dense model's statistics gathered once), and what is written passes.
+#[test]
+fn auto_searches_with_a_calibrated_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let (test_set, _) = sample_test_set();
+    let report = auto_report(
+        dir.path(),
+        &[
+            "--max-accuracy-drop",
+            "0.01",
+            "--method",
+            "sparsegpt",
+            "--calibration",
+            arg(&test_set),
+        ],
+    );
+    assert_eq!(report["method"], "sparsegpt");
+    assert!(
+        report["auto"]["sparsity"].as_f64().unwrap() > 0.5,
+        "{report}"
+    );
+    for weight in report["weights"].as_array().unwrap() {
+        assert_eq!(weight["values_changed"], true, "{weight}");
+        assert!(weight["output_error"].as_f64().is_some(), "{weight}");
+    }
+    assert_passes_one_point(dir.path());
 }

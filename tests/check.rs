@@ -232,3 +232,43 @@ fn test_data_sets_without_a_batch_axis_are_compared_whole() {
         );
     }
 }
+
+/// A [`Reference`] loaded once and compared with several candidates (what sensitivity, the
+/// `--sparsity auto` search and `replay --all-steps` do) reports exactly what a separate check
+/// of each candidate reports, whether it keeps its outputs or runs again.
+#[test]
+fn a_reference_kept_for_many_candidates_reports_what_single_checks_report() {
+    use onnx_prune_core::Model;
+    use onnx_prune_verify::{check, CheckOptions, InputSource, Keep, Reference};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (test_set, labels) = sample_test_set();
+    let dense = sample("dense.onnx");
+    let half = dir.path().join("half.onnx");
+    let pruned = run(&["prune", arg(&dense), "-o", arg(&half), "--sparsity", "0.5"]);
+    assert!(pruned.status.success());
+    let options = CheckOptions {
+        inputs: vec![InputSource::Npz(test_set)],
+        labels: Some(labels),
+        batch_size: Some(8),
+        ..CheckOptions::default()
+    };
+    let reference = Model::load(&dense).unwrap();
+    let subject = (&reference, reference.bytes());
+    let kept = Reference::load(subject, &options, Keep::Outputs).unwrap();
+    let rerun = Reference::load(subject, &options, Keep::Nothing).unwrap();
+    for candidate in [sample("reference_final.onnx"), half] {
+        let model = Model::load(&candidate).unwrap();
+        let single =
+            serde_json::to_value(check(subject, (&model, model.bytes()), &options).unwrap())
+                .unwrap();
+        for reference in [&kept, &rerun] {
+            let compared = reference.compare((&model, model.bytes())).unwrap();
+            assert_eq!(serde_json::to_value(compared).unwrap(), single);
+        }
+        assert!(
+            single["accuracy"]["candidate"].as_f64().unwrap() > 0.5,
+            "{single}"
+        );
+    }
+}

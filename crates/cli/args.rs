@@ -384,10 +384,10 @@ pub enum ScopeArg {
     Global,
 }
 
-/// Inputs and tolerances of a check through tract.
+/// The samples a check runs both models on.
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Check")]
-pub struct CheckFlags {
+pub struct SampleFlags {
     /// Input samples (repeatable): FILE.npz (keys are input names, first axis is the sample
     /// axis), a directory in the ONNX test-data layout (test_data_set_*/input_*.pb), or
     /// NAME=FILE.npy. Example: --inputs test_set.npz
@@ -424,6 +424,14 @@ pub struct CheckFlags {
     /// the input's type. Example: --fix sr=16000
     #[arg(long = "fix", value_name = "NAME=VALUE")]
     pub fixes: Vec<String>,
+}
+
+/// Samples and tolerances of a check through tract.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Check")]
+pub struct CheckFlags {
+    #[command(flatten)]
+    pub samples: SampleFlags,
 
     /// Absolute element-wise tolerance: an element passes when
     /// |candidate - reference| <= atol + rtol * |reference| (numpy.isclose, as Polygraphy).
@@ -459,15 +467,16 @@ impl CheckFlags {
 impl CheckFlags {
     /// The flags given (those with defaults: when given another value than the default).
     pub fn given(&self) -> Vec<&'static str> {
-        let defaults = CheckFlags::default();
+        let defaults = CheckFlags::default().samples;
+        let samples = &self.samples;
         [
-            ("--inputs", !self.inputs.is_empty()),
-            ("--random", self.random.is_some()),
-            ("--seed", self.seed != defaults.seed),
-            ("--shape", !self.shapes.is_empty()),
-            ("--labels", self.labels.is_some()),
-            ("--batch-size", self.batch_size != defaults.batch_size),
-            ("--fix", !self.fixes.is_empty()),
+            ("--inputs", !samples.inputs.is_empty()),
+            ("--random", samples.random.is_some()),
+            ("--seed", samples.seed != defaults.seed),
+            ("--shape", !samples.shapes.is_empty()),
+            ("--labels", samples.labels.is_some()),
+            ("--batch-size", samples.batch_size != defaults.batch_size),
+            ("--fix", !samples.fixes.is_empty()),
             ("--atol", self.atol.is_some()),
             ("--rtol", self.rtol.is_some()),
             ("--min-cosine", self.min_cosine.is_some()),
@@ -614,29 +623,11 @@ pub struct SensitivityArgs {
     #[arg(long, value_name = "N", default_value_t = onnx_prune_core::DEFAULT_MIN_PARAMS)]
     pub min_params: u64,
 
-    /// Input samples (repeatable), as for `check --inputs`. Example: --inputs test_set.npz
-    #[arg(long, value_name = "FILE|DIR|NAME=FILE")]
-    pub inputs: Vec<String>,
+    #[command(flatten)]
+    pub samples: SampleFlags,
 
-    /// Draw N random samples for the inputs not given by --inputs.
-    #[arg(long, value_name = "N")]
-    pub random: Option<usize>,
-
-    /// Seed of --random.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub seed: u64,
-
-    /// Shape of an input with dynamic dimensions (repeatable). Example: --shape x=1,3,32,32
-    #[arg(long = "shape", value_name = "NAME=D,D,...")]
-    pub shapes: Vec<String>,
-
-    /// Class labels (FILE.npy or FILE.npz:KEY): the metric becomes the accuracy drop.
-    #[arg(long, value_name = "FILE")]
-    pub labels: Option<String>,
-
-    /// Samples per run where the model's batch dimension is free.
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub calibration: CalibrationFlags,
 
     /// Also write the curves as JSON to FILE (keys: metric, pattern, sparsities, weights,
     /// samples).

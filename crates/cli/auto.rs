@@ -7,17 +7,18 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use onnx_prune_core::budget::{allocate, thresholds, LayerCurve};
 use onnx_prune_core::{
-    discover_with, plan, save, select, Destination, Model, Pattern, Plan, PruneConfig,
-    RewriteReport, Weight,
+    discover_with, save, select, Calibrated, Destination, Method, Model, Pattern, Plan,
+    PruneConfig, RewriteReport, Weight,
 };
-use onnx_prune_verify::CheckReport;
+use onnx_prune_verify::{CalibrationOptions, CheckReport};
 use regex::Regex;
 
 use crate::args::{PruneArgs, ScopeArg};
-use crate::check;
-use crate::files::{preflight_check, Files};
+use crate::check::{self, Baseline};
+use crate::files::{preflight_check, source_path, Files};
 use crate::progress::Progress;
 use crate::prune::{finish, parse_pattern, selection};
+use crate::pruner::Pruner;
 use crate::sensitivity::{measure, Metric};
 use crate::stdout;
 
@@ -73,7 +74,7 @@ fn validate(args: &PruneArgs) -> Result<()> {
 
 /// The plan giving each selected weight its sparsity.
 fn plan_for(
-    model: &Model,
+    pruner: &Pruner,
     selected: &[&Weight],
     sparsities: &[f64],
     pattern: Pattern,
@@ -88,10 +89,16 @@ fn plan_for(
         sparsity_for,
         ..PruneConfig::default()
     };
-    Ok(plan(model, selected, &config)?)
+    pruner.plan(selected, &config)
 }
 
-pub fn run(args: PruneArgs) -> Result<ExitCode> {
+/// Searches, writes and checks the model; `method` and `calibrated` as `--method` and
+/// `--calibration` ask.
+pub fn run(
+    args: PruneArgs,
+    method: Method,
+    calibrated: Option<(Calibrated, CalibrationOptions)>,
+) -> Result<ExitCode> {
     validate(&args)?;
     let pattern = parse_pattern(&args.pattern)?;
     if pattern.fixed_sparsity().is_some() {
@@ -115,6 +122,11 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     let mut files = Files::default();
     files.read_model(&model).read_check_inputs(&options);
     preflight_check(&options)?;
+    if let Some((_, calibration)) = &calibrated {
+        for source in &calibration.inputs {
+            files.read(source_path(source));
+        }
+    }
     files.write_model("-o", &model, Destination::File(output))?;
     if let Some(report) = &args.rewrite.report {
         files.write("--report", report);
@@ -130,8 +142,14 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     let selected = select(&model, &weights, &selection)?;
 
     let progress = Progress::start();
+    if calibrated.is_some() {
+        progress.phase("calibrating through tract");
+    }
+    let pruner = Pruner::new(&model, calibrated, &selected)?;
+    progress.phase("running the model through tract");
+    let baseline = Baseline::load(&args.model, &options)?;
     progress.phase("measuring each weight's sensitivity through tract");
-    let reports = measure(&model, &args.model, &selected, &GRID, pattern, &options)?;
+    let reports = measure(&pruner, &baseline, &selected, &GRID, pattern)?;
     // The curves measure what the tolerances bound.
     let metric = if given.contains(&"--max-accuracy-drop") && options.labels.is_some() {
         Metric::Accuracy
@@ -157,7 +175,7 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     let evaluate = |tau: f64, overall: f64| -> Result<Tried> {
         let sparsities = allocate(&curves, tau);
-        let plan = plan_for(&model, &selected, &sparsities, pattern)?;
+        let plan = plan_for(&pruner, &selected, &sparsities, pattern)?;
         let candidate = scratch.path().join("candidate.onnx");
         save(
             &model,
@@ -165,7 +183,7 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
             Destination::File(&candidate),
             args.rewrite.storage.into(),
         )?;
-        let report = check::run_check(&args.model, &candidate, &options)?;
+        let report = baseline.check(&candidate)?;
         Ok(Tried {
             sparsities,
             overall,
@@ -219,16 +237,20 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
         ))?;
         return Ok(check::exit_code(&failure.report));
     };
-    let plan = plan_for(&model, &selected, &best.sparsities, pattern)?;
+    let plan = plan_for(&pruner, &selected, &best.sparsities, pattern)?;
     let saved = save(
         &model,
         &plan.edits,
         Destination::File(output),
         args.rewrite.storage.into(),
     )?;
-    let report = RewriteReport::new(&model, plan.outcomes, Some(&saved))?;
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut report = RewriteReport::new(&model, plan.outcomes, Some(&saved))?;
+    report.method = Some(method.name());
     // The written model, checked once more: what ships is what was verified.
-    let checked = check::run_check(&args.model, output, &options)?;
+    let checked = baseline.check(output)?;
     stdout::print(format!(
         "--sparsity auto: {:.2}% overall ({} sensitivity runs, {evaluations} search checks, \
          metric {})\n",

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use onnx_prune_core::{densified, write_file_atomic, Model};
-use onnx_prune_verify::{check, CheckOptions, CheckReport, InputSource, Tolerances};
+use onnx_prune_verify::{
+    check, CheckOptions, CheckReport, InputSource, Keep, Reference, Tolerances,
+};
 
-use crate::args::{CheckArgs, CheckFlags};
+use crate::args::{CheckArgs, CheckFlags, SampleFlags};
 use crate::files::Files;
 use crate::progress::Progress;
 use crate::stdout;
@@ -31,6 +33,24 @@ pub fn input_source(spec: &str) -> InputSource {
 
 /// The check options the flags ask for.
 pub fn options(flags: &CheckFlags) -> Result<CheckOptions> {
+    let tolerances = Tolerances {
+        atol: flags.atol,
+        rtol: flags.rtol,
+        min_cosine: flags.min_cosine.unwrap_or(CheckFlags::DEFAULT_MIN_COSINE),
+        min_agreement: flags.min_agreement,
+        max_accuracy_drop: flags
+            .max_accuracy_drop
+            .unwrap_or(CheckFlags::DEFAULT_MAX_ACCURACY_DROP),
+    };
+    tolerances.validate()?;
+    Ok(CheckOptions {
+        tolerances,
+        ..sample_options(&flags.samples)?
+    })
+}
+
+/// The check options of the samples the flags describe, with the default tolerances.
+pub fn sample_options(flags: &SampleFlags) -> Result<CheckOptions> {
     let inputs = flags.inputs.iter().map(|spec| input_source(spec)).collect();
     let shapes = flags
         .shapes
@@ -63,25 +83,15 @@ pub fn options(flags: &CheckFlags) -> Result<CheckOptions> {
     if flags.batch_size == Some(0) {
         anyhow::bail!("--batch-size 0: a run takes at least one sample");
     }
-    let options = CheckOptions {
+    Ok(CheckOptions {
         inputs,
         random: flags.random.map(|n| (n, flags.seed)),
         shapes,
         labels: flags.labels.clone(),
         batch_size: flags.batch_size,
         fixes,
-        tolerances: Tolerances {
-            atol: flags.atol,
-            rtol: flags.rtol,
-            min_cosine: flags.min_cosine.unwrap_or(CheckFlags::DEFAULT_MIN_COSINE),
-            min_agreement: flags.min_agreement,
-            max_accuracy_drop: flags
-                .max_accuracy_drop
-                .unwrap_or(CheckFlags::DEFAULT_MAX_ACCURACY_DROP),
-        },
-    };
-    options.tolerances.validate()?;
-    Ok(options)
+        tolerances: Tolerances::default(),
+    })
 }
 
 /// The check options when `check` (`--check`) is set; without it, check flags would be silently
@@ -100,21 +110,48 @@ pub fn options_if(check: bool, flags: &CheckFlags) -> Result<Option<CheckOptions
     Ok(None)
 }
 
-/// Runs the check of `candidate` against `reference`. tract reads only dense initializers, so
-/// a model with sparse tensors is handed over densified; any other is handed its mapped bytes
-/// as they are, without a copy.
+/// A model's bytes as tract reads them: tract reads only dense initializers, so a model with
+/// sparse tensors is handed over densified; any other is handed its mapped bytes as they are,
+/// without a copy.
+fn tract_bytes(model: &Model) -> Result<std::borrow::Cow<'_, [u8]>> {
+    Ok(match densified(model)? {
+        Some(dense) => std::borrow::Cow::Owned(dense),
+        None => std::borrow::Cow::Borrowed(model.bytes()),
+    })
+}
+
+/// Runs the check of `candidate` against `reference`.
 pub fn run_check(
     reference: &Path,
     candidate: &Path,
     options: &CheckOptions,
 ) -> Result<CheckReport> {
     let (a, b) = (Model::load(reference)?, Model::load(candidate)?);
-    let (dense_a, dense_b) = (densified(&a)?, densified(&b)?);
-    let bytes_a = dense_a.as_deref().unwrap_or(a.bytes());
-    let bytes_b = dense_b.as_deref().unwrap_or(b.bytes());
-    let report = check((&a, bytes_a), (&b, bytes_b), options)?;
-    print_notes(&report);
+    let report = check((&a, &tract_bytes(&a)?), (&b, &tract_bytes(&b)?), options)?;
+    print_notes(&report.notes);
     Ok(report)
+}
+
+/// A reference checked against many candidates (sensitivity curves, the `--sparsity auto`
+/// search, `replay --all-steps`): loaded into tract and run once, its outputs kept.
+pub struct Baseline {
+    reference: Reference,
+}
+
+impl Baseline {
+    /// Loads the model at `reference` and runs it on the samples `options` describe.
+    pub fn load(reference: &Path, options: &CheckOptions) -> Result<Baseline> {
+        let model = Model::load(reference)?;
+        let reference = Reference::load((&model, &tract_bytes(&model)?), options, Keep::Outputs)?;
+        print_notes(reference.notes());
+        Ok(Baseline { reference })
+    }
+
+    /// Checks the model at `candidate` against the reference.
+    pub fn check(&self, candidate: &Path) -> Result<CheckReport> {
+        let model = Model::load(candidate)?;
+        Ok(self.reference.compare((&model, &tract_bytes(&model)?))?)
+    }
 }
 
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
@@ -140,8 +177,8 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
 }
 
 /// Says on stderr what was done to the data to fit the models.
-fn print_notes(report: &CheckReport) {
-    for note in &report.notes {
+fn print_notes(notes: &[String]) {
+    for note in notes {
         eprintln!("note: {note}");
     }
 }

@@ -10,6 +10,7 @@ mod inspect;
 mod plot;
 mod progress;
 mod prune;
+mod pruner;
 mod replay;
 mod sensitivity;
 mod shrink;

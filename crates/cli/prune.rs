@@ -111,7 +111,7 @@ fn configure(args: &PruneArgs) -> Result<(Selection, PruneConfig)> {
 
 /// The calibrated request the flags ask for, with its data; `None` for magnitude pruning
 /// without calibration data. Flags that would have no effect are errors.
-fn calibration(
+pub fn calibration(
     flags: &CalibrationFlags,
 ) -> Result<(Method, Option<(Calibrated, CalibrationOptions)>)> {
     let method = match flags.method {
@@ -164,12 +164,7 @@ fn calibration(
 pub fn run(args: PruneArgs) -> Result<ExitCode> {
     let (method, calibrated) = calibration(&args.calibration)?;
     if args.sparsity == Some(SparsityArg::Auto) {
-        if calibrated.is_some() {
-            bail!(
-                "--sparsity auto searches magnitude pruning only: drop --calibration and --method"
-            );
-        }
-        return auto::run(args);
+        return auto::run(args, method, calibrated);
     }
     if args.max_evaluations.is_some() {
         bail!("--max-evaluations bounds the search of --sparsity auto; it has no effect here");

@@ -13,10 +13,11 @@ use onnx_prune_core::{
 use onnx_prune_verify::CheckOptions;
 
 use crate::args::ReplayArgs;
+use crate::check::{self, Baseline};
 use crate::files::{preflight_check, Files};
+use crate::prune;
 use crate::stdout;
 use crate::table::{bytes, percent, table};
-use crate::{check, prune};
 
 fn read_map(path: &Path) -> Result<BTreeMap<String, String>> {
     let text = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
@@ -254,6 +255,9 @@ impl Replay<'_> {
         let mut last_passed = None;
         let mut curve: Vec<(i64, f64, f64)> = Vec::new();
         let mut metric = "cosine";
+        let baseline = check_options
+            .map(|options| Baseline::load(&self.args.model, options))
+            .transpose()?;
         for step in self.steps() {
             let plan = self.plan(Some(step))?;
             let output = self.step_output(dir, step);
@@ -264,8 +268,8 @@ impl Replay<'_> {
                 self.args.rewrite.storage.into(),
             )?;
             let report = RewriteReport::new(&self.model, plan.outcomes, Some(&saved))?;
-            let checked = match check_options {
-                Some(options) => Some(check::run_check(&self.args.model, &output, options)?),
+            let checked = match &baseline {
+                Some(baseline) => Some(baseline.check(&output)?),
                 None => None,
             };
             let trained = self

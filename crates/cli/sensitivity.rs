@@ -1,23 +1,23 @@
 //! `onnx-prune sensitivity`: prune one weight at a time at each sparsity, run both models
 //! through tract, and record what each costs: the curves a per-layer budget is drawn from.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use onnx_prune_core::{
-    check_sparsity, discover_with, plan, save, select, Destination, Model, Pattern, PruneConfig,
-    Storage, Weight,
+    check_sparsity, discover_with, save, select, Destination, Model, Pattern, PruneConfig, Storage,
+    Weight,
 };
-use onnx_prune_verify::{CheckOptions, CheckReport};
+use onnx_prune_verify::CheckReport;
 use rayon::prelude::*;
 
-use crate::args::{CheckFlags, SensitivityArgs};
-use crate::check;
-use crate::files::{preflight_check, Files};
+use crate::args::SensitivityArgs;
+use crate::check::{self, Baseline};
+use crate::files::{preflight_check, source_path, Files};
 use crate::plot;
 use crate::progress::Progress;
-use crate::prune::{parse_pattern, selection};
+use crate::prune::{calibration, parse_pattern, selection};
+use crate::pruner::Pruner;
 use crate::stdout;
 use crate::table::table;
 
@@ -92,6 +92,8 @@ pub struct Curve {
 pub struct Sensitivity {
     /// What the values measure.
     pub metric: Metric,
+    /// How the weights were pruned (`magnitude`, `wanda`, `sparsegpt`).
+    pub method: &'static str,
     /// The pattern weights were pruned with.
     pub pattern: String,
     /// Sparsities tried, in increasing order.
@@ -102,15 +104,14 @@ pub struct Sensitivity {
     pub samples: usize,
 }
 
-/// Checks `model` (read from `path`) with each selected weight alone pruned at each sparsity,
+/// Checks `model` against `baseline` with each selected weight alone pruned at each sparsity,
 /// in parallel: the report of weight `w` at sparsity `s` is at `w * sparsities.len() + s`.
 pub fn measure(
-    model: &Model,
-    path: &Path,
+    pruner: &Pruner,
+    baseline: &Baseline,
     selected: &[&Weight],
     sparsities: &[f64],
     pattern: Pattern,
-    options: &CheckOptions,
 ) -> Result<Vec<CheckReport>> {
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     let jobs: Vec<(usize, usize)> = (0..selected.len())
@@ -123,15 +124,16 @@ pub fn measure(
                 pattern,
                 ..PruneConfig::default()
             };
-            let plan = plan(model, &selected[w..=w], &config)?;
+            let plan = pruner.plan(&selected[w..=w], &config)?;
             let candidate = scratch.path().join(format!("w{w}_s{s}.onnx"));
             save(
-                model,
+                pruner.model(),
                 &plan.edits,
                 Destination::File(&candidate),
                 Storage::Dense,
             )?;
-            let report = check::run_check(path, &candidate, options)
+            let report = baseline
+                .check(&candidate)
                 .with_context(|| format!("checking `{}` at {}", selected[w].id, sparsities[s]))?;
             std::fs::remove_file(&candidate).ok();
             Ok(report)
@@ -164,20 +166,17 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
     if pattern.fixed_sparsity().is_some() {
         bail!("--pattern {pattern} fixes the sparsity; sensitivity varies it: use unstructured or block:RxC");
     }
-    let flags = CheckFlags {
-        inputs: args.inputs.clone(),
-        random: args.random,
-        seed: args.seed,
-        shapes: args.shapes.clone(),
-        labels: args.labels.clone(),
-        batch_size: Some(args.batch_size),
-        ..CheckFlags::default()
-    };
-    let options = check::options(&flags)?;
+    let options = check::sample_options(&args.samples)?;
+    let (method, calibrated) = calibration(&args.calibration)?;
     let model = Model::load(&args.model)?;
     let mut files = Files::default();
     files.read_model(&model).read_check_inputs(&options);
     preflight_check(&options)?;
+    if let Some((_, calibration)) = &calibrated {
+        for source in &calibration.inputs {
+            files.read(source_path(source));
+        }
+    }
     if let Some(report) = &args.report {
         files.write("--report", report);
     }
@@ -190,19 +189,19 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
     let selected = select(&model, &weights, &selection)?;
 
     let progress = Progress::start();
+    if calibrated.is_some() {
+        progress.phase("calibrating through tract");
+    }
+    let pruner = Pruner::new(&model, calibrated, &selected)?;
+    progress.phase("running the model through tract");
+    let baseline = Baseline::load(&args.model, &options)?;
     progress.phase("pruning one weight at a time and running tract");
-    let reports = measure(
-        &model,
-        &args.model,
-        &selected,
-        &sparsities,
-        pattern,
-        &options,
-    )?;
+    let reports = measure(&pruner, &baseline, &selected, &sparsities, pattern)?;
     drop(progress);
     let metric = Metric::of(&reports[0]);
     let result = Sensitivity {
         metric,
+        method: method.name(),
         pattern: pattern.to_string(),
         samples: reports[0].samples,
         weights: selected
@@ -249,9 +248,11 @@ pub fn render(result: &Sensitivity) -> String {
         .collect();
     let right: Vec<usize> = (1..header.len()).collect();
     format!(
-        "{} by sparsity, in percentage points ({} samples, pattern {}), one weight pruned at a time\n\n{}",
+        "{} by sparsity, in percentage points ({} samples, {}, pattern {}), one weight pruned at \
+         a time\n\n{}",
         result.metric.label(),
         result.samples,
+        result.method,
         result.pattern,
         table(&header, rows, &right)
     )

@@ -222,14 +222,8 @@ pub fn check_sparsity(value: f64, what: &str) -> Result<f64> {
     }
 }
 
-/// Decides what to zero in the `selected` weights of `model`.
-pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result<Plan> {
-    if config.scope == Scope::Global && config.pattern != Pattern::Unstructured {
-        return Err(Error::Usage(format!(
-            "--scope global applies to unstructured pruning only, not to pattern {}",
-            config.pattern
-        )));
-    }
+/// Refuses a `--sparsity-for` target that names none of the selected weights.
+pub(crate) fn check_targets(selected: &[&Weight], config: &PruneConfig) -> Result<()> {
     for (pattern, _) in &config.sparsity_for {
         if !selected.iter().any(|w| pattern.is_match(&w.id)) {
             return Err(Error::Usage(format!(
@@ -239,6 +233,18 @@ pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result
             )));
         }
     }
+    Ok(())
+}
+
+/// Decides what to zero in the `selected` weights of `model`.
+pub fn plan(model: &Model, selected: &[&Weight], config: &PruneConfig) -> Result<Plan> {
+    if config.scope == Scope::Global && config.pattern != Pattern::Unstructured {
+        return Err(Error::Usage(format!(
+            "--scope global applies to unstructured pruning only, not to pattern {}",
+            config.pattern
+        )));
+    }
+    check_targets(selected, config)?;
     let loaded = selected
         .par_iter()
         .map(|&weight| {

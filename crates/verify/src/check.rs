@@ -5,14 +5,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use onnx_prune_core::Model;
-use rayon::prelude::*;
 
 pub use crate::batch::BATCH_CANDIDATES;
 use crate::error::{Error, Result};
 use crate::fold::{parse_fix, Fixed};
 use crate::inputs::read_labels;
-use crate::metrics::{Limits, Totals};
-use crate::run::{check_labels, plan, run_once, RunStats, Subject};
+use crate::reference::{Keep, Reference};
 use crate::runner::{input_specs, InputSpec};
 use crate::samples::Samples;
 
@@ -191,16 +189,16 @@ fn fixed_inputs(specs: &[InputSpec], fixes: &[(String, String)]) -> Result<Fixed
 }
 
 /// What a check reads before it runs anything.
-struct Prepared {
-    fixed: Fixed,
+pub(crate) struct Prepared {
+    pub fixed: Fixed,
     /// The inputs that are not fixed.
-    specs: Vec<InputSpec>,
-    samples: Samples,
-    labels: Option<Vec<i64>>,
-    notes: Vec<String>,
+    pub specs: Vec<InputSpec>,
+    pub samples: Samples,
+    pub labels: Option<Vec<i64>>,
+    pub notes: Vec<String>,
 }
 
-fn prepare(reference: &Model, options: &CheckOptions) -> Result<Prepared> {
+pub(crate) fn prepare(reference: &Model, options: &CheckOptions) -> Result<Prepared> {
     if options.batch_size == Some(0) {
         return Err(Error::Usage("--batch-size must be at least 1".into()));
     }
@@ -255,80 +253,11 @@ pub fn validate(reference: &Model, options: &CheckOptions) -> Result<()> {
 
 /// Runs `reference` and `candidate` on the samples the options describe and compares every
 /// output. Each model comes with the ONNX bytes tract is to run (its own, or a densified copy).
+/// To compare several candidates with one reference, load a [`Reference`] once instead.
 pub fn check(
-    (reference_model, reference_bytes): (&Model, &[u8]),
-    (candidate_model, candidate_bytes): (&Model, &[u8]),
+    reference: (&Model, &[u8]),
+    candidate: (&Model, &[u8]),
     options: &CheckOptions,
 ) -> Result<CheckReport> {
-    let reference: Subject = (reference_model.path(), reference_bytes);
-    let candidate: Subject = (candidate_model.path(), candidate_bytes);
-    let Prepared {
-        fixed,
-        specs,
-        samples,
-        labels,
-        mut notes,
-    } = prepare(reference_model, options)?;
-    let count = samples.count;
-    let plan = plan(
-        reference, candidate, &samples, &specs, options, &fixed, &mut notes,
-    )?;
-    if let Some(labels) = &labels {
-        check_labels(labels, &plan)?;
-    }
-    let tolerances = &options.tolerances;
-    let limits: Limits = (tolerances.atol.is_some() || tolerances.rtol.is_some()).then(|| {
-        (
-            tolerances.atol.unwrap_or(0.0),
-            tolerances.rtol.unwrap_or(0.0),
-        )
-    });
-    let runs: Vec<(usize, usize)> = (0..count)
-        .step_by(plan.size)
-        .map(|first| (first, plan.size.min(count - first)))
-        .collect();
-    let results: Vec<RunStats> = runs
-        .par_iter()
-        .map(|&run| run_once((reference, candidate), &samples, &plan, run, limits))
-        .collect::<Result<_>>()?;
-    let output_names = &plan.runners[0].1.outputs;
-    let mut totals = vec![Totals::default(); output_names.len()];
-    let (mut ref_correct, mut cand_correct) = (0u64, 0u64);
-    for (sample, stats) in results.iter().flatten() {
-        for (total, s) in totals.iter_mut().zip(stats) {
-            total.add(*sample, s);
-        }
-        if let (Some(labels), Some((r, c))) = (&labels, stats.first().and_then(|s| s.classes)) {
-            ref_correct += u64::from(r as i64 == labels[*sample]);
-            cand_correct += u64::from(c as i64 == labels[*sample]);
-        }
-    }
-    let mut failures = Vec::new();
-    let outputs: Vec<OutputMetrics> = output_names
-        .iter()
-        .zip(&totals)
-        .map(|(name, total)| total.finish(name, tolerances, limits, &mut failures))
-        .collect();
-    let accuracy = labels.map(|_| Accuracy {
-        reference: ref_correct as f64 / count as f64,
-        candidate: cand_correct as f64 / count as f64,
-    });
-    if let Some(acc) = &accuracy {
-        if acc.reference - acc.candidate > tolerances.max_accuracy_drop {
-            failures.push(format!(
-                "accuracy dropped from {:.4} to {:.4}, more than --max-accuracy-drop {}",
-                acc.reference, acc.candidate, tolerances.max_accuracy_drop
-            ));
-        }
-    }
-    Ok(CheckReport {
-        passed: failures.is_empty(),
-        samples: count,
-        outputs,
-        accuracy,
-        tolerances: tolerances.clone(),
-        failures,
-        batch_size: plan.size,
-        notes,
-    })
+    Reference::load(reference, options, Keep::Nothing)?.compare(candidate)
 }

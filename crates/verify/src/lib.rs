@@ -28,6 +28,7 @@ mod fold;
 mod inputs;
 mod metrics;
 mod patch;
+mod reference;
 mod run;
 mod runner;
 mod samples;
@@ -38,3 +39,4 @@ pub use check::{
     OutputMetrics, Tolerances, BATCH_CANDIDATES,
 };
 pub use error::{Error, Result};
+pub use reference::{Keep, Reference, KEPT_BYTES_LIMIT};

@@ -1,5 +1,5 @@
-//! Loading both models once per input shape and running them over the samples, batch by
-//! batch on every core, each sample measured on its own.
+//! Loading the reference once per input shape, the candidate for the same shapes, and running
+//! them over the samples batch by batch on every core, each sample measured on its own.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,55 +19,47 @@ use crate::samples::{Layout, Samples};
 /// A model to run: its path (for messages) and the ONNX bytes tract is handed.
 pub type Subject<'a> = (&'a Path, &'a [u8]);
 
-/// Both models loaded for each distinct input shape of the runs, and how the runs go.
+/// The reference loaded for each distinct input shape of the runs, and how the runs go.
 pub struct Plan {
     /// Samples per run.
     pub size: usize,
-    /// (input shapes, reference, candidate).
-    pub runners: Vec<(Shapes, Runner, Runner)>,
+    /// (input shapes, reference loaded for them).
+    pub runners: Vec<(Shapes, Runner)>,
     /// The batch axis of each output (`None`: compared whole).
     pub axes: Vec<Option<usize>>,
 }
 
 impl Plan {
-    fn runners(&self, shapes: &Shapes) -> (&Runner, &Runner) {
-        let (_, r, c) = self
-            .runners
+    /// Where the runner for `shapes` is in [`Plan::runners`].
+    fn position(&self, shapes: &Shapes) -> usize {
+        self.runners
             .iter()
-            .find(|(s, _, _)| s == shapes)
-            .expect("a runner per shape");
-        (r, c)
+            .position(|(s, _)| s == shapes)
+            .expect("a runner per shape")
+    }
+
+    /// Loads `candidate` for every input shape the reference was loaded for, in the same order.
+    pub fn load_candidate(&self, candidate: Subject, fixed: &Fixed) -> Result<Vec<Runner>> {
+        self.runners
+            .par_iter()
+            .map(|(shapes, _)| Runner::new(candidate.1, candidate.0, shapes, fixed))
+            .collect()
     }
 }
 
-/// Loads the candidate (and the reference, unless `loaded`) for `shapes`, both at once.
-fn load_pair(
-    reference: Subject,
-    candidate: Subject,
-    shapes: Shapes,
-    fixed: &Fixed,
-    loaded: Option<Runner>,
-) -> Result<(Shapes, Runner, Runner)> {
-    let (r, c) = rayon::join(
-        || match loaded {
-            Some(runner) => Ok(runner),
-            None => Runner::new(reference.1, reference.0, &shapes, fixed),
-        },
-        || Runner::new(candidate.1, candidate.0, &shapes, fixed),
-    );
-    Ok((shapes, r?, c?))
-}
-
-/// Chooses the batch size, loads both models for it and finds each output's batch axis.
+/// Chooses the batch size, loads the reference for it and finds each output's batch axis.
 pub fn plan(
     reference: Subject,
-    candidate: Subject,
     samples: &Samples,
     specs: &[InputSpec],
     options: &CheckOptions,
     fixed: &Fixed,
     notes: &mut Vec<String>,
 ) -> Result<Plan> {
+    let load = |shapes: Shapes| -> Result<(Shapes, Runner)> {
+        let runner = Runner::new(reference.1, reference.0, &shapes, fixed)?;
+        Ok((shapes, runner))
+    };
     if samples.layout == Layout::Whole {
         let mut distinct: Vec<Shapes> = Vec::new();
         for sample in 0..samples.count {
@@ -78,7 +70,7 @@ pub fn plan(
         }
         let runners = distinct
             .into_par_iter()
-            .map(|shapes| load_pair(reference, candidate, shapes, fixed, None))
+            .map(load)
             .collect::<Result<Vec<_>>>()?;
         let axes = vec![None; runners[0].1.outputs.len()];
         return Ok(Plan {
@@ -106,14 +98,17 @@ pub fn plan(
             (best.size, Some(best.runner), other)
         }
     };
-    let mut pair = load_pair(reference, candidate, samples.shapes(0, size), fixed, loaded)?;
+    let mut runner = match loaded {
+        Some(runner) => (samples.shapes(0, size), runner),
+        None => load(samples.shapes(0, size))?,
+    };
     let mut axes = match &other {
-        Some((b, at_b)) => output_axes((size, &pair.1.output_shapes), (*b, at_b)),
-        None => guessed_axes(size, &pair.1.output_shapes),
+        Some((b, at_b)) => output_axes((size, &runner.1.output_shapes), (*b, at_b)),
+        None => guessed_axes(size, &runner.1.output_shapes),
     };
     let mut size = size;
     if fixed_batch.is_none() && size > 1 && axes.iter().any(Option::is_none) {
-        let whole: Vec<&str> = pair
+        let whole: Vec<&str> = runner
             .1
             .outputs
             .iter()
@@ -128,15 +123,15 @@ pub fn plan(
             if whole.len() > 1 { "have" } else { "has" }
         ));
         size = 1;
-        pair = load_pair(reference, candidate, samples.shapes(0, 1), fixed, None)?;
+        runner = load(samples.shapes(0, 1))?;
         axes = match &other {
-            Some((b, at_b)) if *b != 1 => output_axes((1, &pair.1.output_shapes), (*b, at_b)),
+            Some((b, at_b)) if *b != 1 => output_axes((1, &runner.1.output_shapes), (*b, at_b)),
             _ => vec![None; axes.len()],
         };
     }
     Ok(Plan {
         size,
-        runners: vec![pair],
+        runners: vec![runner],
         axes,
     })
 }
@@ -196,24 +191,51 @@ fn run_error(
 /// Per sample (in order): its index and how each output differs.
 pub type RunStats = Vec<(usize, Vec<SampleStats>)>;
 
-/// Runs both models on samples `first..first + len` and measures every sample.
-pub fn run_once(
-    (reference, candidate): (Subject, Subject),
+/// One run of samples `first..first + len`: the inputs and the reference's outputs, kept from
+/// an earlier run or computed now.
+pub struct Expected {
+    /// Input tensors by name.
+    pub inputs: BTreeMap<String, Tensor>,
+    /// Which runner of the plan the run's shapes use.
+    pub runner: usize,
+    /// The reference's outputs.
+    pub outputs: Vec<Tensor>,
+}
+
+/// Runs the reference on samples `first..first + len`.
+pub fn run_reference(
+    path: &Path,
     samples: &Samples,
+    plan: &Plan,
+    (first, len): (usize, usize),
+) -> Result<Expected> {
+    let inputs = samples.run_inputs(first, len, plan.size)?;
+    let runner = plan.position(&samples.shapes(first, plan.size));
+    let outputs = plan.runners[runner]
+        .1
+        .run(path, &inputs)
+        .map_err(|e| run_error(e, path, &inputs, first, false))?;
+    Ok(Expected {
+        inputs,
+        runner,
+        outputs,
+    })
+}
+
+/// Runs the candidate (its runners in the plan's order) on the run's inputs and measures each
+/// of samples `first..first + len` against the reference's outputs.
+pub fn compare_run(
+    (path, runners): (&Path, &[Runner]),
+    expected: &Expected,
     plan: &Plan,
     (first, len): (usize, usize),
     limits: Limits,
 ) -> Result<RunStats> {
-    let inputs = samples.run_inputs(first, len, plan.size)?;
-    let (r, c) = plan.runners(&samples.shapes(first, plan.size));
-    let (expected, actual) = rayon::join(
-        || r.run(reference.0, &inputs),
-        || c.run(candidate.0, &inputs),
-    );
-    let expected = expected.map_err(|e| run_error(e, reference.0, &inputs, first, false))?;
-    let actual = actual.map_err(|e| run_error(e, candidate.0, &inputs, first, true))?;
-    let mut stats = vec![Vec::with_capacity(expected.len()); len];
-    for ((e, a), &axis) in expected.iter().zip(&actual).zip(&plan.axes) {
+    let actual = runners[expected.runner]
+        .run(path, &expected.inputs)
+        .map_err(|e| run_error(e, path, &expected.inputs, first, true))?;
+    let mut stats = vec![Vec::with_capacity(actual.len()); len];
+    for ((e, a), &axis) in expected.outputs.iter().zip(&actual).zip(&plan.axes) {
         let is_classes = classes(e.shape(), axis).is_some();
         for (s, sample) in stats.iter_mut().enumerate() {
             // An output without a batch axis is compared whole, on the run's first sample.

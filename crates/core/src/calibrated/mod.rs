@@ -23,7 +23,9 @@ pub use stats::{ConvGeometry, Geometry, LayerStats, Padding, Tap};
 
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::prune::{plan, zeros_for, Pattern, Plan, PruneConfig, Scope, WeightOutcome};
+use crate::prune::{
+    check_targets, plan, zeros_for, Pattern, Plan, PruneConfig, Scope, WeightOutcome,
+};
 use crate::rewrite::{to_bytes, Change, Edit};
 use crate::values::{count_zeros, dense_bytes, finite_values};
 use crate::weights::Weight;
@@ -116,6 +118,7 @@ pub fn plan_calibrated<E: From<Error>>(
     mut statistics: impl FnMut(&[u8], &[Tap]) -> std::result::Result<Vec<LayerStats>, E>,
 ) -> std::result::Result<Plan, E> {
     let method = calibrated.method;
+    check_targets(selected, config)?;
     if method != Method::Magnitude {
         if config.scope == Scope::Global {
             return Err(Error::Usage(format!(
@@ -170,7 +173,17 @@ pub fn plan_calibrated<E: From<Error>>(
     } else {
         fallback.iter().map(|(w, _)| *w).collect()
     };
-    let magnitude = plan(model, &magnitude_selection, config)?;
+    // The targets that name calibrated weights only are not the fallback's to check.
+    let magnitude_config = PruneConfig {
+        sparsity_for: config
+            .sparsity_for
+            .iter()
+            .filter(|(pattern, _)| magnitude_selection.iter().any(|w| pattern.is_match(&w.id)))
+            .cloned()
+            .collect(),
+        ..config.clone()
+    };
+    let magnitude = plan(model, &magnitude_selection, &magnitude_config)?;
     let mut edits: Vec<Edit> = Vec::new();
     let mut decided: Vec<(usize, WeightOutcome)> = Vec::new();
     let position = |id: &str| selected.iter().position(|w| w.id == id).expect("selected");

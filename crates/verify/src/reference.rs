@@ -1,0 +1,203 @@
+//! A reference model loaded once and compared with any number of candidates: the sensitivity
+//! analysis and the `--sparsity auto` search check dozens of candidates against one model.
+//!
+//! The reference is loaded into tract once per input shape, and with [`Keep::Outputs`] it is
+//! run once: its outputs (and the inputs that produced them) stay in memory, up to
+//! [`KEPT_BYTES_LIMIT`], and each candidate is only loaded and run itself.
+
+use std::path::{Path, PathBuf};
+
+use onnx_prune_core::Model;
+use rayon::prelude::*;
+use tract_onnx::prelude::Tensor;
+
+use crate::check::{prepare, Accuracy, CheckOptions, CheckReport, OutputMetrics, Prepared};
+use crate::error::Result;
+use crate::metrics::{Limits, Totals};
+use crate::run::{check_labels, compare_run, plan, run_reference, Expected, Plan, RunStats};
+
+/// What a [`Reference`] keeps between comparisons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Nothing: each comparison runs the reference again (one comparison, or outputs too large
+    /// to hold).
+    Nothing,
+    /// Its outputs on every run, when they fit in [`KEPT_BYTES_LIMIT`].
+    Outputs,
+}
+
+/// Bytes of reference inputs and outputs kept at most; above it, each comparison runs the
+/// reference again, batch by batch, as a single check does.
+pub const KEPT_BYTES_LIMIT: usize = 1 << 30;
+
+/// A reference model ready to be compared with candidates on the samples of a check.
+pub struct Reference {
+    path: PathBuf,
+    options: CheckOptions,
+    prepared: Prepared,
+    plan: Plan,
+    /// `(first sample, samples)` of each run.
+    runs: Vec<(usize, usize)>,
+    /// The reference's outputs per run, when kept.
+    kept: Option<Vec<Expected>>,
+}
+
+/// Bytes a run's inputs and outputs take.
+fn run_bytes(expected: &Expected) -> usize {
+    let size = |t: &Tensor| t.len() * t.datum_type().size_of();
+    expected.inputs.values().map(size).sum::<usize>()
+        + expected.outputs.iter().map(size).sum::<usize>()
+}
+
+impl Reference {
+    /// Reads the samples and labels `options` describe, loads `model` (with the ONNX bytes
+    /// tract is to run) for their shapes and, with [`Keep::Outputs`], runs it on every sample.
+    pub fn load(
+        (model, bytes): (&Model, &[u8]),
+        options: &CheckOptions,
+        keep: Keep,
+    ) -> Result<Reference> {
+        let path = model.path().to_path_buf();
+        let mut prepared = prepare(model, options)?;
+        let plan = plan(
+            (&path, bytes),
+            &prepared.samples,
+            &prepared.specs,
+            options,
+            &prepared.fixed,
+            &mut prepared.notes,
+        )?;
+        if let Some(labels) = &prepared.labels {
+            check_labels(labels, &plan)?;
+        }
+        let count = prepared.samples.count;
+        let runs: Vec<(usize, usize)> = (0..count)
+            .step_by(plan.size)
+            .map(|first| (first, plan.size.min(count - first)))
+            .collect();
+        let mut reference = Reference {
+            path,
+            options: options.clone(),
+            prepared,
+            plan,
+            runs,
+            kept: None,
+        };
+        if keep == Keep::Outputs {
+            reference.kept = reference.run_all()?;
+        }
+        Ok(reference)
+    }
+
+    /// The reference's outputs on every run, or `None` (with a note) when they would take
+    /// more than [`KEPT_BYTES_LIMIT`], estimated from the first run.
+    fn run_all(&mut self) -> Result<Option<Vec<Expected>>> {
+        let first = run_reference(&self.path, &self.prepared.samples, &self.plan, self.runs[0])?;
+        let estimate = run_bytes(&first).saturating_mul(self.runs.len());
+        if estimate > KEPT_BYTES_LIMIT {
+            self.prepared.notes.push(format!(
+                "the reference's inputs and outputs take about {} MiB, more than the {} MiB kept \
+                 in memory: it runs again for every candidate",
+                estimate >> 20,
+                KEPT_BYTES_LIMIT >> 20
+            ));
+            return Ok(None);
+        }
+        let rest = self.runs[1..]
+            .par_iter()
+            .map(|&run| run_reference(&self.path, &self.prepared.samples, &self.plan, run))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(std::iter::once(first).chain(rest).collect()))
+    }
+
+    /// The path the reference was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What was done to the data to fit the model (casts, one-hot labels, batch notes).
+    pub fn notes(&self) -> &[String] {
+        &self.prepared.notes
+    }
+
+    /// Loads `candidate` (with the ONNX bytes tract is to run) for the reference's input
+    /// shapes, runs it on every sample and measures every output against the reference's.
+    pub fn compare(&self, (candidate, bytes): (&Model, &[u8])) -> Result<CheckReport> {
+        let path = candidate.path();
+        let runners = self
+            .plan
+            .load_candidate((path, bytes), &self.prepared.fixed)?;
+        let tolerances = &self.options.tolerances;
+        let limits: Limits = (tolerances.atol.is_some() || tolerances.rtol.is_some()).then(|| {
+            (
+                tolerances.atol.unwrap_or(0.0),
+                tolerances.rtol.unwrap_or(0.0),
+            )
+        });
+        let samples = &self.prepared.samples;
+        let results: Vec<RunStats> = self
+            .runs
+            .par_iter()
+            .enumerate()
+            .map(|(at, &run)| {
+                let computed;
+                let expected = match &self.kept {
+                    Some(kept) => &kept[at],
+                    None => {
+                        computed = run_reference(&self.path, samples, &self.plan, run)?;
+                        &computed
+                    }
+                };
+                compare_run((path, &runners), expected, &self.plan, run, limits)
+            })
+            .collect::<Result<_>>()?;
+        Ok(self.report(&results, limits))
+    }
+
+    /// Sums the per-sample measures into the report, and names each failed tolerance.
+    fn report(&self, results: &[RunStats], limits: Limits) -> CheckReport {
+        let tolerances = &self.options.tolerances;
+        let labels = &self.prepared.labels;
+        let count = self.prepared.samples.count;
+        let output_names = &self.plan.runners[0].1.outputs;
+        let mut totals = vec![Totals::default(); output_names.len()];
+        let (mut ref_correct, mut cand_correct) = (0u64, 0u64);
+        for (sample, stats) in results.iter().flatten() {
+            for (total, s) in totals.iter_mut().zip(stats) {
+                total.add(*sample, s);
+            }
+            if let (Some(labels), Some((r, c))) = (labels, stats.first().and_then(|s| s.classes)) {
+                ref_correct += u64::from(r as i64 == labels[*sample]);
+                cand_correct += u64::from(c as i64 == labels[*sample]);
+            }
+        }
+        let mut failures = Vec::new();
+        let outputs: Vec<OutputMetrics> = output_names
+            .iter()
+            .zip(&totals)
+            .map(|(name, total)| total.finish(name, tolerances, limits, &mut failures))
+            .collect();
+        let accuracy = labels.as_ref().map(|_| Accuracy {
+            reference: ref_correct as f64 / count as f64,
+            candidate: cand_correct as f64 / count as f64,
+        });
+        if let Some(acc) = &accuracy {
+            if acc.reference - acc.candidate > tolerances.max_accuracy_drop {
+                failures.push(format!(
+                    "accuracy dropped from {:.4} to {:.4}, more than --max-accuracy-drop {}",
+                    acc.reference, acc.candidate, tolerances.max_accuracy_drop
+                ));
+            }
+        }
+        CheckReport {
+            passed: failures.is_empty(),
+            samples: count,
+            outputs,
+            accuracy,
+            tolerances: tolerances.clone(),
+            failures,
+            batch_size: self.plan.size,
+            notes: self.prepared.notes.clone(),
+        }
+    }
+}
