@@ -64,12 +64,17 @@ pub(crate) enum Recount {
     },
     /// A constant integer tensor (Split sizes, Slice bounds, Reshape target, Resize sizes).
     Tensor { tensor: usize, counts: Vec<Count> },
+    /// Sizes for a Split that splits equally without giving them: added when they change (an
+    /// input from opset 13, the `split` attribute before), replacing `num_outputs`.
+    SplitSizes { node: usize, counts: Vec<Count> },
 }
 
 /// Per raw group id: union-find parent, size and facts.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RawGroup {
     parent: usize,
+    /// Channel `c` of this group is channel `c + offset` of its parent.
+    offset: usize,
     pub size: usize,
     /// Channels `c` and `c + period` are removed together (grouped convolutions).
     pub period: usize,
@@ -133,14 +138,30 @@ impl<'m> Builder<'m> {
         }
     }
 
-    /// The root of a raw group.
-    pub fn find(&mut self, mut g: usize) -> usize {
+    /// The root of a raw group, and where the group's channel 0 sits in it.
+    pub fn find_off(&self, mut g: usize) -> (usize, usize) {
+        let mut offset = 0;
         while self.raw[g].parent != g {
-            let up = self.raw[self.raw[g].parent].parent;
-            self.raw[g].parent = up;
-            g = up;
+            offset += self.raw[g].offset;
+            g = self.raw[g].parent;
         }
-        g
+        (g, offset)
+    }
+
+    /// The root of a raw group.
+    pub fn find(&self, g: usize) -> usize {
+        self.find_off(g).0
+    }
+
+    /// The root group that `layout` is the whole of, if it is.
+    pub fn whole_root(&self, layout: &Layout) -> Option<usize> {
+        match layout.segs.as_slice() {
+            [seg] => {
+                let (root, offset) = self.find_off(seg.group?);
+                (seg.start + offset == 0 && seg.len == self.raw[root].size).then_some(root)
+            }
+            _ => None,
+        }
     }
 
     /// A new group of `size` channels made by the current node.
@@ -157,27 +178,26 @@ impl<'m> Builder<'m> {
         id
     }
 
-    /// Merges two groups of the same size, channel for channel.
-    pub fn union(&mut self, a: usize, b: usize) {
-        let (a, b) = (self.find(a), self.find(b));
-        if a == b {
+    /// Makes root group `child` channels `offset..offset + size` of root group `parent`.
+    pub fn embed(&mut self, child: usize, parent: usize, offset: usize) {
+        if child == parent {
             return;
         }
-        let (keep, gone) = if self.raw[a].first_node <= self.raw[b].first_node {
-            (a, b)
-        } else {
-            (b, a)
-        };
-        let moved = std::mem::take(&mut self.raw[gone]);
-        let root = &mut self.raw[keep];
-        root.period = gcd(root.period, moved.period);
+        let moved = std::mem::take(&mut self.raw[child]);
+        let root = &mut self.raw[parent];
+        if moved.period != moved.size {
+            root.period = gcd(gcd(root.period, moved.period), root.size);
+        }
+        root.first_node = root.first_node.min(moved.first_node);
         root.blocked.extend(moved.blocked);
         root.not_zero.extend(moved.not_zero);
         root.producers.extend(moved.producers);
         root.consumers.extend(moved.consumers);
         root.members.extend(moved.members);
-        self.raw[gone] = RawGroup {
-            parent: keep,
+        self.raw[child] = RawGroup {
+            parent,
+            offset,
+            size: moved.size,
             ..RawGroup::default()
         };
     }
@@ -198,9 +218,22 @@ impl<'m> Builder<'m> {
         self.block(layout, &why);
     }
 
-    /// Marks the groups of `layout` as not mapping 0 to 0 at the current node.
-    pub fn not_zero(&mut self, layout: &Layout) {
-        let why = format!("{} ({})", self.here.1, self.here.2);
+    /// The current node as `label (op)`.
+    pub fn why_here(&self) -> String {
+        format!("{} ({})", self.here.1, self.here.2)
+    }
+
+    /// Marks `layout` as possibly nonzero from the current node on, unless it already is.
+    pub fn not_zero(&self, layout: &mut Layout) {
+        layout.nonzero.get_or_insert_with(|| self.why_here());
+    }
+
+    /// At a consumer: when `layout` may be nonzero for zero producers, its groups' channels
+    /// cannot be found dead from their producers.
+    pub fn read_by_consumer(&mut self, layout: &Layout) {
+        let Some(why) = layout.nonzero.clone() else {
+            return;
+        };
         for g in layout.groups().collect::<Vec<_>>() {
             let root = self.find(g);
             self.raw[root].not_zero.push(why.clone());
@@ -323,8 +356,8 @@ impl<'m> Builder<'m> {
         let resolve = |owners: &mut Vec<Owner>, b: &mut Builder| {
             for owner in owners.iter_mut() {
                 if let Some((g, c)) = *owner {
-                    let root = b.find(g);
-                    *owner = Some((index[&root], c % b.raw[root].period));
+                    let (root, offset) = b.find_off(g);
+                    *owner = Some((index[&root], (c + offset) % b.raw[root].period));
                 }
             }
         };
@@ -336,7 +369,9 @@ impl<'m> Builder<'m> {
         for recount in &mut recounts {
             let counts = match recount {
                 Recount::Int { count, .. } => std::slice::from_mut(count),
-                Recount::Ints { counts, .. } | Recount::Tensor { counts, .. } => counts,
+                Recount::Ints { counts, .. }
+                | Recount::Tensor { counts, .. }
+                | Recount::SplitSizes { counts, .. } => counts,
             };
             for count in counts {
                 if let Count::Kept(owners) = count {

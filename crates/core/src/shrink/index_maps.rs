@@ -138,7 +138,12 @@ fn concat(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Output
             return Ok(Some(vec![None]));
         }
     }
-    let out = Layout { segs, ..first };
+    let nonzero = ins.iter().flatten().find_map(|l| l.nonzero.clone());
+    let out = Layout {
+        segs,
+        nonzero,
+        ..first
+    };
     b.member(&out, CutKind::Param);
     Ok(Some(vec![Some(out)]))
 }
@@ -161,14 +166,21 @@ fn split(b: &mut Builder, index: usize, node: &Node, x: Layout) -> Result<Output
         Some(true) => {}
     }
     let from_input = node.inputs.get(1).filter(|n| !n.is_empty());
-    let sizes = ints(b, node, 1, "split");
-    let Some(sizes) = sizes.filter(|s| s.len() == outs) else {
-        b.block_here(
-            &x,
-            "a Split without explicit sizes cannot follow unequal channel counts",
-        );
-        return Ok(Some(vec![None; outs]));
+    let given = ints(b, node, 1, "split");
+    let implicit = given.is_none() && from_input.is_none();
+    let sizes = match given {
+        Some(sizes) => sizes,
+        None if implicit && outs > 0 && x.total() % outs == 0 => {
+            vec![(x.total() / outs) as i64; outs]
+        }
+        None => {
+            b.block_here(&x, "its sizes are neither constant nor equal");
+            return Ok(Some(vec![None; outs]));
+        }
     };
+    if sizes.len() != outs {
+        return Err(b.inconsistent(format!("{} split sizes for {outs} outputs", sizes.len())));
+    }
     if sizes.iter().sum::<i64>() != x.total() as i64 || x.flat != Flat::No {
         return Err(b.inconsistent(format!("split sizes {sizes:?} for {} channels", x.total())));
     }
@@ -196,6 +208,10 @@ fn split(b: &mut Builder, index: usize, node: &Node, x: Layout) -> Result<Output
     }
     b.recounts.push(match tensor {
         Some(tensor) => Recount::Tensor { tensor, counts },
+        None if implicit => Recount::SplitSizes {
+            node: index,
+            counts,
+        },
         None => Recount::Ints {
             node: index,
             attr: "split",
@@ -419,7 +435,7 @@ fn resize(b: &mut Builder, node: &Node, x: Layout) -> std::result::Result<Layout
     Ok(x)
 }
 
-fn pad(b: &mut Builder, node: &Node, x: Layout) -> std::result::Result<Layout, String> {
+fn pad(b: &mut Builder, node: &Node, mut x: Layout) -> std::result::Result<Layout, String> {
     let pads = ints(b, node, 1, "pads").ok_or("its pads are not constant")?;
     let (rank, pos) = (
         x.rank.ok_or("unknown rank")?,
@@ -443,7 +459,7 @@ fn pad(b: &mut Builder, node: &Node, x: Layout) -> std::result::Result<Layout, S
         None => node.floats.get("value").copied().unwrap_or(0.0),
     };
     if mode == "constant" && value != 0.0 {
-        b.not_zero(&x);
+        b.not_zero(&mut x);
     }
     Ok(x)
 }

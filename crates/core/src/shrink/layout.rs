@@ -36,6 +36,9 @@ pub(crate) struct Layout {
     pub neg: i64,
     /// Whether the channel axis was flattened.
     pub flat: Flat,
+    /// The first op on the way that does not map 0 to 0 (`label (op)`), if any: a channel of
+    /// this tensor may then be nonzero though its producers' weights are zero.
+    pub nonzero: Option<String>,
 }
 
 /// Which group channel a position of a weight's axis carries: (raw group, channel).
@@ -53,6 +56,7 @@ impl Layout {
             rank,
             neg,
             flat: Flat::No,
+            nonzero: None,
         }
     }
 
@@ -103,18 +107,6 @@ impl Layout {
             }
         }
         out
-    }
-
-    /// The single group this layout is the whole of (`size` channels), if it is.
-    pub fn whole_group(&self, size: impl Fn(usize) -> usize) -> Option<usize> {
-        match self.segs.as_slice() {
-            [Seg {
-                group: Some(g),
-                start: 0,
-                len,
-            }] if *len == size(*g) => Some(*g),
-            _ => None,
-        }
     }
 }
 

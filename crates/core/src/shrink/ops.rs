@@ -81,8 +81,8 @@ pub(crate) fn apply(
             elementwise(b, node, ins)
         }
         _ if KEEP_ZERO.contains(&op) || NOT_ZERO.contains(&op) => {
-            let out = unary(ins);
-            if let (Some(Some(x)), true) = (&out, NOT_ZERO.contains(&op)) {
+            let mut out = unary(ins);
+            if let (Some(Some(x)), true) = (&mut out, NOT_ZERO.contains(&op)) {
                 b.not_zero(x);
             }
             if let Some(Some(x)) = &out {
@@ -136,6 +136,7 @@ fn consume(b: &mut Builder, x: Option<&Layout>, w: usize, axis: usize, k: usize)
         )));
     }
     b.member(x, CutKind::Consumer);
+    b.read_by_consumer(x);
     b.cut(w, axis, x.owners(cols), CutKind::Consumer);
     Ok(())
 }
@@ -220,6 +221,7 @@ fn conv(b: &mut Builder, index: usize, node: &Node, ins: &[Option<Layout>]) -> R
     if let Some(x) = &x {
         if g == 1 {
             b.member(x, CutKind::Consumer);
+            b.read_by_consumer(x);
             b.cut(
                 w,
                 if transpose { 0 } else { 1 },
@@ -227,13 +229,12 @@ fn conv(b: &mut Builder, index: usize, node: &Node, ins: &[Option<Layout>]) -> R
                 CutKind::Consumer,
             );
         } else {
-            let sizes: Vec<usize> = b.raw.iter().map(|r| r.size).collect();
-            match x.whole_group(|g| sizes[g]) {
+            match b.whole_root(x) {
                 Some(group) => {
                     let per = cin / g;
-                    let root = b.find(group);
-                    b.raw[root].period = gcd(b.raw[root].period, per);
+                    b.raw[group].period = gcd(b.raw[group].period, per);
                     b.member(x, CutKind::Consumer);
+                    b.read_by_consumer(x);
                     let owners = if transpose {
                         x.owners(1)
                     } else {
@@ -289,7 +290,7 @@ fn gemm(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs>
     };
     consume(b, ins[0].as_ref(), w, in_axis, k)?;
     let group = b.new_group(n);
-    let whole = Layout::whole(group, n, Some(2), -1);
+    let mut whole = Layout::whole(group, n, Some(2), -1);
     let c = node.inputs.get(2).filter(|s| !s.is_empty());
     let bias = match c {
         None => None,
@@ -312,7 +313,7 @@ fn gemm(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs>
                     && b.const_floats(name)
                         .is_none_or(|v| v.iter().any(|&x| x != 0.0))
                 {
-                    b.not_zero(&whole);
+                    b.not_zero(&mut whole);
                 }
                 None
             }
@@ -454,7 +455,7 @@ fn prelu(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs
 }
 
 fn clip(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs> {
-    let Some(Some(x)) = unary(ins) else {
+    let Some(Some(mut x)) = unary(ins) else {
         return Ok(unary(ins).map(|x| vec![x]));
     };
     let bound = |i: usize, attr: &str| -> Option<Option<f32>> {
@@ -470,7 +471,7 @@ fn clip(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs>
         return Ok(None);
     };
     if lo.is_some_and(|v| v > 0.0) || hi.is_some_and(|v| v < 0.0) {
-        b.not_zero(&x);
+        b.not_zero(&mut x);
     }
     b.member(&x, CutKind::Param);
     Ok(Some(vec![Some(x)]))
@@ -489,18 +490,19 @@ fn merge(b: &mut Builder, a: &Layout, o: &Layout) -> bool {
         match (sa.group, so.group) {
             (None, None) => {}
             (Some(ga), Some(go)) => {
-                let (ra, ro) = (b.find(ga), b.find(go));
-                if ra == ro && sa.start == so.start {
+                let ((ra, offa), (ro, offo)) = (b.find_off(ga), b.find_off(go));
+                let (at_a, at_o) = (sa.start + offa, so.start + offo);
+                if ra == ro && at_a == at_o {
                     continue;
                 }
-                let whole = sa.start == 0
-                    && so.start == 0
-                    && sa.len == b.raw[ra].size
-                    && so.len == b.raw[ro].size;
-                if !whole {
+                // One side must be a whole group: it becomes that range of the other.
+                if ra != ro && at_a == 0 && sa.len == b.raw[ra].size {
+                    b.embed(ra, ro, at_o);
+                } else if ra != ro && at_o == 0 && so.len == b.raw[ro].size {
+                    b.embed(ro, ra, at_a);
+                } else {
                     return false;
                 }
-                b.union(ra, ro);
             }
             _ => return false,
         }
@@ -534,7 +536,7 @@ fn elementwise(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<O
             }
         }
     }
-    let Some((first_at, first)) = layouts.first().cloned() else {
+    let Some((first_at, mut first)) = layouts.first().cloned() else {
         return Ok(Some(vec![None]));
     };
     if op == "Where" && first_at == 0 {
@@ -549,6 +551,12 @@ fn elementwise(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<O
         }
     }
     let additive = matches!(op, "Add" | "Sub" | "Sum" | "Max" | "Min" | "Where");
+    // 0 times anything is 0: a product is zero when one factor is; a sum when all terms are.
+    first.nonzero = if op == "Mul" && layouts.iter().any(|(_, l)| l.nonzero.is_none()) {
+        None
+    } else {
+        layouts.iter().find_map(|(_, l)| l.nonzero.clone())
+    };
     for (i, name) in consts {
         let numerator = op == "Div" && i == 0;
         match broadcast(b, &first, &name) {
@@ -557,20 +565,20 @@ fn elementwise(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<O
                 return Ok(Some(vec![None]));
             }
             Broadcast::PerChannel(cut) if additive => b.clauses.push(vec![cut]),
-            Broadcast::PerChannel(_) if numerator => b.not_zero(&first),
+            Broadcast::PerChannel(_) if numerator => b.not_zero(&mut first),
             Broadcast::PerChannel(_) => {}
             Broadcast::Across => {
                 let zero = b
                     .const_floats(&name)
                     .is_some_and(|v| v.iter().all(|&x| x == 0.0));
                 if (additive || numerator) && !zero {
-                    b.not_zero(&first);
+                    b.not_zero(&mut first);
                 }
             }
         }
     }
     if op == "Div" && layouts.iter().any(|(i, _)| *i == 1) {
-        b.not_zero(&first); // 0 / 0
+        b.not_zero(&mut first); // 0 / 0
     }
     b.member(&first, CutKind::Param);
     Ok(Some(vec![Some(first)]))

@@ -41,6 +41,8 @@ struct Plan {
     attrs: Vec<(usize, &'static str, Vec<i64>, bool)>,
     /// Activations whose recorded shapes go stale.
     stale: BTreeSet<String>,
+    /// Split nodes that get explicit sizes.
+    split_sizes: Vec<(usize, Vec<i64>)>,
 }
 
 fn plan(model: &Model, analysis: &Analysis, removed: &[Vec<usize>]) -> Plan {
@@ -94,6 +96,12 @@ fn plan(model: &Model, analysis: &Analysis, removed: &[Vec<usize>]) -> Plan {
                 let values: Vec<i64> = counts.iter().map(count).collect();
                 if graph.nodes[*node].int_lists.get(*attr) != Some(&values) {
                     plan.attrs.push((*node, attr, values, true));
+                }
+            }
+            Recount::SplitSizes { node, counts } => {
+                let values: Vec<i64> = counts.iter().map(count).collect();
+                if values.windows(2).any(|w| w[0] != w[1]) {
+                    plan.split_sizes.push((*node, values));
                 }
             }
             Recount::Tensor { tensor, counts } => {
@@ -309,6 +317,60 @@ fn write_tensor<'m>(
     Ok(())
 }
 
+/// Gives a Split that split equally explicit `sizes`: a new int64 initializer as its second
+/// input from opset 13 (its `num_outputs` attribute removed), the `split` attribute before.
+fn explicit_split(
+    model: &Model,
+    wire: &GraphWire,
+    node: usize,
+    sizes: &[i64],
+    splice: &mut Splice,
+) {
+    let opset = model
+        .info()
+        .opsets
+        .iter()
+        .find(|(domain, _)| domain.is_empty() || domain == "ai.onnx")
+        .map_or(1, |(_, v)| *v);
+    let n = &wire.nodes[node];
+    let graph_node = &model.graphs()[0].nodes[node];
+    let node_chain = vec![wire.graph, n.field];
+    if opset >= 13 {
+        let name = format!("{}_shrink_split_sizes", graph_node.outputs[0]);
+        let mut tensor = packed_ints(proto::tensor::DIMS, &[sizes.len() as i64]);
+        varint_field(proto::tensor::DATA_TYPE, 7, &mut tensor);
+        message(proto::tensor::NAME, name.as_bytes(), &mut tensor);
+        let raw: Vec<u8> = sizes.iter().flat_map(|v| v.to_le_bytes()).collect();
+        message(proto::tensor::RAW_DATA, &raw, &mut tensor);
+        let mut field = Vec::new();
+        message(proto::graph::INITIALIZER, &tensor, &mut field);
+        let end = wire.graph.payload_end;
+        splice.replace(end..end, Patch::Bytes(field), vec![wire.graph]);
+        let mut input = Vec::new();
+        message(proto::node::INPUT, name.as_bytes(), &mut input);
+        splice.replace(
+            n.inputs_end..n.inputs_end,
+            Patch::Bytes(input),
+            node_chain.clone(),
+        );
+        if let Some(attr) = n.attributes.get("num_outputs") {
+            splice.replace(attr.span.clone(), Patch::Bytes(Vec::new()), node_chain);
+        }
+    } else {
+        let mut attr = Vec::new();
+        message(proto::attribute::NAME, b"split", &mut attr);
+        attr.extend(packed_ints(proto::attribute::INTS, sizes));
+        varint_field(ATTRIBUTE_TYPE, 7, &mut attr);
+        let mut field = Vec::new();
+        message(proto::node::ATTRIBUTE, &attr, &mut field);
+        let end = n.field.payload_end;
+        splice.replace(end..end, Patch::Bytes(field), node_chain);
+    }
+}
+
+/// `AttributeProto.type`; 7 is `INTS`.
+const ATTRIBUTE_TYPE: u32 = 20;
+
 /// The splices that shrink `model`, and its parameter totals.
 fn splices<'m>(
     model: &'m Model,
@@ -395,6 +457,9 @@ fn splices<'m>(
             first = false;
             splice.replace(part.span.clone(), Patch::Bytes(patch), enclosing.clone());
         }
+    }
+    for (node, sizes) in &plan.split_sizes {
+        explicit_split(model, wire, *node, sizes, &mut splice);
     }
     // Declared shapes: of changed weights (initializers listed as inputs, value_info of
     // weights) updated, of activations whose channels changed dropped.

@@ -20,6 +20,8 @@ pub(crate) const GRAPH_VALUE_INFO: u32 = 13;
 pub(crate) struct AttributeWire {
     /// The attribute message's field in the node.
     pub field: LenField,
+    /// The whole field, for removal.
+    pub span: std::ops::Range<usize>,
     /// Fields of the attribute message.
     pub parts: Vec<Field>,
 }
@@ -31,6 +33,8 @@ pub(crate) struct NodeWire {
     pub field: LenField,
     /// Attributes by name.
     pub attributes: BTreeMap<String, AttributeWire>,
+    /// Where the node's last `input` field ends (where another input goes).
+    pub inputs_end: usize,
 }
 
 /// A `ValueInfoProto` of the main graph (a declared input, output or intermediate).
@@ -110,17 +114,27 @@ pub(crate) fn scan(model: &Model) -> Result<GraphWire> {
         match f.number {
             proto::graph::NODE => {
                 let mut attributes = BTreeMap::new();
+                let payload = f.payload().unwrap_or_default();
+                let mut inputs_end = payload.start;
                 for part in message(bytes, &f) {
+                    if part.number == proto::node::INPUT {
+                        inputs_end = part.span.end;
+                    }
                     if part.number != proto::node::ATTRIBUTE {
                         continue;
                     }
                     let parts = message(bytes, &part);
                     let name = name_of(bytes, &parts, proto::attribute::NAME);
                     let field = LenField::of(&part).ok_or_else(|| bad(model, "attribute"))?;
-                    attributes.insert(name, AttributeWire { field, parts });
+                    let span = part.span.clone();
+                    attributes.insert(name, AttributeWire { field, span, parts });
                 }
                 let field = LenField::of(&f).ok_or_else(|| bad(model, "node"))?;
-                wire.nodes.push(NodeWire { field, attributes });
+                wire.nodes.push(NodeWire {
+                    field,
+                    attributes,
+                    inputs_end,
+                });
             }
             GRAPH_VALUE_INFO => wire.value_info.push(value(&f)),
             proto::graph::INPUT => wire.inputs.push(value(&f)),
