@@ -39,6 +39,13 @@ fn groups_of_each_kind_of_graph() {
 }
 
 #[test]
+fn groups_of_the_real_shrink_fixtures() {
+    insta::glob!("../fixtures/shrink/real", "*.onnx", |path| {
+        insta::assert_snapshot!(describe(path));
+    });
+}
+
+#[test]
 fn groups_of_real_exports() {
     for name in REAL {
         insta::assert_snapshot!(format!("real_{name}"), describe(&fixture(name)));
@@ -315,4 +322,127 @@ fn bad_input_exits_2_and_writes_nothing() {
     refused(&[arg(&conv)], "blocked by graph output");
     let bad = graph("bad/inconsistent.onnx");
     refused(&[arg(&bad)], "node `Conv_");
+}
+
+fn real(name: &str) -> PathBuf {
+    fixture("shrink/real").join(name)
+}
+
+/// Runs both models through tract on the fixture's own inputs; they must agree to float
+/// rounding.
+fn assert_same_on(reference: &Path, candidate: &Path, inputs: &Path) {
+    let out = run(&[
+        "check",
+        arg(reference),
+        arg(candidate),
+        "--inputs",
+        arg(inputs),
+        "--atol",
+        "1e-4",
+        "--rtol",
+        "1e-4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}: {}{}",
+        candidate.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dead_channels_of_real_exports_go_and_outputs_stay() {
+    // expected.json (written by fixtures/shrink/real/generate.py) records, per export with
+    // channels zeroed on purpose or pruned by ln_structured in training, the parameters left
+    // once exactly the dead channels are removed.
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(real("expected.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (name, facts) in expected["models"].as_object().unwrap() {
+        let Some(after) = facts["parameters_after_removing_dead"].as_u64() else {
+            continue;
+        };
+        let before = facts["parameters"].as_u64().unwrap();
+        let (input, output) = (real(name), dir.path().join(name));
+        let report = dir.path().join("report.json");
+        stdout_ok(&[
+            "shrink",
+            arg(&input),
+            "-o",
+            arg(&output),
+            "--report",
+            arg(&report),
+        ]);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let totals = &json["totals"];
+        let removed =
+            totals["params_before"].as_u64().unwrap() - totals["params_after"].as_u64().unwrap();
+        if name == "paddle2onnx_cnn_dead.onnx" {
+            // The conv channels' group is blocked: Paddle2ONNX flattens with a Reshape whose
+            // target comes from Shape/Slice/Concat, a shape computation. The linear_0 columns
+            // 7, 30, 41 go: 3 x 512 weights, 3 biases and 3 x 10 rows of linear_1.
+            assert_eq!(removed, 3 * 512 + 3 + 3 * 10, "{name}");
+        } else {
+            assert_eq!(removed, before - after, "{name}");
+        }
+        let inputs = real(facts["inputs"].as_str().unwrap());
+        assert_same_on(&input, &output, &inputs);
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked}");
+}
+
+#[test]
+fn shrunk_real_exports_compute_what_the_masked_originals_compute() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "resnet_tiny.onnx",
+        "resnet_tiny_bn.onnx",
+        "c2f_tiny.onnx",
+        "mobilenet_tiny.onnx",
+        "decoder_tiny.onnx",
+        "flatten_gemm.onnx",
+        "digits_cnn.onnx",
+    ] {
+        let model = Model::load(real(name)).unwrap();
+        let analysis = shrink::analyze(&model).unwrap();
+        let removed = random_removal(&analysis, 7);
+        assert!(removed.iter().any(|r| !r.is_empty()), "{name}");
+        let (bytes, _) = shrink::shrink_bytes(&model, &analysis, &removed).unwrap();
+        let masked = shrink::zeroed_bytes(&model, &analysis, &removed, Side::Consumers).unwrap();
+        let (a, b) = (
+            dir.path().join("masked.onnx"),
+            dir.path().join("shrunk.onnx"),
+        );
+        std::fs::write(&a, masked).unwrap();
+        std::fs::write(&b, bytes).unwrap();
+        assert_same_outputs(&a, &b);
+    }
+}
+
+#[test]
+fn c2f_chunk_groups_follow_split_offsets() {
+    // Torch-Pruning #146/#147: YOLOv8's C2f chunk. cv1's 16 channels split 8 + 8; the residual
+    // Adds couple the second half with m.0.cv2 and m.1.cv2 (a whole group joining channels
+    // 8..16), and the Concat feeds all of them to cv2.
+    let analysis = shrink::analyze(&Model::load(real("c2f_tiny.onnx")).unwrap()).unwrap();
+    let cv1 = analysis
+        .groups
+        .iter()
+        .find(|g| g.producers.contains(&"node_Conv_118".to_string()))
+        .unwrap();
+    assert_eq!(cv1.channels, 16);
+    assert_eq!(cv1.period, 16);
+    assert!(cv1.blocked.is_empty(), "{:?}", cv1.blocked);
+    for p in ["node_Conv_122", "node_Conv_126"] {
+        assert!(
+            cv1.producers.contains(&p.to_string()),
+            "{:?}",
+            cv1.producers
+        );
+    }
+    insta::assert_snapshot!(analysis.describe());
 }

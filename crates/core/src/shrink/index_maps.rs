@@ -1,7 +1,7 @@
 //! Ops that move channels to other positions without mixing them: Concat and Split on the
 //! channel axis (offsets; Split's sizes follow), Slice (its bounds follow), Flatten and
 //! Reshape to `[N, C*H*W]` (each channel becomes `H*W` columns), Squeeze/Unsqueeze of other
-//! axes, and Resize/Upsample/Pad that leave the channel axis alone.
+//! axes, reductions over other axes, and Resize/Upsample/Pad that leave the channel axis alone.
 
 use crate::error::Result;
 use crate::model::Node;
@@ -32,6 +32,10 @@ pub(crate) fn apply(
             | "Resize"
             | "Upsample"
             | "Pad"
+            | "ReduceMean"
+            | "ReduceMax"
+            | "ReduceSum"
+            | "ReduceL2"
     ) {
         return Ok(None);
     }
@@ -55,6 +59,7 @@ pub(crate) fn apply(
         "Reshape" => reshape(b, node, x),
         "Squeeze" | "Unsqueeze" => squeeze(b, node, x),
         "Resize" | "Upsample" => resize(b, node, x),
+        "ReduceMean" | "ReduceMax" | "ReduceSum" | "ReduceL2" => reduce(b, node, x),
         _ => pad(b, node, x),
     };
     Ok(Some(vec![match out {
@@ -386,6 +391,31 @@ fn squeeze(b: &mut Builder, node: &Node, x: Layout) -> std::result::Result<Layou
             ..x
         })
     }
+}
+
+/// A reduction over other axes than the channel axis (squeeze-excite's spatial mean).
+fn reduce(b: &mut Builder, node: &Node, x: Layout) -> std::result::Result<Layout, String> {
+    let axes = ints(b, node, 1, "axes").ok_or("it reduces over every axis")?;
+    let rank = x.rank.ok_or("the input's rank is unknown")?;
+    let pos = x.axis().ok_or("the input's rank is unknown")?;
+    let axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| positive(a, rank))
+        .collect::<Option<_>>()
+        .ok_or("bad axes")?;
+    if axes.contains(&pos) || axes.is_empty() || x.flat != Flat::No {
+        return Err("it reduces over the channel axis".into());
+    }
+    if node.ints.get("keepdims").copied().unwrap_or(1) != 0 {
+        return Ok(x);
+    }
+    let new_rank = rank - axes.len();
+    let new_pos = pos - axes.iter().filter(|&&a| a < pos).count();
+    Ok(Layout {
+        rank: Some(new_rank),
+        neg: new_pos as i64 - new_rank as i64,
+        ..x
+    })
 }
 
 fn resize(b: &mut Builder, node: &Node, x: Layout) -> std::result::Result<Layout, String> {
