@@ -1,5 +1,7 @@
 //! `onnx-prune shrink`: flags to a validated request, then analyse, choose, write, report.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -101,7 +103,21 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
                 params_after: 0,
             }),
     };
-    let report = ShrinkReport::new(&analysis, &removed, args.sparsity, totals, None);
+    let given = check_options
+        .as_ref()
+        .map(|o| o.shapes.clone())
+        .unwrap_or_default();
+    let macs = match &args.output {
+        Some(output) => match count_macs(&model, output, &given) {
+            Ok(macs) => Some(macs),
+            Err(e) => {
+                eprintln!("note: MACs not counted: {e:#}");
+                None
+            }
+        },
+        None => None,
+    };
+    let report = ShrinkReport::new(&analysis, &removed, args.sparsity, totals, macs);
     if let Some(path) = &args.report {
         let mut value = serde_json::to_value(&report)?;
         if let Some(checked) = &checked {
@@ -117,6 +133,20 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         }
         None => ExitCode::SUCCESS,
     })
+}
+
+/// Multiply-accumulates of one inference of the input and of the shrunk model, at the input
+/// shapes `given` (by `--shape`) or declared, from the shapes tract infers.
+fn count_macs(
+    model: &Model,
+    output: &Path,
+    given: &BTreeMap<String, Vec<usize>>,
+) -> Result<(u64, u64)> {
+    let count = |m: &Model| -> Result<u64> {
+        let shapes = onnx_prune_verify::value_shapes(m, m.bytes(), &shrink::mac_values(m), given)?;
+        shrink::macs(m, &shapes).context("a value's shape is unknown")
+    };
+    Ok((count(model)?, count(&Model::load(output)?)?))
 }
 
 /// The groups that changed, and the totals.

@@ -445,9 +445,8 @@ fn handle(b: &mut Builder, index: usize, node: &Node) -> Result<()> {
     if inputs.iter().all(Option::is_none) && !super::ops::is_producer(node) {
         return Ok(()); // nothing of any group reaches this node
     }
-    let outputs = if !node.domain.is_empty() && node.domain != "ai.onnx" {
-        None
-    } else if !node.subgraphs.is_empty() {
+    let foreign = !node.domain.is_empty() && node.domain != "ai.onnx";
+    let outputs = if foreign || !node.subgraphs.is_empty() {
         None
     } else {
         super::ops::apply(b, index, node, &inputs)?

@@ -229,11 +229,11 @@ pub fn choose(model: &Model, analysis: &Analysis, request: &Request) -> Result<V
                     removed += channels;
                 }
             }
-            for g in 0..analysis.groups.len() {
-                let units = analysis.groups[g].period;
-                let keep = keep_rounded(g, units - remove_units[g].len());
+            for (g, units) in remove_units.iter_mut().enumerate() {
+                let period = analysis.groups[g].period;
+                let keep = keep_rounded(g, period - units.len());
                 // The least important of those picked stay removed.
-                remove_units[g].truncate(units - keep);
+                units.truncate(period - keep);
             }
         }
     }

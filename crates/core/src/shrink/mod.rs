@@ -21,6 +21,7 @@ mod analyze;
 mod choose;
 mod index_maps;
 mod layout;
+mod macs;
 mod ops;
 mod report;
 mod rewrite;
@@ -32,6 +33,7 @@ use crate::error::Result;
 use crate::model::Model;
 
 pub use choose::{choose, Importance, Request, ShrinkScope};
+pub use macs::{mac_values, macs};
 pub use report::{GroupOutcome, ShrinkReport, ShrinkReportTotals};
 pub use rewrite::{save_shrunk, shrink_bytes, zeroed_bytes, ShrinkTotals, Side};
 

@@ -131,51 +131,61 @@ fn slice_elements(
     size: usize,
     keeps: &[Option<Vec<bool>>],
 ) -> Vec<u8> {
-    let kept: Vec<Vec<usize>> = dims
-        .iter()
-        .zip(keeps)
-        .map(|(&d, k)| {
-            (0..d)
-                .filter(|&i| k.as_ref().is_none_or(|k| k[i]))
-                .collect()
-        })
-        .collect();
     let mut strides = vec![1usize; dims.len()];
     for a in (0..dims.len().saturating_sub(1)).rev() {
         strides[a] = strides[a + 1] * dims[a + 1];
     }
+    let slicer = Slicer {
+        kept: dims
+            .iter()
+            .zip(keeps)
+            .map(|(&d, k)| {
+                (0..d)
+                    .filter(|&i| k.as_ref().is_none_or(|k| k[i]))
+                    .collect()
+            })
+            .collect(),
+        whole_rows: keeps.last().is_some_and(Option::is_none),
+        strides,
+        dims,
+        data,
+        size,
+    };
     let mut out = Vec::new();
-    fn walk(
-        a: usize,
-        base: usize,
-        c: (
-            &[Vec<usize>],
-            &[usize],
-            &[usize],
-            &[u8],
-            usize,
-            &[Option<Vec<bool>>],
-        ),
-        out: &mut Vec<u8>,
-    ) {
-        let (kept, strides, dims, data, size, keeps) = c;
-        if a + 1 == dims.len() && keeps[a].is_none() {
-            out.extend_from_slice(&data[base * size..(base + dims[a]) * size]);
+    if !dims.is_empty() {
+        slicer.walk(0, 0, &mut out);
+    }
+    out
+}
+
+/// What [`slice_elements`] walks over.
+struct Slicer<'a> {
+    kept: Vec<Vec<usize>>,
+    whole_rows: bool,
+    strides: Vec<usize>,
+    dims: &'a [usize],
+    data: &'a [u8],
+    size: usize,
+}
+
+impl Slicer<'_> {
+    fn walk(&self, axis: usize, base: usize, out: &mut Vec<u8>) {
+        let last = axis + 1 == self.dims.len();
+        if last && self.whole_rows {
+            out.extend_from_slice(
+                &self.data[base * self.size..(base + self.dims[axis]) * self.size],
+            );
             return;
         }
-        for &i in &kept[a] {
-            let at = base + i * strides[a];
-            if a + 1 == dims.len() {
-                out.extend_from_slice(&data[at * size..(at + 1) * size]);
+        for &i in &self.kept[axis] {
+            let at = base + i * self.strides[axis];
+            if last {
+                out.extend_from_slice(&self.data[at * self.size..(at + 1) * self.size]);
             } else {
-                walk(a + 1, at, c, out);
+                self.walk(axis + 1, at, out);
             }
         }
     }
-    if !dims.is_empty() {
-        walk(0, 0, (&kept, &strides, dims, data, size, keeps), &mut out);
-    }
-    out
 }
 
 fn varint_field(number: u32, value: u64, out: &mut Vec<u8>) {
