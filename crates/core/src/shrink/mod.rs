@@ -19,6 +19,7 @@
 
 mod analyze;
 mod choose;
+mod encode;
 mod index_maps;
 mod layout;
 mod macs;
