@@ -493,10 +493,7 @@ pub fn zeroed_bytes(
                 }
             }
         }
-        edits.push(crate::rewrite::Edit {
-            tensor: t,
-            change: crate::rewrite::Change::Replace(data),
-        });
+        edits.push(crate::rewrite::Edit::replace(t, data));
     }
     crate::rewrite::to_bytes(model, &edits)
 }
