@@ -260,6 +260,10 @@ fn report_of_a_shrink() {
         );
         assert!(after >= 1 && (after % 2 == 0 || after == before));
     }
+    // MACs at 1x3x8x8, counted by hand: 64 positions x (8 x 27 + 8 x 72 + 4 x 72) before; with
+    // 4 of the 8 residual channels left, 64 x (4 x 27 + 4 x 36 + 4 x 36) after.
+    assert_eq!(json["totals"]["macs_before"], 69120);
+    assert_eq!(json["totals"]["macs_after"], 25344);
     insta::assert_json_snapshot!(json);
 }
 
