@@ -4,6 +4,7 @@
 //! weight axis that carries a group's channels ([`Cut`]), and blocks every group that reaches
 //! something it does not understand. The op handlers live in [`super::ops`].
 
+use num_integer::gcd;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::{Error, Result};
@@ -413,14 +414,6 @@ impl<'m> Builder<'m> {
             recounts,
             activations,
         }
-    }
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Which channels go: dead channels exactly (no `--sparsity`), or each group's least important
 //! channels by group L2 norm, normalised per group as Torch-Pruning does by default.
 
+use num_integer::gcd;
 use std::collections::BTreeMap;
 
 use regex::Regex;
@@ -249,14 +250,6 @@ pub fn choose(model: &Model, analysis: &Analysis, request: &Request) -> Result<V
             channels
         })
         .collect())
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
 }
 
 /// Rounds half to even, as Python's `round` does.

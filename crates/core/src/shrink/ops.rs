@@ -5,6 +5,7 @@
 
 use crate::error::Result;
 use crate::model::Node;
+use num_integer::gcd;
 
 use super::analyze::{Builder, Count, CutKind, Recount};
 use super::index_maps;
@@ -259,14 +260,6 @@ fn conv(b: &mut Builder, index: usize, node: &Node, ins: &[Option<Layout>]) -> R
     };
     produce(b, w, axis, owners, bias, &whole);
     Ok(Some(vec![Some(whole)]))
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
 }
 
 fn gemm(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs> {
