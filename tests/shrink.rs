@@ -450,3 +450,34 @@ fn c2f_chunk_groups_follow_split_offsets() {
     }
     insta::assert_snapshot!(analysis.describe());
 }
+
+#[test]
+fn check_compares_outputs_and_times_both_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
+    let model = real("digits_cnn_ln_structured.onnx");
+    let test_set = real("digits_cnn_test_set.npz");
+    let labels = format!("{}:labels", arg(&test_set));
+    let stdout = stdout_ok(&[
+        "shrink",
+        arg(&model),
+        "-o",
+        arg(&out),
+        "--report",
+        arg(&report),
+        "--check",
+        "--inputs",
+        arg(&test_set),
+        "--labels",
+        &labels,
+    ]);
+    assert!(stdout.contains("tract latency per sample"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["check"]["passed"], true);
+    let accuracy = &json["check"]["accuracy"];
+    assert_eq!(accuracy["reference"], accuracy["candidate"]);
+    for key in ["seconds_per_sample_before", "seconds_per_sample_after"] {
+        assert!(json["latency"][key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    assert_eq!(json["totals"]["params_after"], 18610);
+}

@@ -15,6 +15,9 @@ use crate::files::{preflight_check, Files};
 use crate::stdout;
 use crate::table::table;
 
+/// Timed runs per model for the latency `--check` reports (after one warm-up run).
+const LATENCY_RUNS: usize = 10;
+
 fn regexes(patterns: &[String], flag: &str) -> Result<Vec<Regex>> {
     patterns
         .iter()
@@ -94,6 +97,14 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         (Some(options), Some(output)) => Some(check::run_check(&args.model, output, options)?),
         _ => None,
     };
+    let latency = match (&check_options, &args.output) {
+        (Some(options), Some(output)) => {
+            let time =
+                |m: &Model| onnx_prune_verify::latency(m, m.bytes(), &options.shapes, LATENCY_RUNS);
+            Some((time(&model)?, time(&Model::load(output)?)?))
+        }
+        _ => None,
+    };
     let totals = match totals {
         Some(t) => t,
         None => shrink::shrink_bytes(&model, &analysis, &removed)
@@ -123,9 +134,23 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         if let Some(checked) = &checked {
             value["check"] = serde_json::to_value(checked)?;
         }
+        if let Some((before, after)) = latency {
+            value["latency"] = serde_json::json!({
+                "seconds_per_sample_before": before,
+                "seconds_per_sample_after": after,
+            });
+        }
         write_file_atomic(path, &serde_json::to_vec_pretty(&value)?)?;
     }
     stdout::print(render(&analysis, &report))?;
+    if let Some((before, after)) = latency {
+        stdout::print(format!(
+            "tract latency per sample: {:.3} ms -> {:.3} ms ({:.2}x)",
+            before * 1e3,
+            after * 1e3,
+            before / after
+        ))?;
+    }
     Ok(match &checked {
         Some(checked) => {
             stdout::print(format!("\n{}", check::render(checked)))?;

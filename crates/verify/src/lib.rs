@@ -41,4 +41,4 @@ pub use check::{
 };
 pub use error::{Error, Result};
 pub use reference::{Keep, Reference, KEPT_BYTES_LIMIT};
-pub use shapes::value_shapes;
+pub use shapes::{latency, value_shapes};
