@@ -481,3 +481,74 @@ fn check_compares_outputs_and_times_both_models() {
     }
     assert_eq!(json["totals"]["params_after"], 18610);
 }
+
+/// The report of a shrink of `model` with `args`.
+fn shrink_report(model: &Path, args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
+    let mut all = vec![
+        "shrink",
+        arg(model),
+        "-o",
+        arg(&out),
+        "--report",
+        arg(&report),
+    ];
+    all.extend_from_slice(args);
+    stdout_ok(&all);
+    serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+}
+
+fn channels(json: &serde_json::Value) -> Vec<(u64, u64)> {
+    json["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["channels_before"].as_u64().unwrap(),
+                g["channels_after"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn include_and_exclude_pick_groups_by_producer() {
+    let model = graph("concat.onnx");
+    let only = channels(&shrink_report(
+        &model,
+        &["--sparsity", "0.5", "--include", "^Conv_4$"],
+    ));
+    assert_eq!(only, vec![(4, 2), (6, 6), (4, 4)]);
+    let but = channels(&shrink_report(
+        &model,
+        &["--sparsity", "0.5", "--exclude", "^Conv_4$"],
+    ));
+    assert_eq!(but, vec![(4, 4), (6, 3), (4, 4)]);
+}
+
+#[test]
+fn global_scope_ranks_all_groups_together_and_empties_none() {
+    let json = shrink_report(
+        &real("digits_cnn.onnx"),
+        &["--sparsity", "0.5", "--scope", "global"],
+    );
+    let groups = channels(&json);
+    let open: Vec<&(u64, u64)> = groups[..4].iter().collect();
+    let before: u64 = open.iter().map(|g| g.0).sum();
+    let after: u64 = open.iter().map(|g| g.1).sum();
+    // Half of the 144 open channels go, unevenly across groups, none emptied.
+    assert_eq!(before - after, 72, "{groups:?}");
+    assert!(open.iter().all(|g| g.1 >= 1), "{groups:?}");
+    assert!(open.iter().any(|g| g.1 * 2 != g.0), "{groups:?}");
+    // --round-to 8 keeps every open group a multiple of 8.
+    let rounded = channels(&shrink_report(
+        &real("digits_cnn.onnx"),
+        &["--sparsity", "0.5", "--scope", "global", "--round-to", "8"],
+    ));
+    assert!(
+        rounded[..4].iter().all(|g| g.1 % 8 == 0 && g.1 >= 8),
+        "{rounded:?}"
+    );
+}
