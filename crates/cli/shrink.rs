@@ -107,12 +107,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
     };
     let totals = match totals {
         Some(t) => t,
-        None => shrink::shrink_bytes(&model, &analysis, &removed)
-            .map(|r| r.1)
-            .unwrap_or(shrink::ShrinkTotals {
-                params_before: 0,
-                params_after: 0,
-            }),
+        None => shrink::shrink_totals(&model, &analysis, &removed)?,
     };
     let given = check_options
         .as_ref()

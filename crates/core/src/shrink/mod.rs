@@ -36,7 +36,7 @@ use crate::model::Model;
 pub use choose::{choose, Importance, Request, ShrinkScope};
 pub use macs::{mac_values, macs};
 pub use report::{GroupOutcome, ShrinkReport, ShrinkReportTotals};
-pub use rewrite::{save_shrunk, shrink_bytes, zeroed_bytes, ShrinkTotals, Side};
+pub use rewrite::{save_shrunk, shrink_bytes, shrink_totals, zeroed_bytes, ShrinkTotals, Side};
 
 /// A channel dependency group: channels that must be removed together from every member.
 #[derive(Debug, Clone, Serialize)]

@@ -423,6 +423,17 @@ pub fn shrink_bytes(
     Ok((out, totals))
 }
 
+/// The parameter totals a shrink would give, without writing anything (external data
+/// included).
+pub fn shrink_totals(
+    model: &Model,
+    analysis: &Analysis,
+    removed: &[Vec<usize>],
+) -> Result<ShrinkTotals> {
+    let wire = wire::scan(model)?;
+    Ok(splices(model, &wire, analysis, removed)?.2)
+}
+
 /// Writes the shrunk model to `to` (external data beside it), atomically.
 pub fn save_shrunk(
     model: &Model,
