@@ -18,4 +18,5 @@ mod prune;
 mod replay;
 mod roundtrip;
 mod sensitivity;
+mod shrink;
 mod trust;

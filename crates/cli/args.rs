@@ -74,6 +74,21 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Sensitivity(SensitivityArgs),
 
+    /// Remove whole channels (Conv filters, Gemm/MatMul neurons) through the graph's channel
+    /// dependency groups: a smaller, faster model in every runtime. Without --sparsity only dead
+    /// channels go (all-zero weights all the way, or never read), and the outputs stay the same
+    /// to float rounding. A group reaching an op the tool does not understand, a graph output or
+    /// a subgraph is blocked, never guessed through: --dry-run lists every group and what blocks it.
+    ///
+    /// Examples:
+    ///   onnx-prune shrink model.onnx --dry-run
+    ///   onnx-prune shrink model.onnx -o smaller.onnx
+    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.3 --round-to 8 --report r.json
+    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.5 --scope global --exclude 'head'
+    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.3 --check --random 16
+    #[command(verbatim_doc_comment)]
+    Shrink(ShrinkArgs),
+
     /// Print the completion script for a shell.
     ///
     /// Examples:
@@ -91,6 +106,66 @@ pub enum Command {
     ///   onnx-prune man prune > onnx-prune-prune.1
     #[command(verbatim_doc_comment)]
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShrinkArgs {
+    /// The ONNX model to shrink.
+    pub model: PathBuf,
+
+    /// Where to write the shrunk model (external data goes beside it).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Remove this fraction of each group's channels, least important first (group L2 norm of
+    /// every member's weights for the channel). Without it, only dead channels go.
+    /// Example: --sparsity 0.3
+    #[arg(long, value_name = "S")]
+    pub sparsity: Option<f64>,
+
+    /// With --sparsity: `group` takes the fraction from every group; `global` ranks all
+    /// groups' channels together by importance normalised per group (default: group).
+    #[arg(long, value_enum, value_name = "SCOPE")]
+    pub scope: Option<ShrinkScopeArg>,
+
+    /// Keep every group's channel count a multiple of N (8 or 16 suit SIMD kernels; counts are
+    /// rounded up, and a group is never emptied). Example: --round-to 8
+    #[arg(long, value_name = "N")]
+    pub round_to: Option<usize>,
+
+    /// Shrink only the groups with a producer node matching REGEX (repeatable).
+    /// Example: --include 'layer[34]'
+    #[arg(long, value_name = "REGEX")]
+    pub include: Vec<String>,
+
+    /// Leave alone the groups with a producer node matching REGEX (repeatable).
+    /// Example: --exclude '^/head/'
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+
+    /// List every channel group (producers, consumers, the nodes in between, channel count)
+    /// and every blocked one with the node that blocks it; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write a JSON report: per group producers, consumers, channels_before, channels_after
+    /// and removed; totals params_before/after and macs_before/after.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// After writing, run both models through tract (see the check options) and compare
+    /// their outputs; a failed tolerance exits 1 and keeps the output.
+    #[arg(long)]
+    pub check: bool,
+
+    #[command(flatten)]
+    pub check_flags: CheckFlags,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ShrinkScopeArg {
+    Group,
+    Global,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ mod prune;
 mod pruner;
 mod replay;
 mod sensitivity;
+mod shrink;
 mod stdout;
 mod table;
 
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Sensitivity(args) => sensitivity::run(args),
+        Command::Shrink(args) => shrink::run(args),
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),
     };

@@ -32,6 +32,7 @@ mod report;
 mod rewrite;
 mod schedule;
 mod select;
+pub mod shrink;
 mod size;
 mod sparse;
 mod threshold;

@@ -214,9 +214,11 @@ pub fn output_files(model: &Model, to: Destination) -> Result<OutputFiles> {
     })
 }
 
-/// The packed typed field (`float_data`, `double_data` or `int32_data`) holding `data`.
-fn typed_field(number: u32, element_size: usize, data: &[u8]) -> Vec<u8> {
-    let payload = if number == field::INT32_DATA {
+/// The packed typed field (`float_data`, `double_data`, or the varint fields `int32_data`,
+/// `int64_data`, `uint64_data`) holding `data`.
+pub(crate) fn typed_field(number: u32, element_size: usize, data: &[u8]) -> Vec<u8> {
+    let varint = [field::INT32_DATA, field::INT64_DATA, field::UINT64_DATA];
+    let payload = if varint.contains(&number) {
         let mut varints = Vec::with_capacity(data.len() * 2);
         for element in data.chunks_exact(element_size) {
             let mut value = [0u8; 8];
@@ -400,11 +402,28 @@ pub fn to_bytes(model: &Model, edits: &[Edit]) -> Result<Vec<u8>> {
 pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) -> Result<Saved> {
     let targets = output_files(model, to)?;
     let Splices {
-        model: mut model_splice,
+        model: model_splice,
         external,
         moved,
         kept_dense,
     } = splice_edits(model, edits, storage)?;
+    let written = write_spliced(model, &targets, model_splice, external)?;
+    Ok(Saved {
+        files: written,
+        sparse: moved,
+        kept_dense,
+    })
+}
+
+/// Writes the model and its external data files with their splices applied to `targets`
+/// (external data locations renamed where the targets say), each to a temporary file first,
+/// then renamed: external data files first, the model last.
+pub(crate) fn write_spliced(
+    model: &Model,
+    targets: &OutputFiles,
+    mut model_splice: Splice,
+    external: BTreeMap<&str, Splice>,
+) -> Result<Vec<WrittenFile>> {
     for tensor in model.tensors() {
         let Payload::External {
             location,
@@ -456,11 +475,7 @@ pub fn save(model: &Model, edits: &[Edit], to: Destination, storage: Storage) ->
             bytes,
         });
     }
-    Ok(Saved {
-        files: written,
-        sparse: moved,
-        kept_dense,
-    })
+    Ok(written)
 }
 
 /// Writes `input` with `splice` applied to a synced temporary file beside `target`.

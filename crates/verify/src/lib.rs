@@ -32,6 +32,7 @@ mod reference;
 mod run;
 mod runner;
 mod samples;
+mod shapes;
 
 pub use calibrate::{Calibration, CalibrationOptions};
 pub use check::{
@@ -40,3 +41,4 @@ pub use check::{
 };
 pub use error::{Error, Result};
 pub use reference::{Keep, Reference, KEPT_BYTES_LIMIT};
+pub use shapes::{latency, value_shapes};

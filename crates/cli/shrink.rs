@@ -1,0 +1,215 @@
+//! `onnx-prune shrink`: flags to a validated request, then analyse, choose, write, report.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use onnx_prune_core::shrink::{self, Analysis, Request, ShrinkReport, ShrinkScope};
+use onnx_prune_core::{write_file_atomic, Destination, Model};
+use regex::Regex;
+
+use crate::args::{ShrinkArgs, ShrinkScopeArg};
+use crate::check;
+use crate::files::{preflight_check, Files};
+use crate::stdout;
+use crate::table::table;
+
+/// Timed runs per model for the latency `--check` reports (after one warm-up run).
+const LATENCY_RUNS: usize = 10;
+
+fn regexes(patterns: &[String], flag: &str) -> Result<Vec<Regex>> {
+    patterns
+        .iter()
+        .map(|p| Regex::new(p).with_context(|| format!("{flag} `{p}` is not a valid regex")))
+        .collect()
+}
+
+/// The request the flags ask for; flags without effect are errors.
+fn request(args: &ShrinkArgs) -> Result<Request> {
+    if let Some(s) = args.sparsity {
+        if !(0.0..1.0).contains(&s) {
+            bail!("--sparsity must be in [0, 1), got {s}");
+        }
+    } else if args.scope.is_some() {
+        bail!("--scope has no effect without --sparsity (dead channels are found per group)");
+    }
+    if args.round_to == Some(0) {
+        bail!("--round-to must be at least 1 (a channel count that is a multiple of 0 is empty)");
+    }
+    Ok(Request {
+        sparsity: args.sparsity,
+        scope: match args.scope {
+            Some(ShrinkScopeArg::Global) => ShrinkScope::Global,
+            _ => ShrinkScope::Group,
+        },
+        round_to: args.round_to.unwrap_or(1),
+        include: regexes(&args.include, "--include")?,
+        exclude: regexes(&args.exclude, "--exclude")?,
+    })
+}
+
+pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
+    let request = request(&args)?;
+    match (&args.output, args.dry_run) {
+        (None, false) => {
+            bail!("give the output with -o FILE (or --dry-run to only list the groups)")
+        }
+        (Some(_), true) => bail!("--dry-run writes nothing: drop -o or --dry-run"),
+        _ => {}
+    }
+    if args.dry_run && args.check {
+        bail!("--dry-run writes nothing, so there is nothing for --check to check");
+    }
+    let check_options = check::options_if(args.check, &args.check_flags)?;
+    let model = Model::load(&args.model)?;
+    let mut files = Files::default();
+    files.read_model(&model);
+    if let Some(options) = &check_options {
+        files.read_check_inputs(options);
+        preflight_check(options)?;
+        onnx_prune_verify::validate(&model, options)?;
+    }
+    if let Some(output) = &args.output {
+        files.write_model("-o", &model, Destination::File(output))?;
+    }
+    if let Some(report) = &args.report {
+        files.write("--report", report);
+    }
+    files.check()?;
+    let analysis = shrink::analyze(&model)?;
+    let removed = match shrink::choose(&model, &analysis, &request) {
+        Ok(removed) => removed,
+        Err(e) if args.dry_run => {
+            stdout::print(analysis.describe())?;
+            return Err(e.into());
+        }
+        Err(e) => bail!("{e}\n{}", analysis.describe().trim_end()),
+    };
+    let totals = match &args.output {
+        Some(output) => Some(shrink::save_shrunk(&model, &analysis, &removed, output)?.1),
+        None => None,
+    };
+    if args.dry_run {
+        stdout::print(analysis.describe())?;
+    }
+    let checked = match (&check_options, &args.output) {
+        (Some(options), Some(output)) => Some(check::run_check(&args.model, output, options)?),
+        _ => None,
+    };
+    let latency = match (&check_options, &args.output) {
+        (Some(options), Some(output)) => {
+            let time =
+                |m: &Model| onnx_prune_verify::latency(m, m.bytes(), &options.shapes, LATENCY_RUNS);
+            Some((time(&model)?, time(&Model::load(output)?)?))
+        }
+        _ => None,
+    };
+    let totals = match totals {
+        Some(t) => t,
+        None => shrink::shrink_totals(&model, &analysis, &removed)?,
+    };
+    let given = check_options
+        .as_ref()
+        .map(|o| o.shapes.clone())
+        .unwrap_or_default();
+    let macs = match &args.output {
+        Some(output) => match count_macs(&model, output, &given) {
+            Ok(macs) => Some(macs),
+            Err(e) => {
+                eprintln!("note: MACs not counted: {e:#}");
+                None
+            }
+        },
+        None => None,
+    };
+    let report = ShrinkReport::new(&analysis, &removed, args.sparsity, totals, macs);
+    if let Some(path) = &args.report {
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(checked) = &checked {
+            value["check"] = serde_json::to_value(checked)?;
+        }
+        if let Some((before, after)) = latency {
+            value["latency"] = serde_json::json!({
+                "seconds_per_sample_before": before,
+                "seconds_per_sample_after": after,
+            });
+        }
+        write_file_atomic(path, &serde_json::to_vec_pretty(&value)?)?;
+    }
+    stdout::print(render(&analysis, &report))?;
+    if let Some((before, after)) = latency {
+        stdout::print(format!(
+            "tract latency per sample: {:.3} ms -> {:.3} ms ({:.2}x)",
+            before * 1e3,
+            after * 1e3,
+            before / after
+        ))?;
+    }
+    Ok(match &checked {
+        Some(checked) => {
+            stdout::print(format!("\n{}", check::render(checked)))?;
+            check::exit_code(checked)
+        }
+        None => ExitCode::SUCCESS,
+    })
+}
+
+/// Multiply-accumulates of one inference of the input and of the shrunk model, at the input
+/// shapes `given` (by `--shape`) or declared, from the shapes tract infers.
+fn count_macs(
+    model: &Model,
+    output: &Path,
+    given: &BTreeMap<String, Vec<usize>>,
+) -> Result<(u64, u64)> {
+    let count = |m: &Model| -> Result<u64> {
+        let shapes = onnx_prune_verify::value_shapes(m, m.bytes(), &shrink::mac_values(m), given)?;
+        shrink::macs(m, &shapes).context("a value's shape is unknown")
+    };
+    Ok((count(model)?, count(&Model::load(output)?)?))
+}
+
+/// The groups that changed, and the totals.
+fn render(analysis: &Analysis, report: &ShrinkReport) -> String {
+    let rows: Vec<Vec<String>> = report
+        .groups
+        .iter()
+        .filter(|g| !g.removed.is_empty())
+        .map(|g| {
+            let more = g.producers.len().saturating_sub(1);
+            let name = analysis.groups[g.id].name().to_string();
+            vec![
+                g.id.to_string(),
+                if more > 0 {
+                    format!("{name} (+{more})")
+                } else {
+                    name
+                },
+                g.channels_before.to_string(),
+                g.channels_after.to_string(),
+            ]
+        })
+        .collect();
+    let open = analysis.open().count();
+    let mut out = if rows.is_empty() {
+        "no channel removed\n".to_string()
+    } else {
+        table(
+            &["group", "producer", "channels before", "after"],
+            rows,
+            &[0, 2, 3],
+        ) + "\n"
+    };
+    let t = &report.totals;
+    out.push_str(&format!(
+        "\n{} groups ({open} open, {} blocked); params {} -> {}",
+        analysis.groups.len(),
+        analysis.groups.len() - open,
+        t.params_before,
+        t.params_after
+    ));
+    if let (Some(a), Some(b)) = (t.macs_before, t.macs_after) {
+        out.push_str(&format!("; MACs {a} -> {b}"));
+    }
+    out
+}

@@ -1,0 +1,464 @@
+//! Finding the channel dependency groups of the main graph: one walk over the nodes in order
+//! (ONNX graphs are topologically sorted) that gives every activation tensor a channel
+//! [`Layout`], creates a group at each producer, merges groups at coupling ops, records every
+//! weight axis that carries a group's channels ([`Cut`]), and blocks every group that reaches
+//! something it does not understand. The op handlers live in [`super::ops`].
+
+use num_integer::gcd;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::error::{Error, Result};
+use crate::model::{Model, Node, Source, Tensor};
+use crate::proto::DataType;
+
+use super::layout::{Layout, Owner};
+use super::{Analysis, Group};
+
+/// What a cut weight axis is to its group: the weights that make the channel, those that read
+/// it, or per-channel parameters on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CutKind {
+    /// Producer weights and biases (out-channel axis).
+    Producer,
+    /// Consumer weights (reduction axis).
+    Consumer,
+    /// Per-channel parameters (normalisation, PRelu slopes, Mul/Add constants, depthwise).
+    Param,
+}
+
+/// One axis of one constant tensor whose positions carry group channels.
+#[derive(Debug, Clone)]
+pub(crate) struct Cut {
+    /// Index into [`Model::tensors`].
+    pub tensor: usize,
+    /// The axis.
+    pub axis: usize,
+    /// The owner of each position on the axis (after [`Builder::finish`]: group index, unit).
+    pub owners: Vec<Owner>,
+    /// What the tensor is to the group.
+    pub kind: CutKind,
+}
+
+/// A count that follows the channels: fixed, or the kept positions among `owners`.
+#[derive(Debug, Clone)]
+pub(crate) enum Count {
+    /// Stays as it is.
+    Fixed(i64),
+    /// The number of positions of these owners that are kept.
+    Kept(Vec<Owner>),
+}
+
+/// A node attribute or shape tensor whose value follows the channel count.
+#[derive(Debug, Clone)]
+pub(crate) enum Recount {
+    /// An integer attribute (a depthwise Conv's `group`).
+    Int {
+        node: usize,
+        attr: &'static str,
+        count: Count,
+    },
+    /// An integer-list attribute (Split's `split`, Slice's `starts`/`ends` before opset 10).
+    Ints {
+        node: usize,
+        attr: &'static str,
+        counts: Vec<Count>,
+    },
+    /// A constant integer tensor (Split sizes, Slice bounds, Reshape target, Resize sizes).
+    Tensor { tensor: usize, counts: Vec<Count> },
+    /// Sizes for a Split that splits equally without giving them: added when they change (an
+    /// input from opset 13, the `split` attribute before), replacing `num_outputs`.
+    SplitSizes { node: usize, counts: Vec<Count> },
+}
+
+/// Per raw group id: union-find parent, size and facts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawGroup {
+    parent: usize,
+    /// Channel `c` of this group is channel `c + offset` of its parent.
+    offset: usize,
+    pub size: usize,
+    /// Channels `c` and `c + period` are removed together (grouped convolutions).
+    pub period: usize,
+    pub blocked: Vec<String>,
+    pub not_zero: Vec<String>,
+    pub producers: BTreeSet<String>,
+    pub consumers: BTreeSet<String>,
+    pub members: BTreeSet<String>,
+    first_node: usize,
+}
+
+/// The state of the walk.
+pub(crate) struct Builder<'m> {
+    pub model: &'m Model,
+    /// Constant tensors of the main graph by name.
+    consts: HashMap<&'m str, usize>,
+    /// How many node inputs (any graph) name each tensor.
+    uses: HashMap<&'m str, usize>,
+    pub layouts: HashMap<String, Layout>,
+    pub raw: Vec<RawGroup>,
+    pub cuts: Vec<Cut>,
+    /// Dead-channel conditions: a channel maps 0 to 0 on its way when, in every clause, one
+    /// of the cuts is zero for it.
+    pub clauses: Vec<Vec<usize>>,
+    pub recounts: Vec<Recount>,
+    /// The node being handled: (index, label, op).
+    pub here: (usize, String, String),
+}
+
+impl<'m> Builder<'m> {
+    fn new(model: &'m Model) -> Builder<'m> {
+        let consts = model
+            .tensors()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| {
+                t.graph == 0
+                    && t.sparse.is_none()
+                    && matches!(t.source, Source::Initializer | Source::Constant(_))
+            })
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect();
+        let mut uses: HashMap<&str, usize> = HashMap::new();
+        for graph in model.graphs() {
+            for node in &graph.nodes {
+                for input in node.inputs.iter().filter(|i| !i.is_empty()) {
+                    *uses.entry(input.as_str()).or_default() += 1;
+                }
+            }
+        }
+        Builder {
+            model,
+            consts,
+            uses,
+            layouts: HashMap::new(),
+            raw: Vec::new(),
+            cuts: Vec::new(),
+            clauses: Vec::new(),
+            recounts: Vec::new(),
+            here: (0, String::new(), String::new()),
+        }
+    }
+
+    /// The root of a raw group, and where the group's channel 0 sits in it.
+    pub fn find_off(&self, mut g: usize) -> (usize, usize) {
+        let mut offset = 0;
+        while self.raw[g].parent != g {
+            offset += self.raw[g].offset;
+            g = self.raw[g].parent;
+        }
+        (g, offset)
+    }
+
+    /// The root of a raw group.
+    pub fn find(&self, g: usize) -> usize {
+        self.find_off(g).0
+    }
+
+    /// The root group that `layout` is the whole of, if it is.
+    pub fn whole_root(&self, layout: &Layout) -> Option<usize> {
+        match layout.segs.as_slice() {
+            [seg] => {
+                let (root, offset) = self.find_off(seg.group?);
+                (seg.start + offset == 0 && seg.len == self.raw[root].size).then_some(root)
+            }
+            _ => None,
+        }
+    }
+
+    /// A new group of `size` channels made by the current node.
+    pub fn new_group(&mut self, size: usize) -> usize {
+        let id = self.raw.len();
+        self.raw.push(RawGroup {
+            parent: id,
+            size,
+            period: size,
+            first_node: self.here.0,
+            ..RawGroup::default()
+        });
+        self.raw[id].producers.insert(self.here.1.clone());
+        id
+    }
+
+    /// Makes root group `child` channels `offset..offset + size` of root group `parent`.
+    pub fn embed(&mut self, child: usize, parent: usize, offset: usize) {
+        if child == parent {
+            return;
+        }
+        let moved = std::mem::take(&mut self.raw[child]);
+        let root = &mut self.raw[parent];
+        if moved.period != moved.size {
+            root.period = gcd(gcd(root.period, moved.period), root.size);
+        }
+        root.first_node = root.first_node.min(moved.first_node);
+        root.blocked.extend(moved.blocked);
+        root.not_zero.extend(moved.not_zero);
+        root.producers.extend(moved.producers);
+        root.consumers.extend(moved.consumers);
+        root.members.extend(moved.members);
+        self.raw[child] = RawGroup {
+            parent,
+            offset,
+            size: moved.size,
+            ..RawGroup::default()
+        };
+    }
+
+    /// Blocks every group of `layout`, saying why.
+    pub fn block(&mut self, layout: &Layout, why: &str) {
+        for g in layout.groups().collect::<Vec<_>>() {
+            let root = self.find(g);
+            if !self.raw[root].blocked.iter().any(|b| b == why) {
+                self.raw[root].blocked.push(why.to_string());
+            }
+        }
+    }
+
+    /// Blocks the groups of `layout` at the current node.
+    pub fn block_here(&mut self, layout: &Layout, what: &str) {
+        let why = format!("{} ({}): {what}", self.here.1, self.here.2);
+        self.block(layout, &why);
+    }
+
+    /// The current node as `label (op)`.
+    pub fn why_here(&self) -> String {
+        format!("{} ({})", self.here.1, self.here.2)
+    }
+
+    /// Marks `layout` as possibly nonzero from the current node on, unless it already is.
+    pub fn not_zero(&self, layout: &mut Layout) {
+        layout.nonzero.get_or_insert_with(|| self.why_here());
+    }
+
+    /// At a consumer: when `layout` may be nonzero for zero producers, its groups' channels
+    /// cannot be found dead from their producers.
+    pub fn read_by_consumer(&mut self, layout: &Layout) {
+        let Some(why) = layout.nonzero.clone() else {
+            return;
+        };
+        for g in layout.groups().collect::<Vec<_>>() {
+            let root = self.find(g);
+            self.raw[root].not_zero.push(why.clone());
+        }
+    }
+
+    /// Records the current node as a member of the groups of `layout`, in `role`.
+    pub fn member(&mut self, layout: &Layout, kind: CutKind) {
+        let label = self.here.1.clone();
+        for g in layout.groups().collect::<Vec<_>>() {
+            let root = self.find(g);
+            let set = match kind {
+                CutKind::Producer => &mut self.raw[root].producers,
+                CutKind::Consumer => &mut self.raw[root].consumers,
+                CutKind::Param => &mut self.raw[root].members,
+            };
+            set.insert(label.clone());
+        }
+    }
+
+    /// Records a cut; returns its index.
+    pub fn cut(&mut self, tensor: usize, axis: usize, owners: Vec<Owner>, kind: CutKind) -> usize {
+        self.cuts.push(Cut {
+            tensor,
+            axis,
+            owners,
+            kind,
+        });
+        self.cuts.len() - 1
+    }
+
+    /// The constant tensor `name` of the main graph, when only one node input uses it.
+    pub fn own_const(&self, name: &str) -> Option<&'m Tensor> {
+        let index = *self.consts.get(name)?;
+        (self.uses.get(name) == Some(&1)).then(|| &self.model.tensors()[index])
+    }
+
+    /// Index of the constant tensor `name`, when only one node input uses it.
+    pub fn own_const_index(&self, name: &str) -> Option<usize> {
+        self.own_const(name)?;
+        self.consts.get(name).copied()
+    }
+
+    /// Whether `name` is a constant of the main graph.
+    pub fn is_const(&self, name: &str) -> bool {
+        self.consts.contains_key(name)
+    }
+
+    /// The integer values of the constant `name` (int64 or int32), if it is one.
+    pub fn const_ints(&self, name: &str) -> Option<Vec<i64>> {
+        let tensor = &self.model.tensors()[*self.consts.get(name)?];
+        let bytes = crate::values::dense_bytes(self.model, tensor).ok()?;
+        match tensor.dtype {
+            DataType::Other(7) => Some(
+                bytes
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect(),
+            ),
+            DataType::Other(6) => Some(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// The float values of the constant `name`, if it is a float32 one.
+    pub fn const_floats(&self, name: &str) -> Option<Vec<f32>> {
+        let tensor = &self.model.tensors()[*self.consts.get(name)?];
+        if tensor.dtype != DataType::Float32 {
+            return None;
+        }
+        let bytes = crate::values::dense_bytes(self.model, tensor).ok()?;
+        Some(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect(),
+        )
+    }
+
+    /// An error naming the current node: the graph contradicts itself.
+    pub fn inconsistent(&self, what: impl std::fmt::Display) -> Error {
+        Error::Usage(format!(
+            "node `{}` ({}): inconsistent shapes: {what}",
+            self.here.1, self.here.2
+        ))
+    }
+
+    fn finish(mut self, outputs: &[String]) -> Analysis {
+        // Groups that reach a graph output or a subgraph are blocked.
+        for name in outputs {
+            if let Some(layout) = self.layouts.get(name).cloned() {
+                self.block(&layout, &format!("graph output `{name}`"));
+            }
+        }
+        let inner: BTreeSet<&str> = self.model.graphs()[1..]
+            .iter()
+            .flat_map(|g| g.nodes.iter().flat_map(|n| n.inputs.iter()))
+            .map(String::as_str)
+            .collect();
+        let mut seen: Vec<(String, Layout)> = self
+            .layouts
+            .iter()
+            .filter(|(name, _)| inner.contains(name.as_str()))
+            .map(|(n, l)| (n.clone(), l.clone()))
+            .collect();
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, layout) in seen {
+            self.block(&layout, &format!("`{name}` is used inside a subgraph"));
+        }
+        // Roots in order of their first producer.
+        let mut roots: Vec<usize> = (0..self.raw.len()).filter(|&g| self.find(g) == g).collect();
+        roots.sort_by_key(|&g| (self.raw[g].first_node, g));
+        let index: BTreeMap<usize, usize> =
+            roots.iter().enumerate().map(|(i, &g)| (g, i)).collect();
+        let resolve = |owners: &mut Vec<Owner>, b: &mut Builder| {
+            for owner in owners.iter_mut() {
+                if let Some((g, c)) = *owner {
+                    let (root, offset) = b.find_off(g);
+                    *owner = Some((index[&root], (c + offset) % b.raw[root].period));
+                }
+            }
+        };
+        let mut cuts = std::mem::take(&mut self.cuts);
+        for cut in &mut cuts {
+            resolve(&mut cut.owners, &mut self);
+        }
+        let mut recounts = std::mem::take(&mut self.recounts);
+        for recount in &mut recounts {
+            let counts = match recount {
+                Recount::Int { count, .. } => std::slice::from_mut(count),
+                Recount::Ints { counts, .. }
+                | Recount::Tensor { counts, .. }
+                | Recount::SplitSizes { counts, .. } => counts,
+            };
+            for count in counts {
+                if let Count::Kept(owners) = count {
+                    resolve(owners, &mut self);
+                }
+            }
+        }
+        let mut activations: Vec<(String, Vec<usize>)> = Vec::new();
+        let layouts = std::mem::take(&mut self.layouts);
+        for (name, layout) in layouts {
+            let groups = layout
+                .groups()
+                .map(|g| index[&self.find(g)])
+                .collect::<BTreeSet<_>>();
+            activations.push((name, groups.into_iter().collect()));
+        }
+        activations.sort();
+        let groups = roots
+            .iter()
+            .enumerate()
+            .map(|(id, &g)| {
+                let raw = &self.raw[g];
+                Group {
+                    id,
+                    channels: raw.size,
+                    period: raw.period,
+                    producers: raw.producers.iter().cloned().collect(),
+                    consumers: raw.consumers.iter().cloned().collect(),
+                    members: raw.members.iter().cloned().collect(),
+                    blocked: raw.blocked.clone(),
+                    not_zero: raw.not_zero.first().cloned(),
+                }
+            })
+            .collect();
+        Analysis {
+            groups,
+            cuts,
+            clauses: self.clauses,
+            recounts,
+            activations,
+        }
+    }
+}
+
+/// The dependency groups of `model`'s main graph.
+pub(crate) fn analyze(model: &Model, outputs: &[String]) -> Result<Analysis> {
+    let mut b = Builder::new(model);
+    let graph = &model.graphs()[0];
+    for (index, node) in graph.nodes.iter().enumerate() {
+        b.here = (index, node.label(index), node.op_type.clone());
+        handle(&mut b, index, node)?;
+    }
+    Ok(b.finish(outputs))
+}
+
+/// Dispatches one node: ops the tool understands, or blocking.
+fn handle(b: &mut Builder, index: usize, node: &Node) -> Result<()> {
+    let inputs: Vec<Option<Layout>> = node
+        .inputs
+        .iter()
+        .map(|name| b.layouts.get(name).cloned())
+        .collect();
+    if inputs.iter().all(Option::is_none) && !super::ops::is_producer(node) {
+        return Ok(()); // nothing of any group reaches this node
+    }
+    let foreign = !node.domain.is_empty() && node.domain != "ai.onnx";
+    let outputs = if foreign || !node.subgraphs.is_empty() {
+        None
+    } else {
+        super::ops::apply(b, index, node, &inputs)?
+    };
+    match outputs {
+        Some(outputs) => {
+            for (name, layout) in node.outputs.iter().zip(outputs) {
+                if let Some(layout) = layout {
+                    if !name.is_empty() {
+                        b.layouts.insert(name.clone(), layout);
+                    }
+                }
+            }
+        }
+        None => {
+            for layout in inputs.into_iter().flatten() {
+                b.block_here(&layout, "an op this tool does not pass channels through");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Encoding the few new messages the rewrite writes (packed dims, value declarations,
+//! attributes) and giving an equal Split explicit sizes.
+
+use onnx_splice::{encode_len_header, Patch, Splice};
+
+use crate::model::Model;
+use crate::proto;
+
+use super::wire::GraphWire;
+
+pub(crate) fn varint_field(number: u32, value: u64, out: &mut Vec<u8>) {
+    prost::encoding::encode_varint(u64::from(number << 3), out);
+    prost::encoding::encode_varint(value, out);
+}
+
+pub(crate) fn packed_ints(number: u32, values: &[i64]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for &v in values {
+        prost::encoding::encode_varint(v as u64, &mut payload);
+    }
+    let mut out = Vec::new();
+    encode_len_header(number, payload.len(), &mut out);
+    out.extend(payload);
+    out
+}
+
+pub(crate) fn message(number: u32, payload: &[u8], out: &mut Vec<u8>) {
+    encode_len_header(number, payload.len(), out);
+    out.extend_from_slice(payload);
+}
+
+/// A `ValueInfoProto` field `{name, tensor_type {elem_type, shape}}` of a graph (`number`:
+/// `input` or `value_info`).
+pub(crate) fn value_info(number: u32, name: &str, elem_type: i32, dims: &[i64]) -> Vec<u8> {
+    use proto::value_info as v;
+    let mut shape = Vec::new();
+    for &d in dims {
+        let mut dim = Vec::new();
+        varint_field(v::DIM_VALUE, d as u64, &mut dim);
+        message(v::DIM, &dim, &mut shape);
+    }
+    let mut tensor = Vec::new();
+    varint_field(v::ELEM_TYPE, elem_type as u64, &mut tensor);
+    message(v::SHAPE, &shape, &mut tensor);
+    let mut ty = Vec::new();
+    message(v::TENSOR_TYPE, &tensor, &mut ty);
+    let mut info = Vec::new();
+    message(v::NAME, name.as_bytes(), &mut info);
+    message(v::TYPE, &ty, &mut info);
+    let mut out = Vec::new();
+    message(number, &info, &mut out);
+    out
+}
+/// Gives a Split that split equally explicit `sizes`: a new int64 initializer as its second
+/// input from opset 13 (its `num_outputs` attribute removed), the `split` attribute before.
+pub(crate) fn explicit_split(
+    model: &Model,
+    wire: &GraphWire,
+    node: usize,
+    sizes: &[i64],
+    splice: &mut Splice,
+) {
+    let opset = model
+        .info()
+        .opsets
+        .iter()
+        .find(|(domain, _)| domain.is_empty() || domain == "ai.onnx")
+        .map_or(1, |(_, v)| *v);
+    let n = &wire.nodes[node];
+    let graph_node = &model.graphs()[0].nodes[node];
+    let node_chain = vec![wire.graph, n.field];
+    if opset >= 13 {
+        let name = format!("{}_shrink_split_sizes", graph_node.outputs[0]);
+        let mut tensor = packed_ints(proto::tensor::DIMS, &[sizes.len() as i64]);
+        varint_field(proto::tensor::DATA_TYPE, 7, &mut tensor);
+        message(proto::tensor::NAME, name.as_bytes(), &mut tensor);
+        let raw: Vec<u8> = sizes.iter().flat_map(|v| v.to_le_bytes()).collect();
+        message(proto::tensor::RAW_DATA, &raw, &mut tensor);
+        let mut field = Vec::new();
+        message(proto::graph::INITIALIZER, &tensor, &mut field);
+        let end = wire.graph.payload_end;
+        splice.replace(end..end, Patch::Bytes(field), vec![wire.graph]);
+        let mut input = Vec::new();
+        message(proto::node::INPUT, name.as_bytes(), &mut input);
+        splice.replace(
+            n.inputs_end..n.inputs_end,
+            Patch::Bytes(input),
+            node_chain.clone(),
+        );
+        if let Some(attr) = n.attributes.get("num_outputs") {
+            splice.replace(attr.span.clone(), Patch::Bytes(Vec::new()), node_chain);
+        }
+    } else {
+        let mut attr = Vec::new();
+        message(proto::attribute::NAME, b"split", &mut attr);
+        attr.extend(packed_ints(proto::attribute::INTS, sizes));
+        varint_field(ATTRIBUTE_TYPE, 7, &mut attr);
+        let mut field = Vec::new();
+        message(proto::node::ATTRIBUTE, &attr, &mut field);
+        let end = n.field.payload_end;
+        splice.replace(end..end, Patch::Bytes(field), node_chain);
+    }
+}
+
+/// `AttributeProto.type`; 7 is `INTS`.
+const ATTRIBUTE_TYPE: u32 = 20;

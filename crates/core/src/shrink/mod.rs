@@ -1,0 +1,134 @@
+//! Structural pruning: remove whole channels (Conv filters, Gemm/MatMul neurons) through the
+//! graph's channel dependency groups, so that the model gets smaller and faster in every
+//! runtime.
+//!
+//! Passes, in order:
+//! 1. [`analyze`]: one walk over the main graph finds the groups: producers make channels,
+//!    per-channel ops pass them through, coupling ops (Add, Mul, ...) merge groups, index maps
+//!    (Concat, Split, Slice, Flatten) move them; an op the tool does not understand, a graph
+//!    output or a subgraph **blocks** the groups that reach it.
+//! 2. [`choose`]: which channels go: dead channels exactly, or the least important by group L2
+//!    norm (`--sparsity`).
+//! 3. [`shrink_edits`] / [`save_shrunk`]: every member tensor sliced, `group`/Split sizes/Slice
+//!    bounds/Reshape targets recounted, stale `value_info` shapes dropped, everything else kept
+//!    byte for byte.
+//!
+//! Design note: a tensor's channel axis is described by a [`layout::Layout`] (segments of
+//! groups' channel ranges) rather than by merging tensors into groups directly, so that Concat
+//! and Split keep exact offsets and one weight axis may carry channels of several groups.
+
+mod analyze;
+mod choose;
+mod encode;
+mod index_maps;
+mod layout;
+mod macs;
+mod ops;
+mod report;
+mod rewrite;
+mod wire;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::model::Model;
+
+pub use choose::{choose, Importance, Request, ShrinkScope};
+pub use macs::{mac_values, macs};
+pub use report::{GroupOutcome, ShrinkReport, ShrinkReportTotals};
+pub use rewrite::{save_shrunk, shrink_bytes, shrink_totals, zeroed_bytes, ShrinkTotals, Side};
+
+/// A channel dependency group: channels that must be removed together from every member.
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    /// Index in [`Analysis::groups`].
+    pub id: usize,
+    /// Number of channels.
+    pub channels: usize,
+    /// Channels `c` and `c + period` go together (grouped convolutions); `channels` otherwise.
+    pub period: usize,
+    /// Nodes that make the channels (their weights' out-channel axis).
+    pub producers: Vec<String>,
+    /// Nodes that read the channels (their weights' reduction axis).
+    pub consumers: Vec<String>,
+    /// Other nodes the channels pass through (normalisation, activations, Add, Concat, ...).
+    pub members: Vec<String>,
+    /// Why the group cannot shrink: each blocking node (with its op) or graph output.
+    pub blocked: Vec<String>,
+    /// The first op on the way that does not map 0 to 0 (its channels can be constant rather
+    /// than dead), if any.
+    pub not_zero: Option<String>,
+}
+
+impl Group {
+    /// A short name: the first producer.
+    pub fn name(&self) -> &str {
+        self.producers.first().map_or("", String::as_str)
+    }
+
+    /// Removal units: channels that can go one by one (`period`).
+    pub fn units(&self) -> usize {
+        self.period
+    }
+}
+
+/// The channel groups of a model and where each lives.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// Every group, in the order of their first producer.
+    pub groups: Vec<Group>,
+    pub(crate) cuts: Vec<analyze::Cut>,
+    pub(crate) clauses: Vec<Vec<usize>>,
+    pub(crate) recounts: Vec<analyze::Recount>,
+    /// Activation tensors and the groups their channel axis holds.
+    pub(crate) activations: Vec<(String, Vec<usize>)>,
+}
+
+/// Finds the channel dependency groups of `model`'s main graph. A graph whose shapes
+/// contradict each other (a weight that does not fit its input) is an error naming the node.
+pub fn analyze(model: &Model) -> Result<Analysis> {
+    let wire = wire::scan(model)?;
+    let outputs: Vec<String> = wire.outputs.iter().map(|o| o.name.clone()).collect();
+    analyze::analyze(model, &outputs)
+}
+
+impl Analysis {
+    /// The groups that can shrink.
+    pub fn open(&self) -> impl Iterator<Item = &Group> {
+        self.groups.iter().filter(|g| g.blocked.is_empty())
+    }
+
+    /// A text listing of every group: members and channel count, or what blocked it.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        for g in &self.groups {
+            let state = if g.blocked.is_empty() {
+                "open"
+            } else {
+                "blocked"
+            };
+            let period = if g.period != g.channels {
+                format!(", removed in steps of {} (grouped)", g.channels / g.period)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "group {} ({state}): {} channels{period}",
+                g.id, g.channels
+            );
+            let _ = writeln!(out, "  producers: {}", g.producers.join(", "));
+            if !g.consumers.is_empty() {
+                let _ = writeln!(out, "  consumers: {}", g.consumers.join(", "));
+            }
+            if !g.members.is_empty() {
+                let _ = writeln!(out, "  through:   {}", g.members.join(", "));
+            }
+            for why in &g.blocked {
+                let _ = writeln!(out, "  blocked by {why}");
+            }
+        }
+        out
+    }
+}

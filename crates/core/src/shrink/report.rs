@@ -1,0 +1,92 @@
+//! The `shrink --report` JSON: per group what was removed, and the totals.
+
+use serde::Serialize;
+
+use super::{Analysis, ShrinkTotals};
+
+/// One group in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupOutcome {
+    /// Group index (as `--dry-run` numbers them).
+    pub id: usize,
+    /// Nodes that make the channels.
+    pub producers: Vec<String>,
+    /// Nodes that read them.
+    pub consumers: Vec<String>,
+    /// Channel count before.
+    pub channels_before: usize,
+    /// Channel count after.
+    pub channels_after: usize,
+    /// Removed channel indices (in the producers' numbering).
+    pub removed: Vec<usize>,
+    /// What blocks the group, if anything.
+    pub blocked: Vec<String>,
+}
+
+/// Totals before and after.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ShrinkReportTotals {
+    /// Elements of floating-point constants before.
+    pub params_before: u64,
+    /// And after.
+    pub params_after: u64,
+    /// Multiply-accumulates of one inference at the model's input shapes, before (when they
+    /// could be measured).
+    pub macs_before: Option<u64>,
+    /// And after.
+    pub macs_after: Option<u64>,
+}
+
+/// The report of one shrink.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShrinkReport {
+    /// `dead` (no `--sparsity`) or `group-l2`.
+    pub method: &'static str,
+    /// `--sparsity`, if given.
+    pub sparsity: Option<f64>,
+    /// Every group.
+    pub groups: Vec<GroupOutcome>,
+    /// Totals.
+    pub totals: ShrinkReportTotals,
+}
+
+impl ShrinkReport {
+    /// The report of removing `removed` (per group) with `totals` and, when measured, MACs.
+    pub fn new(
+        analysis: &Analysis,
+        removed: &[Vec<usize>],
+        sparsity: Option<f64>,
+        totals: ShrinkTotals,
+        macs: Option<(u64, u64)>,
+    ) -> ShrinkReport {
+        let groups = analysis
+            .groups
+            .iter()
+            .zip(removed)
+            .map(|(g, removed)| GroupOutcome {
+                id: g.id,
+                producers: g.producers.clone(),
+                consumers: g.consumers.clone(),
+                channels_before: g.channels,
+                channels_after: g.channels - removed.len(),
+                removed: removed.clone(),
+                blocked: g.blocked.clone(),
+            })
+            .collect();
+        ShrinkReport {
+            method: if sparsity.is_some() {
+                "group-l2"
+            } else {
+                "dead"
+            },
+            sparsity,
+            groups,
+            totals: ShrinkReportTotals {
+                params_before: totals.params_before,
+                params_after: totals.params_after,
+                macs_before: macs.map(|m| m.0),
+                macs_after: macs.map(|m| m.1),
+            },
+        }
+    }
+}
