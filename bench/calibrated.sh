@@ -3,7 +3,8 @@
 # on the same generated model (bench/calibrated.py generate: 3 Convs and 2 Gemms, 0.28M
 # parameters) and the same 128 calibration samples. For each: seconds, peak RSS, and
 # the mean over pruned weights of ||XW^T - XW'^T||^2 / ||XW^T||^2 on the calibration data,
-# computed by bench/calibrated.py from onnxruntime activations (the same formula for both).
+# computed by bench/calibrated.py from onnxruntime activations (the same formula for both), and
+# the sparsity of the pruned weights.
 # Usage: bench/calibrated.sh [SPARSITY]
 #   needs: pip install onnx numpy onnxruntime onnxsim==0.8.1; GNU time
 set -euo pipefail
@@ -26,8 +27,8 @@ measure() { # name, output model, command...
 {
   echo "model: $(du -k "$out/model.onnx" | cut -f1) KiB; 128 calibration samples; sparsity $sparsity; $(nproc) cores"
   echo
-  echo "| what | seconds | peak RSS MiB | mean output error |"
-  echo "|---|---|---|---|"
+  echo "| what | seconds | peak RSS MiB | mean output error | sparsity |"
+  echo "|---|---|---|---|---|"
   for method in wanda sparsegpt; do
     measure "onnx-prune --method $method" "$out/ours-$method.onnx" \
       "$bin" prune "$out/model.onnx" -o "$out/ours-$method.onnx" --sparsity "$sparsity" \

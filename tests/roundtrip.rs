@@ -1,9 +1,7 @@
 //! Byte-faithful output: unchanged models come back byte for byte, and re-encoding every tensor
 //! in place gives back the same file.
 
-use onnx_prune_core::{
-    discover, save, to_bytes, Change, Destination, Edit, Model, Role, Storage, Zeroing,
-};
+use onnx_prune_core::{discover, save, to_bytes, Destination, Edit, Model, Role, Storage, Zeroing};
 use protobuf::Message;
 
 use crate::common::{arg, fixture, onnx_fixtures, stdout_ok};
@@ -168,10 +166,7 @@ fn replacing_values_changes_that_tensor_only_in_every_storage() {
             let size = tensor.dtype.size().unwrap();
             let bytes = onnx_prune_core::dense_bytes(&model, tensor).unwrap();
             let reversed: Vec<u8> = bytes.chunks(size).rev().flatten().copied().collect();
-            let edits = [Edit {
-                tensor: weight.tensor,
-                change: Change::Replace(reversed.clone()),
-            }];
+            let edits = [Edit::replace(weight.tensor, reversed.clone())];
             let dir = tempfile::tempdir().unwrap();
             let out = dir.path().join("out.onnx");
             save(&model, &edits, Destination::File(&out), Storage::Dense).unwrap();

@@ -2,6 +2,7 @@
 
 mod auto;
 mod calibrated;
+mod calibrated_bias;
 mod check;
 mod check_data;
 mod check_fix;

@@ -117,6 +117,10 @@ pub fn run(
     if !given.contains(&"--max-accuracy-drop") {
         options.tolerances.max_accuracy_drop = f64::INFINITY;
     }
+    let budget = args.max_evaluations.unwrap_or(DEFAULT_MAX_EVALUATIONS);
+    if budget == 0 {
+        bail!("--max-evaluations must be at least 1");
+    }
     let output = args.output.as_deref().expect("validated");
     let model = Model::load(&args.model)?;
     let mut files = Files::default();
@@ -148,8 +152,7 @@ pub fn run(
     let pruner = Pruner::new(&model, calibrated, &selected)?;
     progress.phase("running the model through tract");
     let baseline = Baseline::load(&args.model, &options)?;
-    progress.phase("measuring each weight's sensitivity through tract");
-    let reports = measure(&pruner, &baseline, &selected, &GRID, pattern)?;
+    let reports = measure(&pruner, &baseline, (&selected, &GRID, pattern), &progress)?;
     // The curves measure what the tolerances bound.
     let metric = if given.contains(&"--max-accuracy-drop") && options.labels.is_some() {
         Metric::Accuracy
@@ -170,8 +173,11 @@ pub fn run(
                 .collect(),
         })
         .collect();
-    progress.phase("searching the largest sparsity that passes");
     let steps = thresholds(&curves);
+    progress.steps(
+        "searching the largest sparsity that passes",
+        budget.min(steps.len()) as u64,
+    );
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     let evaluate = |tau: f64, overall: f64| -> Result<Tried> {
         let sparsities = allocate(&curves, tau);
@@ -184,6 +190,7 @@ pub fn run(
             args.rewrite.storage.into(),
         )?;
         let report = baseline.check(&candidate)?;
+        progress.step();
         Ok(Tried {
             sparsities,
             overall,
@@ -193,10 +200,6 @@ pub fn run(
     // Overall sparsity grows with the threshold. Bisect for the last passing step, then, as
     // measured accuracy is not monotonic in sparsity (a few samples either way), spend what is
     // left of the budget on the steps above it, largest first.
-    let budget = args.max_evaluations.unwrap_or(DEFAULT_MAX_EVALUATIONS);
-    if budget == 0 {
-        bail!("--max-evaluations must be at least 1");
-    }
     let (mut low, mut high) = (0usize, steps.len());
     let mut best: Option<Tried> = None;
     let mut smallest_failure: Option<Tried> = None;

@@ -105,18 +105,22 @@ pub struct Sensitivity {
 }
 
 /// Checks `model` against `baseline` with each selected weight alone pruned at each sparsity,
-/// in parallel: the report of weight `w` at sparsity `s` is at `w * sparsities.len() + s`.
+/// in parallel, counting the checks on `progress`: the report of weight `w` at sparsity `s` is
+/// at `w * sparsities.len() + s`.
 pub fn measure(
     pruner: &Pruner,
     baseline: &Baseline,
-    selected: &[&Weight],
-    sparsities: &[f64],
-    pattern: Pattern,
+    (selected, sparsities, pattern): (&[&Weight], &[f64], Pattern),
+    progress: &Progress,
 ) -> Result<Vec<CheckReport>> {
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     let jobs: Vec<(usize, usize)> = (0..selected.len())
         .flat_map(|w| (0..sparsities.len()).map(move |s| (w, s)))
         .collect();
+    progress.steps(
+        "pruning one weight at a time and running tract",
+        jobs.len() as u64,
+    );
     jobs.par_iter()
         .map(|&(w, s)| {
             let config = PruneConfig {
@@ -136,6 +140,7 @@ pub fn measure(
                 .check(&candidate)
                 .with_context(|| format!("checking `{}` at {}", selected[w].id, sparsities[s]))?;
             std::fs::remove_file(&candidate).ok();
+            progress.step();
             Ok(report)
         })
         .collect()
@@ -195,8 +200,12 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
     let pruner = Pruner::new(&model, calibrated, &selected)?;
     progress.phase("running the model through tract");
     let baseline = Baseline::load(&args.model, &options)?;
-    progress.phase("pruning one weight at a time and running tract");
-    let reports = measure(&pruner, &baseline, &selected, &sparsities, pattern)?;
+    let reports = measure(
+        &pruner,
+        &baseline,
+        (&selected, &sparsities, pattern),
+        &progress,
+    )?;
     drop(progress);
     let metric = Metric::of(&reports[0]);
     let result = Sensitivity {

@@ -15,6 +15,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod add_bias;
 mod bits;
 pub mod budget;
 mod calibrated;
@@ -39,6 +40,7 @@ mod values;
 mod weights;
 mod zeroing;
 
+pub use add_bias::{BiasAdd, NewBias};
 pub use calibrated::{
     plan_calibrated, tap, Calibrated, ConvGeometry, Geometry, LayerStats, Method, Order, Padding,
     Tap,

@@ -25,6 +25,7 @@ pub mod graph {
     pub const NAME: u32 = 2;
     pub const INITIALIZER: u32 = 5;
     pub const INPUT: u32 = 11;
+    pub const VALUE_INFO: u32 = 13;
     pub const SPARSE_INITIALIZER: u32 = 15;
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use onnx_splice::{encode_len_header, Patch, Splice};
 use tempfile::NamedTempFile;
 
+use crate::add_bias::{splice_biases, NewBias};
 use crate::error::{Error, Result};
 use crate::model::{Model, Payload, Tensor};
 use crate::outputs::real_output_path;
@@ -20,16 +21,21 @@ use crate::sparse::{sparse_field, swap_field};
 use crate::values::dense_bytes;
 use crate::zeroing::{write_zeroed, Zeroing};
 
-/// A change to one tensor.
+/// A change to a model: a tensor's elements, or a new bias for a layer without one.
 #[derive(Debug, Clone)]
-pub struct Edit {
-    /// Index into [`Model::tensors`].
-    pub tensor: usize,
-    /// What changes.
-    pub change: Change,
+pub enum Edit {
+    /// A tensor's elements change; its shape and element type stay.
+    Tensor {
+        /// Index into [`Model::tensors`].
+        tensor: usize,
+        /// What changes.
+        change: Change,
+    },
+    /// A main-graph layer gains a bias initializer (see [`NewBias`]).
+    AddBias(NewBias),
 }
 
-/// What an [`Edit`] does to a tensor's elements; its shape and element type stay.
+/// What an [`Edit::Tensor`] does to a tensor's elements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Some elements become zero, every other keeps its bytes.
@@ -42,19 +48,35 @@ pub enum Change {
 impl Edit {
     /// An edit zeroing elements of `tensor`.
     pub fn zero(tensor: usize, zeroing: Zeroing) -> Edit {
-        Edit {
+        Edit::Tensor {
             tensor,
             change: Change::Zero(zeroing),
         }
     }
 
-    /// Whether the edit leaves the tensor as it is.
-    fn is_noop(&self, model: &Model) -> Result<bool> {
-        Ok(match &self.change {
-            Change::Zero(zeroing) => zeroing.is_noop(),
-            Change::Replace(bytes) => *bytes == *dense_bytes(model, &model.tensors()[self.tensor])?,
-        })
+    /// An edit replacing every element of `tensor` with `bytes`.
+    pub fn replace(tensor: usize, bytes: Vec<u8>) -> Edit {
+        Edit::Tensor {
+            tensor,
+            change: Change::Replace(bytes),
+        }
     }
+
+    /// The tensor the edit changes, if it changes one.
+    pub fn tensor(&self) -> Option<usize> {
+        match self {
+            Edit::Tensor { tensor, .. } => Some(*tensor),
+            Edit::AddBias(_) => None,
+        }
+    }
+}
+
+/// Whether `change` leaves `tensor` as it is.
+fn is_noop(model: &Model, tensor: &Tensor, change: &Change) -> Result<bool> {
+    Ok(match change {
+        Change::Zero(zeroing) => zeroing.is_noop(),
+        Change::Replace(bytes) => *bytes == *dense_bytes(model, tensor)?,
+    })
 }
 
 /// How pruned tensors are stored.
@@ -266,15 +288,23 @@ fn splice_edits<'m>(model: &'m Model, edits: &'m [Edit], storage: Storage) -> Re
         .keys()
         .map(|location| (location.as_str(), Splice::default()))
         .collect();
+    let mut biases = Vec::new();
     for edit in edits {
-        if edit.is_noop(model)? {
+        let (index, change) = match edit {
+            Edit::Tensor { tensor, change } => (*tensor, change),
+            Edit::AddBias(bias) => {
+                biases.push(bias);
+                continue;
+            }
+        };
+        let tensor = &model.tensors()[index];
+        if is_noop(model, tensor, change)? {
             continue;
         }
-        let tensor = &model.tensors()[edit.tensor];
         let dtype = tensor.dtype;
         let stays_sparse = tensor.sparse.is_some();
         if storage == Storage::Sparse && matches!(tensor.payload, Payload::External { .. }) {
-            kept_dense.push(edit.tensor);
+            kept_dense.push(index);
         }
         // Sparse storage needs the zeroed elements in memory; when the tensor stays dense after
         // all, they are written as they are rather than zeroed a second time. A tensor stored
@@ -282,19 +312,18 @@ fn splice_edits<'m>(model: &'m Model, edits: &'m [Edit], storage: Storage) -> Re
         let mut zeroed = None;
         let inline = !matches!(tensor.payload, Payload::External { .. });
         if stays_sparse || (storage == Storage::Sparse && inline) {
-            let data = changed_copy(model, tensor, &edit.change)?;
+            let data = changed_copy(model, tensor, change)?;
             if stays_sparse && data == *dense_bytes(model, tensor)? {
-                moved.push(edit.tensor);
+                moved.push(index);
                 continue; // nothing new to zero: the sparse tensor keeps its bytes
             }
             if let Some(field) = sparse_field(tensor, &data, stays_sparse) {
                 swap_field(&mut model_splice, tensor, field);
-                moved.push(edit.tensor);
+                moved.push(index);
                 continue;
             }
             zeroed = Some(data);
         }
-        let change = &edit.change;
         match &tensor.payload {
             Payload::Raw(raw) => {
                 let data = model.raw_bytes(&tensor.payload).expect("raw payload");
@@ -339,6 +368,7 @@ fn splice_edits<'m>(model: &'m Model, edits: &'m [Edit], storage: Storage) -> Re
             Payload::Empty => {}
         }
     }
+    splice_biases(model, &biases, &mut model_splice)?;
     Ok(Splices {
         model: model_splice,
         external,
@@ -350,12 +380,13 @@ fn splice_edits<'m>(model: &'m Model, edits: &'m [Edit], storage: Storage) -> Re
 /// The model file's bytes with `edits` applied, in memory (to hand an inference engine a
 /// partly pruned model). Edits of tensors in external data are refused.
 pub fn to_bytes(model: &Model, edits: &[Edit]) -> Result<Vec<u8>> {
-    if let Some(edit) = edits
+    if let Some(tensor) = edits
         .iter()
-        .find(|e| matches!(model.tensors()[e.tensor].payload, Payload::External { .. }))
+        .filter_map(Edit::tensor)
+        .find(|&t| matches!(model.tensors()[t].payload, Payload::External { .. }))
     {
         return Err(Error::tensor(
-            &model.tensors()[edit.tensor].name,
+            &model.tensors()[tensor].name,
             "lives in external data: an in-memory copy of the model cannot hold its change",
         ));
     }

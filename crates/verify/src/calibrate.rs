@@ -125,76 +125,92 @@ impl Calibration {
                 }
             }
         }
+        // Runs go through tract a window at a time, in parallel; then every tap adds the
+        // window's activations in run order, taps in parallel. Each tap's sums are made by one
+        // thread in one order, so they do not depend on the thread count, and one set of sums
+        // per tap is all the memory statistics take.
         let mut totals: Vec<LayerStats> = taps.iter().map(LayerStats::new).collect();
         let window = rayon::current_num_threads().max(1);
         for runs in self.runs.chunks(window) {
-            let partial = runs
+            let outputs = runs
                 .par_iter()
                 .map(|&(first, len)| {
                     let run = self.data.run_inputs(first, len, len)?;
-                    self.run_statistics(&run, first, taps, &tapped, &runners)
+                    let outputs = self.run_tapped(&run, first, &tapped, &runners)?;
+                    Ok((first, run, outputs))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            for stats in partial {
-                for (total, part) in totals.iter_mut().zip(&stats) {
-                    total.merge(part);
-                }
-            }
+            // The first error in tap order, whatever the thread count.
+            let added: Vec<Result<()>> = totals
+                .par_iter_mut()
+                .zip(taps)
+                .map(|(total, tap)| {
+                    for (first, run, outputs) in &outputs {
+                        let tensor = match tapped.iter().position(|name| *name == tap.activation) {
+                            Some(i) => &outputs[i],
+                            None => &run[&tap.activation],
+                        };
+                        add(total, tap, tensor, *first)?;
+                    }
+                    Ok(())
+                })
+                .collect();
+            added.into_iter().collect::<Result<()>>()?;
         }
         Ok(totals)
     }
 
-    fn run_statistics(
+    /// The tapped activations of one run, in the order of `tapped`.
+    fn run_tapped(
         &self,
         run: &BTreeMap<String, Tensor>,
         first: usize,
-        taps: &[Tap],
         tapped: &[String],
         runners: &[(Shapes, Runner)],
-    ) -> Result<Vec<LayerStats>> {
-        let outputs = if tapped.is_empty() {
-            Vec::new()
-        } else {
-            let shapes: Shapes = run
-                .iter()
-                .map(|(name, t)| (name.clone(), (t.datum_type(), t.shape().to_vec())))
-                .collect();
-            let (_, runner) = runners
-                .iter()
-                .find(|(s, _)| *s == shapes)
-                .expect("a runner per shape");
-            runner.run(&self.path, run).map_err(|e| match e {
-                RunError::Failed(error) => error,
-                RunError::Panic(what) => Error::Usage(format!(
-                    "{}: tract failed on the calibration run from sample {first} ({what}); are \
-                     the input values in the model's range?",
-                    self.path.display()
-                )),
-            })?
-        };
-        taps.iter()
-            .map(|tap| {
-                let tensor = match tapped.iter().position(|name| *name == tap.activation) {
-                    Some(i) => &outputs[i],
-                    None => &run[&tap.activation],
-                };
-                let layer = |msg: String| Error::Usage(format!("layer `{}`: {msg}", tap.id));
-                let values = tensor.cast_to::<f32>().map_err(|e| {
-                    layer(format!(
-                        "activation `{}` is not numeric: {e:#}",
-                        tap.activation
-                    ))
-                })?;
-                let view = values
-                    .to_plain_array_view::<f32>()
-                    .map_err(|e| layer(format!("{e:#}")))?;
-                let data: Vec<f32> = view.iter().copied().collect();
-                let mut stats = LayerStats::new(tap);
-                stats
-                    .add(tap, tensor.shape(), &data)
-                    .map_err(|msg| layer(format!("{msg}, in the run from sample {first}")))?;
-                Ok(stats)
-            })
-            .collect()
+    ) -> Result<Vec<Tensor>> {
+        if tapped.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shapes: Shapes = run
+            .iter()
+            .map(|(name, t)| (name.clone(), (t.datum_type(), t.shape().to_vec())))
+            .collect();
+        let (_, runner) = runners
+            .iter()
+            .find(|(s, _)| *s == shapes)
+            .expect("a runner per shape");
+        runner.run(&self.path, run).map_err(|e| match e {
+            RunError::Failed(error) => error,
+            RunError::Panic(what) => Error::Usage(format!(
+                "{}: tract failed on the calibration run from sample {first} ({what}); are \
+                 the input values in the model's range?",
+                self.path.display()
+            )),
+        })
     }
+}
+
+/// Adds the rows that `tensor`, the activation of `tap` in the run from sample `first`, gives.
+fn add(total: &mut LayerStats, tap: &Tap, tensor: &Tensor, first: usize) -> Result<()> {
+    let layer = |msg: String| Error::Usage(format!("layer `{}`: {msg}", tap.id));
+    let values = tensor.cast_to::<f32>().map_err(|e| {
+        layer(format!(
+            "activation `{}` is not numeric: {e:#}",
+            tap.activation
+        ))
+    })?;
+    let view = values
+        .to_plain_array_view::<f32>()
+        .map_err(|e| layer(format!("{e:#}")))?;
+    let copy: Vec<f32>;
+    let data = match view.as_slice() {
+        Some(data) => data,
+        None => {
+            copy = view.iter().copied().collect();
+            &copy
+        }
+    };
+    total
+        .add(tap, tensor.shape(), data)
+        .map_err(|msg| layer(format!("{msg}, in the run from sample {first}")))
 }

@@ -207,8 +207,11 @@ pub fn plan_calibrated<E: From<Error>>(
                     .iter()
                     .position(|(_, o)| o.id == layer.weight.id)
                     .expect("decided");
-                let zeroing = magnitude_edits.iter().find_map(|e| match &e.change {
-                    Change::Zero(z) if e.tensor == layer.weight.tensor => Some(z),
+                let zeroing = magnitude_edits.iter().find_map(|e| match e {
+                    Edit::Tensor {
+                        tensor,
+                        change: Change::Zero(z),
+                    } if *tensor == layer.weight.tensor => Some(z),
                     _ => None,
                 });
                 measure(model, layer, stats, zeroing, calibrated).map(|m| (at, m))
@@ -371,7 +374,7 @@ fn decide(
     };
     outcome.zeros_after = new_values.iter().filter(|v| **v == 0.0).count() as u64;
     outcome.sparsity = outcome.zeros_after as f64 / params.max(1) as f64;
-    let mut edits = vec![Edit {
+    let mut edits = vec![Edit::Tensor {
         tensor: weight.tensor,
         change,
     }];
@@ -438,13 +441,16 @@ fn correction(
     old: &[f64],
     new: &[f64],
 ) -> Result<std::result::Result<(Edit, String), String>> {
-    match bias::find(model, layer.weight, layer.view.rows) {
-        Ok((tensor, scale)) => {
-            let shift = bias::shift(&layer.view, stats, old, new, scale);
-            let edit = bias::edit(model, tensor, &shift)?;
+    let shift = |scale| bias::shift(&layer.view, stats, old, new, scale);
+    Ok(match bias::find(model, layer.weight, layer.view.rows) {
+        Ok(bias::Bias::Existing { tensor, scale }) => {
+            let edit = bias::edit(model, tensor, &shift(scale))?;
             let name = &model.tensors()[tensor].name;
-            Ok(Ok((edit, format!("bias `{name}` corrected"))))
+            Ok((edit, format!("bias `{name}` corrected")))
         }
-        Err(reason) => Ok(Err(format!("bias not corrected: {reason}"))),
-    }
+        Ok(bias::Bias::New { node, scale, add }) => {
+            Ok(bias::add(model, layer.weight, node, add, &shift(scale)))
+        }
+        Err(reason) => Err(format!("bias not corrected: {reason}")),
+    })
 }

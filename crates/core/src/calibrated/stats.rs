@@ -6,6 +6,9 @@
 
 /// Rows of `X` built and multiplied at once: bounds the memory of one batch's im2col.
 const CHUNK_ROWS: usize = 1024;
+/// Columns of `X^T X` computed at once: smaller blocks skip more of the lower triangle,
+/// larger ones multiply faster.
+const GRAM_BLOCK: usize = 64;
 
 /// Padding of a convolution, as its `auto_pad` and `pads` attributes say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,27 +315,38 @@ impl LayerStats {
             }
         }
         let gram = &mut self.gram[g * cols * cols..(g + 1) * cols * cols];
-        // gram += X^T X, X being `n x cols` row-major: X^T has row stride 1 and column stride
-        // `cols`. matrixmultiply runs on this thread only, so sums do not depend on threads.
-        // SAFETY: `rows` holds `n * cols` elements and `gram` `cols * cols`, addressed with
-        // these strides only.
-        unsafe {
-            matrixmultiply::dgemm(
-                cols,
-                n,
-                cols,
-                1.0,
-                rows.as_ptr(),
-                1,
-                cols as isize,
-                rows.as_ptr(),
-                cols as isize,
-                1,
-                1.0,
-                gram.as_mut_ptr(),
-                cols as isize,
-                1,
-            );
+        // gram += X^T X, X being `n x cols` row-major. X^T X is symmetric: only the blocks on
+        // and above the diagonal are multiplied (column block [j0, j1) gets rows 0..j1), about
+        // half the work, then the upper triangle is mirrored.
+        for j0 in (0..cols).step_by(GRAM_BLOCK) {
+            let j1 = (j0 + GRAM_BLOCK).min(cols);
+            // X[:, ..j1]^T has row stride 1 and column stride `cols`; X[:, j0..j1] row stride
+            // `cols`. matrixmultiply runs on this thread only, so sums do not depend on threads.
+            // SAFETY: `rows` holds `n * cols` elements and `gram` `cols * cols`; the pointers
+            // start at column `j0` and address rows `..j1`, columns `j0..j1` only.
+            unsafe {
+                matrixmultiply::dgemm(
+                    j1,
+                    n,
+                    j1 - j0,
+                    1.0,
+                    rows.as_ptr(),
+                    1,
+                    cols as isize,
+                    rows.as_ptr().add(j0),
+                    cols as isize,
+                    1,
+                    1.0,
+                    gram.as_mut_ptr().add(j0),
+                    cols as isize,
+                    1,
+                );
+            }
+        }
+        for i in 0..cols {
+            for j in 0..i {
+                gram[i * cols + j] = gram[j * cols + i];
+            }
         }
     }
 }
@@ -383,6 +397,34 @@ mod tests {
             .add(&tap, &[2, 3], &[1., 3., 5., 2., 4., 6.])
             .unwrap();
         assert_eq!(transposed, stats);
+    }
+
+    #[test]
+    fn gram_blocks_give_the_whole_symmetric_product() {
+        // 150 columns: three column blocks, the last one partial.
+        let cols = 150;
+        let tap = Tap {
+            id: "w".into(),
+            activation: "x".into(),
+            geometry: Geometry::Rows { transposed: false },
+            cols,
+        };
+        let data: Vec<f32> = (0..7 * cols)
+            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+            .collect();
+        let mut stats = LayerStats::new(&tap);
+        stats.add(&tap, &[7, cols], &data).unwrap();
+        stats.add(&tap, &[7, cols], &data).unwrap();
+        for a in 0..cols {
+            for b in 0..cols {
+                let exact: f64 = (0..7)
+                    .map(|r| f64::from(data[r * cols + a]) * f64::from(data[r * cols + b]))
+                    .sum::<f64>()
+                    * 2.0;
+                let got = stats.gram[a * cols + b];
+                assert!((got - exact).abs() < 1e-12, "({a}, {b}): {got} vs {exact}");
+            }
+        }
     }
 
     #[test]
