@@ -210,3 +210,64 @@ fn calibrated_curves_show_what_sparsegpt_saves_on_the_head() {
     assert!(magnitude > 0.3, "{magnitude}");
     assert!(sparsegpt < 0.6 * magnitude, "{sparsegpt} vs {magnitude}");
 }
+
+/// `--structure channels` on the trained digits CNN: each open channel group shrunk alone. The
+/// first convolution (8 filters on the raw pixels) cannot lose half its channels (39 points
+/// measured), while the widest layer, conv3, loses almost nothing at half (0.2 points).
+#[test]
+fn channel_groups_shrunk_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = crate::common::fixture("shrink/real");
+    let (model, data) = (
+        real.join("digits_cnn.onnx"),
+        real.join("digits_cnn_test_set.npz"),
+    );
+    let labels = format!("{}:labels", data.display());
+    let report = dir.path().join("channels.json");
+    let out = run(&[
+        "sensitivity",
+        arg(&model),
+        "--structure",
+        "channels",
+        "--inputs",
+        arg(&data),
+        "--labels",
+        &labels,
+        "--sparsities",
+        "0.5",
+        "--report",
+        arg(&report),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["structure"], "channels");
+    let at_half = |id: &str| {
+        json["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == id)
+            .unwrap_or_else(|| panic!("no group `{id}`: {json}"))["values"][0]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(at_half("/conv1/Conv") > 0.2, "{json}");
+    assert!(at_half("/conv3/Conv") < 0.02, "{json}");
+    // Flags that only mean something for weights are refused.
+    let refused = run(&[
+        "sensitivity",
+        arg(&model),
+        "--structure",
+        "channels",
+        "--inputs",
+        arg(&data),
+        "--pattern",
+        "block:2x2",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--pattern"));
+}

@@ -168,6 +168,13 @@ pub enum ShrinkScopeArg {
     Global,
 }
 
+/// What `sensitivity` prunes at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StructureArg {
+    Weights,
+    Channels,
+}
+
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell to complete for.
@@ -607,15 +614,22 @@ pub struct SensitivityArgs {
     )]
     pub sparsities: String,
 
+    /// `weights`: each weight pruned alone (zeros, by --method and --pattern). `channels`:
+    /// each open channel group shrunk alone, its least important channels removed as `shrink
+    /// --sparsity` removes them (see `shrink --help`).
+    #[arg(long, value_enum, default_value = "weights")]
+    pub structure: StructureArg,
+
     /// `unstructured` or `block:RxC` (see `prune --help`); N:M fixes its own sparsity.
     #[arg(long, value_name = "PATTERN", default_value = "unstructured")]
     pub pattern: String,
 
-    /// Analyse the weights whose id matches REGEX instead of the default selection (repeatable).
+    /// Analyse the weights (with --structure channels: the groups with a producer node) whose
+    /// id matches REGEX instead of the default selection (repeatable).
     #[arg(long, value_name = "REGEX")]
     pub include: Vec<String>,
 
-    /// Leave the weights whose id matches REGEX out (repeatable).
+    /// Leave the weights (or groups) matching REGEX out (repeatable).
     #[arg(long, value_name = "REGEX")]
     pub exclude: Vec<String>,
 

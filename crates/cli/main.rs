@@ -3,6 +3,7 @@
 
 mod args;
 mod auto;
+mod channel_sensitivity;
 mod check;
 mod files;
 mod generate;

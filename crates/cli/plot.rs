@@ -64,15 +64,19 @@ pub fn sensitivity_svg(result: &Sensitivity) -> Result<String> {
         .flat_map(|c| c.values.iter().map(|v| 100.0 * v));
     let x_max = 100.0 * result.sparsities.last().copied().unwrap_or(1.0);
     let caption = format!(
-        "{} when one weight is pruned ({} samples, {})",
+        "{} when one {} is pruned ({} samples, {})",
         result.metric.label(),
+        result.unit(),
         result.samples,
-        result.pattern
+        result.how()
     );
     let y_desc = format!("{} (percentage points)", result.metric.label());
     svg(
         &caption,
-        ("sparsity of the weight (%)", 0.0..x_max),
+        (
+            &format!("sparsity of the {} (%)", result.unit()),
+            0.0..x_max,
+        ),
         (&y_desc, span(values)),
         |chart, root| {
             for (i, curve) in result.weights.iter().enumerate() {

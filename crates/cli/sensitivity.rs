@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use onnx_prune_core::shrink;
 use onnx_prune_core::{
     check_sparsity, discover_with, save, select, Destination, Model, Pattern, PruneConfig, Storage,
     Weight,
@@ -11,7 +12,8 @@ use onnx_prune_core::{
 use onnx_prune_verify::CheckReport;
 use rayon::prelude::*;
 
-use crate::args::SensitivityArgs;
+use crate::args::{MethodArg, SensitivityArgs, StructureArg};
+use crate::channel_sensitivity;
 use crate::check::{self, Baseline};
 use crate::files::{preflight_check, source_path, Files};
 use crate::plot;
@@ -76,12 +78,12 @@ impl Metric {
     }
 }
 
-/// One weight's curve.
+/// One weight's (or channel group's) curve.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Curve {
-    /// Weight id.
+    /// Weight id, or the channel group's first producer node.
     pub id: String,
-    /// Elements.
+    /// Elements of the weight, or parameters the group's channels hold in all its members.
     pub params: u64,
     /// The metric at each sparsity of [`Sensitivity::sparsities`].
     pub values: Vec<f64>,
@@ -92,16 +94,39 @@ pub struct Curve {
 pub struct Sensitivity {
     /// What the values measure.
     pub metric: Metric,
-    /// How the weights were pruned (`magnitude`, `wanda`, `sparsegpt`).
+    /// What was pruned at a time: `weights` or `channels` (channel groups).
+    pub structure: &'static str,
+    /// How: `magnitude`, `wanda`, `sparsegpt` (weights) or `group_l2` (channels).
     pub method: &'static str,
-    /// The pattern weights were pruned with.
-    pub pattern: String,
+    /// The pattern weights were pruned with (none for channels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
     /// Sparsities tried, in increasing order.
     pub sparsities: Vec<f64>,
     /// One curve per selected weight, in file order.
     pub weights: Vec<Curve>,
     /// Samples each check ran on.
     pub samples: usize,
+}
+
+impl Sensitivity {
+    /// How candidates were pruned, in a few words.
+    pub fn how(&self) -> String {
+        match &self.pattern {
+            Some(pattern) if self.method == "magnitude" => pattern.clone(),
+            Some(pattern) => format!("{}, {pattern}", self.method),
+            None => "group L2 norm".to_string(),
+        }
+    }
+
+    /// What one curve is of.
+    pub fn unit(&self) -> &'static str {
+        if self.structure == "channels" {
+            "channel group"
+        } else {
+            "weight"
+        }
+    }
 }
 
 /// Checks `model` against `baseline` with each selected weight alone pruned at each sparsity,
@@ -167,11 +192,28 @@ fn parse_sparsities(list: &str) -> Result<Vec<f64>> {
 
 pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
     let sparsities = parse_sparsities(&args.sparsities)?;
+    let options = check::sample_options(&args.samples)?;
+    let channels = args.structure == StructureArg::Channels;
     let pattern = parse_pattern(&args.pattern)?;
-    if pattern.fixed_sparsity().is_some() {
+    if channels {
+        let defaults = (
+            pattern == Pattern::Unstructured,
+            args.min_params == onnx_prune_core::DEFAULT_MIN_PARAMS,
+            args.calibration.method == MethodArg::Magnitude
+                && args.calibration.calibration.is_empty(),
+        );
+        for (default, flag) in [
+            (defaults.0, "--pattern"),
+            (defaults.1, "--min-params"),
+            (defaults.2, "--method and --calibration"),
+        ] {
+            if !default {
+                bail!("{flag}: no effect with --structure channels, which removes whole channels by group L2 norm");
+            }
+        }
+    } else if pattern.fixed_sparsity().is_some() {
         bail!("--pattern {pattern} fixes the sparsity; sensitivity varies it: use unstructured or block:RxC");
     }
-    let options = check::sample_options(&args.samples)?;
     let (method, calibrated) = calibration(&args.calibration)?;
     let model = Model::load(&args.model)?;
     let mut files = Files::default();
@@ -189,36 +231,69 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
         files.write("--plot", plot);
     }
     files.check()?;
-    let selection = selection(&args.include, &args.exclude, &[], args.min_params)?;
-    let weights = discover_with(&model, args.min_params);
-    let selected = select(&model, &weights, &selection)?;
 
     let progress = Progress::start();
-    if calibrated.is_some() {
-        progress.phase("calibrating through tract");
-    }
-    let pruner = Pruner::new(&model, calibrated, &selected)?;
-    progress.phase("running the model through tract");
-    let baseline = Baseline::load(&args.model, &options)?;
-    let reports = measure(
-        &pruner,
-        &baseline,
-        (&selected, &sparsities, pattern),
-        &progress,
-    )?;
+    let (curves, reports) = if channels {
+        let analysis = shrink::analyze(&model)?;
+        let units = channel_sensitivity::groups(
+            &model,
+            &analysis,
+            &regexes(&args.include, "--include")?,
+            &regexes(&args.exclude, "--exclude")?,
+        )?;
+        if units.is_empty() {
+            bail!(
+                "no open channel group with more than one channel is selected (see `onnx-prune \
+                 shrink --dry-run` for the groups and what blocks them)"
+            );
+        }
+        progress.phase("running the model through tract");
+        let baseline = Baseline::load(&args.model, &options)?;
+        let reports = channel_sensitivity::measure(
+            &model,
+            &analysis,
+            (&units, &sparsities),
+            &baseline,
+            &progress,
+        )?;
+        let curves: Vec<(String, u64)> = units.into_iter().map(|u| (u.name, u.params)).collect();
+        (curves, reports)
+    } else {
+        let selection = selection(&args.include, &args.exclude, &[], args.min_params)?;
+        let weights = discover_with(&model, args.min_params);
+        let selected = select(&model, &weights, &selection)?;
+        if calibrated.is_some() {
+            progress.phase("calibrating through tract");
+        }
+        let pruner = Pruner::new(&model, calibrated, &selected)?;
+        progress.phase("running the model through tract");
+        let baseline = Baseline::load(&args.model, &options)?;
+        let reports = measure(
+            &pruner,
+            &baseline,
+            (&selected, &sparsities, pattern),
+            &progress,
+        )?;
+        let curves = selected
+            .iter()
+            .map(|w| (w.id.clone(), model.tensors()[w.tensor].elements))
+            .collect();
+        (curves, reports)
+    };
     drop(progress);
     let metric = Metric::of(&reports[0]);
     let result = Sensitivity {
         metric,
-        method: method.name(),
-        pattern: pattern.to_string(),
+        structure: if channels { "channels" } else { "weights" },
+        method: if channels { "group_l2" } else { method.name() },
+        pattern: (!channels).then(|| pattern.to_string()),
         samples: reports[0].samples,
-        weights: selected
-            .iter()
+        weights: curves
+            .into_iter()
             .enumerate()
-            .map(|(w, weight)| Curve {
-                id: weight.id.clone(),
-                params: model.tensors()[weight.tensor].elements,
+            .map(|(w, (id, params))| Curve {
+                id,
+                params,
                 values: (0..sparsities.len())
                     .map(|s| metric.value(&reports[w * sparsities.len() + s]))
                     .collect(),
@@ -236,9 +311,17 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `REGEX` flags, compiled.
+fn regexes(patterns: &[String], flag: &str) -> Result<Vec<regex::Regex>> {
+    patterns
+        .iter()
+        .map(|p| regex::Regex::new(p).with_context(|| format!("{flag} `{p}` is not a valid regex")))
+        .collect()
+}
+
 /// The human-readable form: weights down, sparsities across, the metric in percentage points.
 pub fn render(result: &Sensitivity) -> String {
-    let mut header = vec!["weight".to_string(), "params".to_string()];
+    let mut header = vec![result.unit().to_string(), "params".to_string()];
     header.extend(
         result
             .sparsities
@@ -257,12 +340,11 @@ pub fn render(result: &Sensitivity) -> String {
         .collect();
     let right: Vec<usize> = (1..header.len()).collect();
     format!(
-        "{} by sparsity, in percentage points ({} samples, {}, pattern {}), one weight pruned at \
-         a time\n\n{}",
+        "{} by sparsity, in percentage points ({} samples, {}), one {} pruned at a time\n\n{}",
         result.metric.label(),
         result.samples,
-        result.method,
-        result.pattern,
+        result.how(),
+        result.unit(),
         table(&header, rows, &right)
     )
 }

@@ -1,0 +1,101 @@
+//! `sensitivity --structure channels`: each open channel group shrunk alone at each sparsity,
+//! its least important channels removed as `shrink --sparsity` removes them, and checked
+//! against the dense model.
+
+use anyhow::{Context, Result};
+use onnx_prune_core::shrink::{self, Analysis, Request};
+use onnx_prune_core::Model;
+use onnx_prune_verify::CheckReport;
+use rayon::prelude::*;
+use regex::Regex;
+
+use crate::check::Baseline;
+use crate::progress::Progress;
+
+/// One open group to measure: its name and its parameters (those its
+/// channels hold in every member).
+pub struct GroupUnit {
+    /// The name shrink's `--include` matches: the group's first producer.
+    pub name: String,
+    /// Parameters the group's channels hold.
+    pub params: u64,
+}
+
+/// The request removing fraction `sparsity` of group `name`'s channels, and of no other group.
+fn alone(name: &str, sparsity: f64) -> Result<Request> {
+    Ok(Request {
+        sparsity: Some(sparsity),
+        round_to: 1,
+        include: vec![Regex::new(&format!("^{}$", regex::escape(name)))?],
+        ..Request::default()
+    })
+}
+
+/// The open groups of `analysis` whose producers `include`/`exclude` select (as `shrink`
+/// selects them), with their parameter counts.
+pub fn groups(
+    model: &Model,
+    analysis: &Analysis,
+    include: &[Regex],
+    exclude: &[Regex],
+) -> Result<Vec<GroupUnit>> {
+    let matches = |patterns: &[Regex], producers: &[String]| {
+        producers
+            .iter()
+            .any(|p| patterns.iter().any(|r| r.is_match(p)))
+    };
+    analysis
+        .open()
+        .filter(|g| include.is_empty() || matches(include, &g.producers))
+        .filter(|g| !matches(exclude, &g.producers))
+        // A group is never emptied: one unit leaves nothing to remove.
+        .filter(|g| g.units() > 1)
+        .map(|g| {
+            // Every unit of a group (a channel, or one per group of a grouped Conv) holds as
+            // many parameters as any other: count one unit's removal and scale.
+            let mut removed = vec![Vec::new(); analysis.groups.len()];
+            removed[g.id] = (0..g.channels).step_by(g.units()).collect();
+            let (_, totals) = shrink::shrink_bytes(model, analysis, &removed)
+                .with_context(|| format!("measuring channel group `{}`", g.name()))?;
+            let per_unit = totals.params_before - totals.params_after;
+            Ok(GroupUnit {
+                name: g.name().to_string(),
+                params: per_unit * g.units() as u64,
+            })
+        })
+        .collect()
+}
+
+/// Checks `model` against `baseline` with each group alone shrunk at each sparsity, in
+/// parallel, counting the checks on `progress`: the report of group `u` at sparsity `s` is at
+/// `u * sparsities.len() + s`.
+pub fn measure(
+    model: &Model,
+    analysis: &Analysis,
+    (units, sparsities): (&[GroupUnit], &[f64]),
+    baseline: &Baseline,
+    progress: &Progress,
+) -> Result<Vec<CheckReport>> {
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let jobs: Vec<(usize, usize)> = (0..units.len())
+        .flat_map(|u| (0..sparsities.len()).map(move |s| (u, s)))
+        .collect();
+    progress.steps(
+        "shrinking one channel group at a time and running tract",
+        jobs.len() as u64,
+    );
+    jobs.par_iter()
+        .map(|&(u, s)| {
+            let unit = &units[u];
+            let removed = shrink::choose(model, analysis, &alone(&unit.name, sparsities[s])?)?;
+            let candidate = scratch.path().join(format!("g{u}_s{s}.onnx"));
+            shrink::save_shrunk(model, analysis, &removed, &candidate)?;
+            let report = baseline
+                .check(&candidate)
+                .with_context(|| format!("checking group `{}` at {}", unit.name, sparsities[s]))?;
+            std::fs::remove_file(&candidate).ok();
+            progress.step();
+            Ok(report)
+        })
+        .collect()
+}
