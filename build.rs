@@ -21,7 +21,11 @@ struct Package {
 }
 
 fn main() {
-    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock");
+    // Read when the script runs, not baked in when it is compiled: a build script binary can be
+    // reused by a checkout at another path sharing the target directory.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let lock = Path::new(&manifest_dir).join("Cargo.lock");
     println!("cargo::rerun-if-changed={}", lock.display());
     let text = std::fs::read_to_string(&lock)
         .unwrap_or_else(|e| panic!("{}: {e}: build with the lock file", lock.display()));

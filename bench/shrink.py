@@ -23,7 +23,8 @@ apply_structured_pruning).
       output's max abs difference to the original (or accuracy with labels). tract runs through
       its Python bindings (the `tract` package, the tract version onnx-prune links).
       PRUNED.onnx.json, an onnx-prune report, when present, must give the same params_after and
-      macs_after as counted here.
+      macs_after as counted here, and the row adds the max abs difference to the original with
+      the reported channels zeroed (bench/shrink_check.py --masked), which must be rounding.
 Needs: pip install torch onnx onnxruntime numpy onnxsim==0.8.1 tract==0.23.9
 """
 import os
@@ -179,7 +180,11 @@ def row(name, original, pruned, inputs, labels=None):
                f"max abs diff {r['max_abs_diff']:.3g}, cosine {r['min_cosine']:.4f}" if "max_abs_diff" in r else
                f"output shapes differ: {r['output_shapes_shrunk']}")
     checker = "pass" if r["checker_shrunk"] is None else f"FAIL ({r['checker_shrunk'][:90]})"
-    # onnx-prune's own report (OUT.onnx.json) must agree with the counts made here.
+    # onnx-prune's own report (OUT.onnx.json) must agree with the counts made here, and the
+    # output must equal the original's with the reported channels zeroed (shrink_check.masked).
+    if os.path.exists(pruned + ".json"):
+        m = shrink_check.compare(original, pruned, inputs, repeat=1, report=pruned + ".json")
+        quality += f"; vs masked original {m.get('max_abs_diff', float('nan')):.2g}"
     claims = report_totals(pruned + ".json")
     for key, mine in (("params_after", r["params_shrunk"]), ("macs_after", r["macs_shrunk"])):
         if key in claims and claims[key] != mine:

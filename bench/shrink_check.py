@@ -5,7 +5,7 @@ multiply-accumulates (MACs per sample) of both, then both run through onnxruntim
 inputs: output shapes, max abs difference (or accuracy with labels) and latency per sample.
 
 Usage: bench/shrink_check.py ORIGINAL SHRUNK INPUTS.npz [--labels KEY] [--max-diff X]
-                             [--threads N] [--repeat N] [--json]
+                             [--masked REPORT.json] [--threads N] [--repeat N] [--json]
   INPUTS.npz holds one array per model input, named as the input, sample axis first (other
   keys, e.g. the labels, are ignored as inputs). Exit 0 when the shrunk model passes the checker
   and gives the original's output shapes (and --max-diff, when given, holds); 1 otherwise.
@@ -112,9 +112,97 @@ def cosine(a, b):
     return float(np.min(np.where(norms > 0, dot / np.maximum(norms, 1e-300), 1.0)))
 
 
-def compare(original_path, shrunk_path, npz_path, labels=None, threads=1, repeat=5):
-    """Everything the report prints, as a dict."""
+def masked(model, report_path):
+    """A copy of `model` with, for every group of an onnx-prune shrink report, the removed
+    channels' producer weights and biases zeroed (Conv axis 0, ConvTranspose axis 1 within each
+    group, Gemm by transB, MatMul axis 1), and on the way to the consumers the channels of
+    depthwise Convs (weights, bias) and BatchNormalization (scale, bias) too. Where every other
+    op on the way maps 0 to 0 (ReLU, SiLU, Add, Mul, pooling), the shrunk model must give its
+    outputs to float rounding: a check of the rewrite that does not trust the report's own
+    arithmetic. Groups whose producers do not all have the group's channel count are left as
+    they are."""
+    import json
+
+    from onnx import numpy_helper
+
+    with open(report_path) as f:
+        groups = json.load(f)["groups"]
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    nodes = {n.name: n for n in m.graph.node}
+    tensors = {t.name: t for t in m.graph.initializer}
+    for group in groups:
+        if not group["removed"]:
+            continue
+        edits = []
+        for name in group["producers"]:
+            node = nodes[name]
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            w = numpy_helper.to_array(tensors[node.input[1]]).copy()
+            if node.op_type == "ConvTranspose":
+                g = attrs.get("group", 1)
+                out = w.shape[1] * g
+                axis_index = lambda c, w=w, g=g: (slice(c // w.shape[1] * (w.shape[0] // g), (c // w.shape[1] + 1) * (w.shape[0] // g)), c % w.shape[1])  # noqa: E731
+            elif node.op_type == "Conv" or (node.op_type == "Gemm" and attrs.get("transB", 0)):
+                out, axis_index = w.shape[0], (lambda c: (c,))
+            else:
+                out, axis_index = w.shape[1], (lambda c: (slice(None), c))
+            if out != group["channels_before"]:
+                edits = None
+                break
+            edits.append((node, w, axis_index))
+        if edits is None:
+            print(f"shrink_check: group {group.get('id')} skipped: a producer's channels differ "
+                  f"from the group's {group['channels_before']}", file=sys.stderr)
+            continue
+        zero_on_the_way(m, tensors, group)
+        for node, w, axis_index in edits:
+            for c in group["removed"]:
+                w[axis_index(c)] = 0
+            tensors[node.input[1]].CopyFrom(numpy_helper.from_array(w, node.input[1]))
+            if len(node.input) > 2 and node.input[2] in tensors:
+                b = numpy_helper.to_array(tensors[node.input[2]]).copy()
+                b[group["removed"]] = 0
+                tensors[node.input[2]].CopyFrom(numpy_helper.from_array(b, node.input[2]))
+    return m
+
+
+def zero_on_the_way(m, tensors, group):
+    """Zeroes the removed channels of the depthwise Convs and BatchNormalizations between the
+    group's producers and its consumers (they carry the channels through with a bias)."""
+    from onnx import numpy_helper
+
+    def zero(name, channels):
+        a = numpy_helper.to_array(tensors[name]).copy()
+        a[channels] = 0
+        tensors[name].CopyFrom(numpy_helper.from_array(a, name))
+
+    names = {n.name: n for n in m.graph.node}
+    stop = set(group["consumers"])
+    pending = [o for p in group["producers"] for o in names[p].output]
+    seen = set()
+    while pending:
+        tensor = pending.pop()
+        for n in m.graph.node:
+            if tensor not in n.input or n.name in stop or n.name in seen:
+                continue
+            seen.add(n.name)
+            if n.op_type == "BatchNormalization":
+                zero(n.input[1], group["removed"])
+                zero(n.input[2], group["removed"])
+            elif n.op_type == "Conv":  # on the way, only a depthwise Conv (pass-through)
+                zero(n.input[1], group["removed"])
+                if len(n.input) > 2 and n.input[2] in tensors:
+                    zero(n.input[2], group["removed"])
+            pending.extend(n.output)
+
+
+def compare(original_path, shrunk_path, npz_path, labels=None, threads=1, repeat=5, report=None):
+    """Everything the report prints, as a dict; with `report`, the outputs are compared with
+    the original's after masking the removed channels (see `masked`)."""
     original, shrunk = onnx.load(original_path), onnx.load(shrunk_path)
+    if report is not None:
+        original = masked(original, report)
     data = np.load(npz_path)
     names = [i.name for i in inputs_of(original)]
     missing = [n for n in names if n not in data.files]
@@ -156,9 +244,12 @@ def main():
     p.add_argument("--max-diff", type=float, help="fail (exit 1) above this max abs difference")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--repeat", type=int, default=5, help="timed runs; the fastest is reported")
+    p.add_argument("--masked", metavar="REPORT", help="compare with the original whose removed "
+                   "channels (from this onnx-prune shrink --report) are zeroed in the producers")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = p.parse_args()
-    r = compare(args.original, args.shrunk, args.inputs, args.labels, args.threads, args.repeat)
+    r = compare(args.original, args.shrunk, args.inputs, args.labels, args.threads, args.repeat,
+                args.masked)
     ok = r["checker_shrunk"] is None and r["same_shapes"]
     if args.max_diff is not None and r.get("max_abs_diff", np.inf) > args.max_diff:
         ok = False

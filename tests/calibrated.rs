@@ -457,7 +457,14 @@ fn refused(model: &Path, flags: &[&str], needle: &str) {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
-fn npz_with(dir: &Path, name: &str, key: &str, shape: &[usize], values: Vec<f32>) -> PathBuf {
+/// Writes `values` of `shape` as array `key` of `dir/name`.
+pub(crate) fn npz_with(
+    dir: &Path,
+    name: &str,
+    key: &str,
+    shape: &[usize],
+    values: Vec<f32>,
+) -> PathBuf {
     let path = dir.join(name);
     let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(&path).unwrap());
     npz.add_array(

@@ -39,11 +39,17 @@ fn layers() -> [(&'static str, &'static str, Geometry, usize); 4] {
     ]
 }
 
-/// The mean of each output channel of `output` over the calibration samples, run by tract.
-fn mean_output(model: &Path, output: &str, geometry: &Geometry, channels: usize) -> Vec<f64> {
+/// The mean of each output channel of `output` over the samples of `data`, run by tract.
+fn mean_output(
+    model: &Path,
+    data: &Path,
+    output: &str,
+    geometry: &Geometry,
+    channels: usize,
+) -> Vec<f64> {
     let model = Model::load(model).unwrap();
     let options = CalibrationOptions {
-        inputs: vec![InputSource::Npz(calibration("bias_free_calibration.npz"))],
+        inputs: vec![InputSource::Npz(data.to_path_buf())],
         ..CalibrationOptions::default()
     };
     let data = Calibration::load(&model, &options).unwrap();
@@ -64,17 +70,9 @@ fn max_drift(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Prunes `weight` alone (so that its input stays the dense model's) and returns the report.
-fn prune_one(
-    model: &Path,
-    out: &Path,
-    method: &str,
-    weight: &str,
-    bias: bool,
-) -> serde_json::Value {
+/// Prunes with `flags` (and `--min-params 0 --calibration data`), returns the report.
+fn prune(model: &Path, out: &Path, data: &Path, flags: &[&str]) -> serde_json::Value {
     let report = out.with_extension("json");
-    let include = format!("^{weight}$");
-    let data = calibration("bias_free_calibration.npz");
     let mut args = vec![
         "prune",
         arg(model),
@@ -82,30 +80,51 @@ fn prune_one(
         arg(out),
         "--report",
         arg(&report),
+        "--min-params",
+        "0",
+        "--calibration",
+        arg(data),
+    ];
+    args.extend_from_slice(flags);
+    stdout_ok(&args);
+    serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
+}
+
+/// Prunes `weight` alone to 70% (so that its input stays the dense model's).
+fn prune_one(
+    model: &Path,
+    out: &Path,
+    method: &str,
+    weight: &str,
+    bias: bool,
+) -> serde_json::Value {
+    let include = format!("^{weight}$");
+    let mut flags = vec![
         "--method",
         method,
         "--sparsity",
         "0.7",
-        "--min-params",
-        "0",
         "--include",
         &include,
-        "--calibration",
-        arg(&data),
     ];
     if bias {
-        args.push("--correct-bias");
+        flags.push("--correct-bias");
     }
-    stdout_ok(&args);
-    serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
+    prune(
+        model,
+        out,
+        &calibration("bias_free_calibration.npz"),
+        &flags,
+    )
 }
 
 #[test]
 fn an_added_bias_keeps_the_mean_output_of_a_conv_a_gemm_and_matmuls() {
     let dir = tempfile::tempdir().unwrap();
     let model = calibration("bias_free.onnx");
+    let data = calibration("bias_free_calibration.npz");
     for (weight, output, geometry, channels) in layers() {
-        let dense = mean_output(&model, output, &geometry, channels);
+        let dense = mean_output(&model, &data, output, &geometry, channels);
         for method in ["magnitude", "wanda", "sparsegpt"] {
             let label = format!("{method} {weight}");
             let plain = dir.path().join("plain.onnx");
@@ -117,13 +136,19 @@ fn an_added_bias_keeps_the_mean_output_of_a_conv_a_gemm_and_matmuls() {
                 notes[0].as_str().unwrap().contains("added"),
                 "{label}: {notes}"
             );
-            let drift = max_drift(&mean_output(&plain, output, &geometry, channels), &dense);
+            let drift = max_drift(
+                &mean_output(&plain, &data, output, &geometry, channels),
+                &dense,
+            );
             let scale = dense.iter().fold(1.0, |m: f64, v| m.max(v.abs()));
             assert!(
                 drift > 1e-3 * scale,
                 "{label}: pruning moved no mean ({drift})"
             );
-            let left = max_drift(&mean_output(&fixed, output, &geometry, channels), &dense);
+            let left = max_drift(
+                &mean_output(&fixed, &data, output, &geometry, channels),
+                &dense,
+            );
             assert!(left < 1e-5 * scale, "{label}: mean still off by {left}");
         }
     }
@@ -173,26 +198,9 @@ fn added_biases_in_the_graph() {
     let dir = tempfile::tempdir().unwrap();
     let model = calibration("bias_free.onnx");
     let out = dir.path().join("out.onnx");
-    let report = dir.path().join("out.json");
-    stdout_ok(&[
-        "prune",
-        arg(&model),
-        "-o",
-        arg(&out),
-        "--report",
-        arg(&report),
-        "--method",
-        "wanda",
-        "--sparsity",
-        "0.5",
-        "--min-params",
-        "0",
-        "--correct-bias",
-        "--calibration",
-        arg(&calibration("bias_free_calibration.npz")),
-    ]);
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let data = calibration("bias_free_calibration.npz");
+    let flags = ["--method", "wanda", "--sparsity", "0.5", "--correct-bias"];
+    let report = prune(&model, &out, &data, &flags);
     let notes: Vec<String> = report["weights"]
         .as_array()
         .unwrap()
@@ -214,10 +222,20 @@ fn an_added_bias_is_stored_inline_beside_external_data() {
     let dir = tempfile::tempdir().unwrap();
     let model = calibration("bias_free_external.onnx");
     let out = dir.path().join("external.onnx");
+    let data = calibration("bias_free_calibration.npz");
     for (weight, output, geometry, channels) in layers() {
-        let dense = mean_output(&calibration("bias_free.onnx"), output, &geometry, channels);
+        let dense = mean_output(
+            &calibration("bias_free.onnx"),
+            &data,
+            output,
+            &geometry,
+            channels,
+        );
         prune_one(&model, &out, "sparsegpt", weight, true);
-        let left = max_drift(&mean_output(&out, output, &geometry, channels), &dense);
+        let left = max_drift(
+            &mean_output(&out, &data, output, &geometry, channels),
+            &dense,
+        );
         let scale = dense.iter().fold(1.0, |m: f64, v| m.max(v.abs()));
         assert!(left < 1e-5 * scale, "{weight}: mean still off by {left}");
         let outline = outline(&out);
@@ -233,4 +251,146 @@ fn an_added_bias_is_stored_inline_beside_external_data() {
             .all(|l| l.ends_with("external"));
         assert!(kept_external, "{weight}: {outline}");
     }
+}
+
+/// A `Gemm` `y = 2 x w^T (+ 0.5 C)` without `C`, whose natural bias name `y.bias` is taken by
+/// an unused initializer, and 40 samples of `x` with a non-zero mean.
+fn scaled_gemm(dir: &Path) -> (PathBuf, PathBuf) {
+    use onnx_protobuf::{attribute_proto::AttributeType, tensor_shape_proto::Dimension};
+    let (rows, cols) = (6, 20);
+    // Deterministic values in [-1, 1).
+    let value = |i: usize| ((i * 37 % 101) as f32) / 50.0 - 1.0;
+    let tensor = |name: &str, dims: Vec<i64>, values: Vec<f32>| {
+        let mut t = onnx_protobuf::TensorProto::new();
+        t.name = name.into();
+        t.dims = dims;
+        t.data_type = 1;
+        t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        t
+    };
+    let weight: Vec<f32> = (0..(rows * cols) as usize).map(value).collect();
+    let mut node = onnx_protobuf::NodeProto::new();
+    node.op_type = "Gemm".into();
+    node.input = vec!["x".into(), "w".into()];
+    node.output = vec!["y".into()];
+    for (name, value) in [("alpha", 2.0), ("beta", 0.5)] {
+        let mut a = onnx_protobuf::AttributeProto::new();
+        a.name = name.into();
+        a.f = value;
+        a.type_ = AttributeType::FLOAT.into();
+        node.attribute.push(a);
+    }
+    let mut a = onnx_protobuf::AttributeProto::new();
+    a.name = "transB".into();
+    a.i = 1;
+    a.type_ = AttributeType::INT.into();
+    node.attribute.push(a);
+    let value_info = |name: &str, dims: [Option<i64>; 2]| {
+        let mut v = onnx_protobuf::ValueInfoProto::new();
+        v.name = name.into();
+        let t = v.type_.mut_or_insert_default().mut_tensor_type();
+        t.elem_type = 1;
+        for d in dims {
+            let mut dim = Dimension::new();
+            match d {
+                Some(size) => dim.set_dim_value(size),
+                None => dim.set_dim_param("N".into()),
+            }
+            t.shape.mut_or_insert_default().dim.push(dim);
+        }
+        v
+    };
+    let mut graph = onnx_protobuf::GraphProto::new();
+    graph.node.push(node);
+    graph
+        .initializer
+        .push(tensor("w", vec![rows, cols], weight));
+    graph.initializer.push(tensor("y.bias", vec![1], vec![0.0]));
+    graph.input.push(value_info("x", [None, Some(cols)]));
+    graph.output.push(value_info("y", [None, Some(rows)]));
+    let model = dir.join("gemm.onnx");
+    std::fs::write(&model, crate::common::model_bytes(graph)).unwrap();
+    let x: Vec<f32> = (0..40 * cols as usize)
+        .map(|i| value(i * 7 + 3) + 0.3)
+        .collect();
+    let data = crate::calibrated::npz_with(dir, "gemm.npz", "x", &[40, cols as usize], x);
+    (model, data)
+}
+
+/// Guards the `alpha / beta` factor of a new `C` and the name collision: without the factor the
+/// correction would be 4x too large here.
+#[test]
+fn a_gemm_with_beta_gets_its_new_c_scaled_and_a_free_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, data) = scaled_gemm(dir.path());
+    let out = dir.path().join("out.onnx");
+    let flags = [
+        "--method",
+        "sparsegpt",
+        "--sparsity",
+        "0.6",
+        "--include",
+        "^w$",
+    ];
+    let report = prune(
+        &model,
+        &out,
+        &data,
+        &[&flags[..], &["--correct-bias"]].concat(),
+    );
+    assert_eq!(
+        report["weights"][0]["notes"][0],
+        "bias `y.bias_1` added as the Gemm's third input, and corrected"
+    );
+    let rows = Geometry::Rows { transposed: false };
+    let mean = |path: &Path| mean_output(path, &data, "y", &rows, 6);
+    let (dense, fixed) = (mean(&model), mean(&out));
+    let left = max_drift(&fixed, &dense);
+    assert!(left < 1e-5, "mean off by {left}: {fixed:?} vs {dense:?}");
+}
+
+/// Sequential order hands tract the model with the earlier layers' biases already added (an
+/// in-memory copy with the new nodes): every layer still gains its bias, and the last layer's
+/// mean output is the one its (corrected) input gives it unpruned.
+#[test]
+fn sequential_order_runs_on_the_model_with_the_biases_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = calibration("bias_free.onnx");
+    let data = calibration("bias_free_calibration.npz");
+    let out = dir.path().join("seq.onnx");
+    let flags = [
+        "--method",
+        "sparsegpt",
+        "--sparsity",
+        "0.6",
+        "--calibration-order",
+    ];
+    let report = prune(
+        &model,
+        &out,
+        &data,
+        &[&flags[..], &["sequential", "--correct-bias"]].concat(),
+    );
+    let notes: Vec<String> = report["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["notes"].to_string())
+        .collect();
+    assert!(notes.iter().all(|n| n.contains("added")), "{notes:?}");
+    // Prune all but the last layer the same way: the last layer's input is then the same.
+    let head = dir.path().join("head.onnx");
+    let include = ["--include", "^(conv|fc)\\.weight$|^val_16$"];
+    prune(
+        &model,
+        &head,
+        &data,
+        &[&flags[..], &["sequential", "--correct-bias"], &include].concat(),
+    );
+    let rows = Geometry::Rows { transposed: false };
+    let (expected, got) = (
+        mean_output(&head, &data, "y", &rows, 3),
+        mean_output(&out, &data, "y", &rows, 3),
+    );
+    assert!(max_drift(&expected, &got) < 1e-5, "{expected:?} vs {got:?}");
 }

@@ -1,8 +1,9 @@
 //! Calibration through tract: run a model on calibration samples with the input activation of
 //! every pruned layer made an output, and reduce each batch's activations to the layer's
 //! statistics ([`LayerStats`]) at once, so that activations are never all held in memory.
-//! Batches run in parallel and their statistics add up in batch order, so that the result does
-//! not depend on the thread count.
+//! Batches run through tract in parallel; then each layer, one thread per layer, adds their
+//! activations to its sums in batch order, so that the result does not depend on the thread
+//! count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -104,15 +104,6 @@ impl LayerStats {
         }
     }
 
-    /// Adds `other`, gathered for the same layer.
-    pub fn merge(&mut self, other: &LayerStats) {
-        self.rows += other.rows;
-        let add = |a: &mut Vec<f64>, b: &Vec<f64>| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-        add(&mut self.sq_norms, &other.sq_norms);
-        add(&mut self.sums, &other.sums);
-        add(&mut self.gram, &other.gram);
-    }
-
     /// Column means of group `g`.
     pub fn means(&self, g: usize) -> Vec<f64> {
         let n = self.rows.max(1) as f64;
@@ -343,9 +334,14 @@ impl LayerStats {
                 );
             }
         }
-        for i in 0..cols {
-            for j in 0..i {
-                gram[i * cols + j] = gram[j * cols + i];
+        // Tile by tile, so that the column-wise reads stay in cache.
+        for i0 in (0..cols).step_by(GRAM_BLOCK) {
+            for j0 in (0..=i0).step_by(GRAM_BLOCK) {
+                for i in i0..(i0 + GRAM_BLOCK).min(cols) {
+                    for j in j0..(j0 + GRAM_BLOCK).min(i) {
+                        gram[i * cols + j] = gram[j * cols + i];
+                    }
+                }
             }
         }
     }
