@@ -86,6 +86,7 @@ pub enum Command {
     ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.3 --round-to 8 --report r.json
     ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.5 --scope global --exclude 'head'
     ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.3 --check --random 16
+    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.5 --calibration calib.npz
     #[command(verbatim_doc_comment)]
     Shrink(ShrinkArgs),
 
@@ -142,6 +143,17 @@ pub struct ShrinkArgs {
     /// Example: --exclude '^/head/'
     #[arg(long, value_name = "REGEX")]
     pub exclude: Vec<String>,
+
+    /// With --sparsity: score channels by what their consumers make of them on calibration
+    /// samples, sum over consumers of ||W_consumer[:, c]|| * ||X_c||, instead of by weights
+    /// alone (repeatable): FILE.npz (sample axis first), a test-data DIR, or NAME=FILE.npy.
+    /// Example: --calibration calib.npz
+    #[arg(long, value_name = "FILE|DIR|NAME=FILE")]
+    pub calibration: Vec<String>,
+
+    /// Calibration samples used (the first N; default 128).
+    #[arg(long, value_name = "N")]
+    pub calibration_samples: Option<usize>,
 
     /// List every channel group (producers, consumers, the nodes in between, channel count)
     /// and every blocked one with the node that blocks it; write nothing.

@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use onnx_prune_core::shrink::{self, Analysis, Request, ShrinkReport, ShrinkScope};
 use onnx_prune_core::{write_file_atomic, Destination, Model};
+use onnx_prune_verify::{Calibration, CalibrationOptions};
 use regex::Regex;
 
 use crate::args::{ShrinkArgs, ShrinkScopeArg};
 use crate::check;
-use crate::files::{preflight_check, Files};
+use crate::files::{preflight_check, source_path, Files};
 use crate::stdout;
 use crate::table::table;
 
@@ -34,6 +35,15 @@ fn request(args: &ShrinkArgs) -> Result<Request> {
     } else if args.scope.is_some() {
         bail!("--scope has no effect without --sparsity (dead channels are found per group)");
     }
+    if args.sparsity.is_none() && !args.calibration.is_empty() {
+        bail!("--calibration has no effect without --sparsity (dead channels need no data)");
+    }
+    if args.calibration.is_empty() && args.calibration_samples.is_some() {
+        bail!("--calibration-samples has no effect without --calibration");
+    }
+    if args.calibration_samples == Some(0) {
+        bail!("--calibration-samples must be at least 1");
+    }
     if args.round_to == Some(0) {
         bail!("--round-to must be at least 1 (a channel count that is a multiple of 0 is empty)");
     }
@@ -46,11 +56,12 @@ fn request(args: &ShrinkArgs) -> Result<Request> {
         round_to: args.round_to.unwrap_or(1),
         include: regexes(&args.include, "--include")?,
         exclude: regexes(&args.exclude, "--exclude")?,
+        activations: None,
     })
 }
 
 pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
-    let request = request(&args)?;
+    let mut request = request(&args)?;
     match (&args.output, args.dry_run) {
         (None, false) => {
             bail!("give the output with -o FILE (or --dry-run to only list the groups)")
@@ -76,8 +87,30 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
     if let Some(report) = &args.report {
         files.write("--report", report);
     }
+    let calibration = if args.calibration.is_empty() {
+        None
+    } else {
+        let options = CalibrationOptions {
+            inputs: args
+                .calibration
+                .iter()
+                .map(|s| check::input_source(s))
+                .collect(),
+            samples: args.calibration_samples.unwrap_or(128),
+            ..CalibrationOptions::default()
+        };
+        for source in &options.inputs {
+            files.read(source_path(source));
+        }
+        Some(Calibration::load(&model, &options)?)
+    };
     files.check()?;
     let analysis = shrink::analyze(&model)?;
+    if let Some(calibration) = &calibration {
+        let taps = analysis.activation_taps();
+        let norms = calibration.channel_sq_norms(model.bytes(), &taps)?;
+        request.activations = Some(taps.into_iter().map(|(name, _)| name).zip(norms).collect());
+    }
     let removed = match shrink::choose(&model, &analysis, &request) {
         Ok(removed) => removed,
         Err(e) if args.dry_run => {
@@ -123,7 +156,14 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         },
         None => None,
     };
-    let report = ShrinkReport::new(&analysis, &removed, args.sparsity, totals, macs);
+    let report = ShrinkReport::new(
+        &analysis,
+        &removed,
+        args.sparsity,
+        calibration.is_some(),
+        totals,
+        macs,
+    );
     if let Some(path) = &args.report {
         let mut value = serde_json::to_value(&report)?;
         if let Some(checked) = &checked {

@@ -115,17 +115,7 @@ impl Calibration {
             .collect();
         tapped.sort();
         tapped.dedup();
-        let mut runners: Vec<(Shapes, Runner)> = Vec::new();
-        if !tapped.is_empty() {
-            for &(first, len) in &self.runs {
-                let shapes = self.data.shapes(first, len);
-                if !runners.iter().any(|(s, _)| *s == shapes) {
-                    let runner =
-                        Runner::tapping(bytes, &self.path, &shapes, &Fixed::new(), &tapped)?;
-                    runners.push((shapes, runner));
-                }
-            }
-        }
+        let runners = self.runners(bytes, &tapped)?;
         // Runs go through tract a window at a time, in parallel; then every tap adds the
         // window's activations in run order, taps in parallel. Each tap's sums are made by one
         // thread in one order, so they do not depend on the thread count, and one set of sums
@@ -157,6 +147,68 @@ impl Calibration {
                 })
                 .collect();
             added.into_iter().collect::<Result<()>>()?;
+        }
+        Ok(totals)
+    }
+
+    /// One runner per input shape the runs take, with `tapped` as outputs.
+    fn runners(&self, bytes: &[u8], tapped: &[String]) -> Result<Vec<(Shapes, Runner)>> {
+        let mut runners: Vec<(Shapes, Runner)> = Vec::new();
+        if !tapped.is_empty() {
+            for &(first, len) in &self.runs {
+                let shapes = self.data.shapes(first, len);
+                if !runners.iter().any(|(s, _)| *s == shapes) {
+                    let runner =
+                        Runner::tapping(bytes, &self.path, &shapes, &Fixed::new(), tapped)?;
+                    runners.push((shapes, runner));
+                }
+            }
+        }
+        Ok(runners)
+    }
+
+    /// Per value `(name, axis)` (a negative axis counts from the end), the sum over the samples of the squares of each index of
+    /// `axis` (over every other axis): the squared norm of each channel of the activation.
+    /// Runs go one after the other, so the sums do not depend on the thread count.
+    pub fn channel_sq_norms(
+        &self,
+        bytes: &[u8],
+        values: &[(String, i64)],
+    ) -> Result<Vec<Vec<f64>>> {
+        let mut tapped: Vec<String> = values
+            .iter()
+            .map(|(name, _)| name.clone())
+            .filter(|name| !self.input_names.contains(name))
+            .collect();
+        tapped.sort();
+        tapped.dedup();
+        let runners = self.runners(bytes, &tapped)?;
+        let mut totals: Vec<Vec<f64>> = vec![Vec::new(); values.len()];
+        for &(first, len) in &self.runs {
+            let run = self.data.run_inputs(first, len, len)?;
+            let outputs = self.run_tapped(&run, first, &tapped, &runners)?;
+            for ((name, axis), total) in values.iter().zip(&mut totals) {
+                let tensor = match tapped.iter().position(|t| t == name) {
+                    Some(i) => &outputs[i],
+                    None => &run[name],
+                };
+                let bad = |e: TractError| Error::Usage(format!("activation `{name}`: {e:#}"));
+                let values = tensor.cast_to::<f32>().map_err(bad)?;
+                let view = values.to_plain_array_view::<f32>().map_err(bad)?;
+                let rank = view.ndim() as i64;
+                let axis = if *axis < 0 { axis + rank } else { *axis };
+                let axis = usize::try_from(axis)
+                    .ok()
+                    .filter(|&a| a < view.ndim())
+                    .ok_or_else(|| {
+                        Error::Usage(format!("activation `{name}` has no axis {axis}"))
+                    })?;
+                let n = view.shape()[axis];
+                total.resize(n, 0.0);
+                for (index, v) in view.indexed_iter() {
+                    total[index[axis]] += f64::from(*v) * f64::from(*v);
+                }
+            }
         }
         Ok(totals)
     }

@@ -37,6 +37,9 @@ pub(crate) struct Cut {
     pub owners: Vec<Owner>,
     /// What the tensor is to the group.
     pub kind: CutKind,
+    /// For a consumer: the activation it reads and the axis of that activation whose indices
+    /// are this cut's positions (folded modulo the positions for grouped convolutions).
+    pub reads: Option<(String, i64)>,
 }
 
 /// A count that follows the channels: fixed, or the kept positions among `owners`.
@@ -262,8 +265,16 @@ impl<'m> Builder<'m> {
             axis,
             owners,
             kind,
+            reads: None,
         });
         self.cuts.len() - 1
+    }
+
+    /// Records that the last cut reads activation `name` on `axis`.
+    pub fn reads(&mut self, name: &str, axis: i64) {
+        if let Some(cut) = self.cuts.last_mut() {
+            cut.reads = Some((name.to_string(), axis));
+        }
     }
 
     /// The constant tensor `name` of the main graph, when only one node input uses it.

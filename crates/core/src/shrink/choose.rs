@@ -45,6 +45,10 @@ pub struct Request {
     pub include: Vec<Regex>,
     /// Groups whose producers match one of these are left alone.
     pub exclude: Vec<Regex>,
+    /// Squared norms of each channel of the consumers' input activations over calibration
+    /// data, by activation name (see [`Analysis::activation_taps`]): importance becomes
+    /// `sum over consumers of ||W_consumer[:, c]|| * ||X_c||`.
+    pub activations: Option<BTreeMap<String, Vec<f64>>>,
 }
 
 /// Per position of a cut axis: the sum of squares of its slice and whether the slice is zero.
@@ -82,7 +86,11 @@ struct Scores {
     dead: Vec<Vec<bool>>,
 }
 
-fn scores(model: &Model, analysis: &Analysis) -> Result<Scores> {
+fn scores(
+    model: &Model,
+    analysis: &Analysis,
+    activations: Option<&BTreeMap<String, Vec<f64>>>,
+) -> Result<Scores> {
     let units: Vec<usize> = analysis.groups.iter().map(|g| g.period).collect();
     let mut importance: Vec<Vec<f64>> = units.iter().map(|&u| vec![0.0; u]).collect();
     let mut unread: Vec<Vec<bool>> = units.iter().map(|&u| vec![true; u]).collect();
@@ -90,10 +98,25 @@ fn scores(model: &Model, analysis: &Analysis) -> Result<Scores> {
     let mut stats = BTreeMap::new();
     for (i, cut) in analysis.cuts.iter().enumerate() {
         let s = axis_stats(model, analysis, i)?;
+        // With activations: the consumer's weights for a position times the norm of the
+        // activation there (folded onto the positions for grouped convolutions).
+        let norms = match (activations, &cut.reads) {
+            (Some(a), Some((name, _))) => a.get(name).map(|x| {
+                let n = cut.owners.len();
+                let mut folded = vec![0.0; n];
+                for (c, v) in x.iter().enumerate() {
+                    folded[c % n] += v;
+                }
+                folded
+            }),
+            _ => None,
+        };
         for (p, owner) in cut.owners.iter().enumerate() {
             let Some((g, u)) = *owner else { continue };
-            if cut.kind != CutKind::Param {
-                importance[g][u] += s[p].0;
+            match (&norms, activations.is_some(), cut.kind) {
+                (Some(x), _, _) => importance[g][u] += (s[p].0 * x[p]).sqrt(),
+                (None, false, CutKind::Producer | CutKind::Consumer) => importance[g][u] += s[p].0,
+                _ => {}
             }
             if cut.kind == CutKind::Consumer {
                 read[g][u] = true;
@@ -163,7 +186,7 @@ pub fn choose(model: &Model, analysis: &Analysis, request: &Request) -> Result<V
         };
         return Err(Error::Usage(why.to_string()));
     }
-    let scores = scores(model, analysis)?;
+    let scores = scores(model, analysis, request.activations.as_ref())?;
     // Units kept must be a multiple of `step` so that kept channels are a multiple of `round`.
     let step = |g: usize| {
         let group = &analysis.groups[g];

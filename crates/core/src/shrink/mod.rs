@@ -98,6 +98,25 @@ impl Analysis {
         self.groups.iter().filter(|g| g.blocked.is_empty())
     }
 
+    /// The activations (name, axis) whose channel norms `--calibration` importance needs: the
+    /// inputs of the consumers of open groups.
+    pub fn activation_taps(&self) -> Vec<(String, i64)> {
+        let mut taps: Vec<(String, i64)> = self
+            .cuts
+            .iter()
+            .filter(|c| {
+                c.owners
+                    .iter()
+                    .flatten()
+                    .any(|(g, _)| self.groups[*g].blocked.is_empty())
+            })
+            .filter_map(|c| c.reads.clone())
+            .collect();
+        taps.sort();
+        taps.dedup();
+        taps
+    }
+
     /// A text listing of every group: members and channel count, or what blocked it.
     pub fn describe(&self) -> String {
         use std::fmt::Write;

@@ -114,7 +114,13 @@ fn own_input(b: &Builder, node: &Node, i: usize) -> std::result::Result<Option<u
 }
 
 /// Records that `x` is read by a weight's reduction axis `axis` of length `k`.
-fn consume(b: &mut Builder, x: Option<&Layout>, w: usize, axis: usize, k: usize) -> Result<()> {
+fn consume(
+    b: &mut Builder,
+    (input, x): (&str, Option<&Layout>),
+    w: usize,
+    axis: usize,
+    k: usize,
+) -> Result<()> {
     let Some(x) = x else { return Ok(()) };
     let total = x.total();
     if x.neg != -1 {
@@ -139,6 +145,7 @@ fn consume(b: &mut Builder, x: Option<&Layout>, w: usize, axis: usize, k: usize)
     b.member(x, CutKind::Consumer);
     b.read_by_consumer(x);
     b.cut(w, axis, x.owners(cols), CutKind::Consumer);
+    b.reads(input, -1);
     Ok(())
 }
 
@@ -229,6 +236,7 @@ fn conv(b: &mut Builder, index: usize, node: &Node, ins: &[Option<Layout>]) -> R
                 x.owners(1),
                 CutKind::Consumer,
             );
+            b.reads(&node.inputs[0], 1);
         } else {
             match b.whole_root(x) {
                 Some(group) => {
@@ -242,6 +250,7 @@ fn conv(b: &mut Builder, index: usize, node: &Node, ins: &[Option<Layout>]) -> R
                         (0..per).map(|j| Some((group, j))).collect()
                     };
                     b.cut(w, if transpose { 0 } else { 1 }, owners, CutKind::Consumer);
+                    b.reads(&node.inputs[0], 1);
                 }
                 None => b.block_here(
                     x,
@@ -281,7 +290,7 @@ fn gemm(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs>
     } else {
         (dims[0], dims[1], 0, 1)
     };
-    consume(b, ins[0].as_ref(), w, in_axis, k)?;
+    consume(b, (&node.inputs[0], ins[0].as_ref()), w, in_axis, k)?;
     let group = b.new_group(n);
     let mut whole = Layout::whole(group, n, Some(2), -1);
     let c = node.inputs.get(2).filter(|s| !s.is_empty());
@@ -336,7 +345,7 @@ fn matmul(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Output
     }
     let (k, n) = (t.dims[0] as usize, t.dims[1] as usize);
     let x = ins[0].as_ref();
-    consume(b, x, w, 0, k)?;
+    consume(b, (&node.inputs[0], x), w, 0, k)?;
     let group = b.new_group(n);
     let whole = Layout::whole(
         group,

@@ -40,7 +40,7 @@ pub struct ShrinkReportTotals {
 /// The report of one shrink.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShrinkReport {
-    /// `dead` (no `--sparsity`) or `group-l2`.
+    /// `dead` (no `--sparsity`), `group-l2`, or `activation` (with calibration data).
     pub method: &'static str,
     /// `--sparsity`, if given.
     pub sparsity: Option<f64>,
@@ -56,6 +56,7 @@ impl ShrinkReport {
         analysis: &Analysis,
         removed: &[Vec<usize>],
         sparsity: Option<f64>,
+        calibrated: bool,
         totals: ShrinkTotals,
         macs: Option<(u64, u64)>,
     ) -> ShrinkReport {
@@ -74,10 +75,10 @@ impl ShrinkReport {
             })
             .collect();
         ShrinkReport {
-            method: if sparsity.is_some() {
-                "group-l2"
-            } else {
-                "dead"
+            method: match (sparsity, calibrated) {
+                (None, _) => "dead",
+                (Some(_), false) => "group-l2",
+                (Some(_), true) => "activation",
             },
             sparsity,
             groups,
