@@ -19,4 +19,5 @@ mod replay;
 mod roundtrip;
 mod sensitivity;
 mod shrink;
+mod shrink_refit;
 mod trust;

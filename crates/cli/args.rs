@@ -146,7 +146,8 @@ pub struct ShrinkArgs {
 
     /// With --sparsity: score channels by what their consumers make of them on calibration
     /// samples, sum over consumers of ||W_consumer[:, c]|| * ||X_c||, instead of by weights
-    /// alone (repeatable): FILE.npz (sample axis first), a test-data DIR, or NAME=FILE.npy.
+    /// alone, then refit the consumers' kept weights by least squares on the same samples
+    /// (repeatable): FILE.npz (sample axis first), a test-data DIR, or NAME=FILE.npy.
     /// Example: --calibration calib.npz
     #[arg(long, value_name = "FILE|DIR|NAME=FILE")]
     pub calibration: Vec<String>,
@@ -154,6 +155,11 @@ pub struct ShrinkArgs {
     /// Calibration samples used (the first N; default 128).
     #[arg(long, value_name = "N")]
     pub calibration_samples: Option<usize>,
+
+    /// With --calibration: keep the consumers' remaining weights as they are, instead of
+    /// refitting them by least squares on the calibration data to restore their outputs.
+    #[arg(long)]
+    pub no_refit: bool,
 
     /// List every channel group (producers, consumers, the nodes in between, channel count)
     /// and every blocked one with the node that blocks it; write nothing.

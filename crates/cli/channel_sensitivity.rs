@@ -55,7 +55,7 @@ pub fn groups(
             // many parameters as any other: count one unit's removal and scale.
             let mut removed = vec![Vec::new(); analysis.groups.len()];
             removed[g.id] = (0..g.channels).step_by(g.units()).collect();
-            let (_, totals) = shrink::shrink_bytes(model, analysis, &removed)
+            let (_, totals) = shrink::shrink_bytes(model, analysis, &removed, &[])
                 .with_context(|| format!("measuring channel group `{}`", g.name()))?;
             let per_unit = totals.params_before - totals.params_after;
             Ok(GroupUnit {
@@ -89,7 +89,7 @@ pub fn measure(
             let unit = &units[u];
             let removed = shrink::choose(model, analysis, &alone(&unit.name, sparsities[s])?)?;
             let candidate = scratch.path().join(format!("g{u}_s{s}.onnx"));
-            shrink::save_shrunk(model, analysis, &removed, &candidate)?;
+            shrink::save_shrunk(model, analysis, &removed, &[], &candidate)?;
             let report = baseline
                 .check(&candidate)
                 .with_context(|| format!("checking group `{}` at {}", unit.name, sparsities[s]))?;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use onnx_prune_core::shrink::{self, Analysis, Request, ShrinkReport, ShrinkScope};
+use onnx_prune_core::shrink::{self, Analysis, RefitOutcome, Request, ShrinkReport, ShrinkScope};
 use onnx_prune_core::{write_file_atomic, Destination, Model};
 use onnx_prune_verify::{Calibration, CalibrationOptions};
 use regex::Regex;
@@ -40,6 +40,9 @@ fn request(args: &ShrinkArgs) -> Result<Request> {
     }
     if args.calibration.is_empty() && args.calibration_samples.is_some() {
         bail!("--calibration-samples has no effect without --calibration");
+    }
+    if args.calibration.is_empty() && args.no_refit {
+        bail!("--no-refit has no effect without --calibration (only calibration data refits)");
     }
     if args.calibration_samples == Some(0) {
         bail!("--calibration-samples must be at least 1");
@@ -119,8 +122,16 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         }
         Err(e) => bail!("{e}\n{}", analysis.describe().trim_end()),
     };
+    let (edits, refits) = match (&calibration, &args.output) {
+        (Some(calibration), Some(_)) if !args.no_refit => {
+            shrink::refit(&model, &analysis, &removed, |bytes, taps| {
+                Ok::<_, anyhow::Error>(calibration.statistics(bytes, taps)?)
+            })?
+        }
+        _ => (Vec::new(), Vec::new()),
+    };
     let totals = match &args.output {
-        Some(output) => Some(shrink::save_shrunk(&model, &analysis, &removed, output)?.1),
+        Some(output) => Some(shrink::save_shrunk(&model, &analysis, &removed, &edits, output)?.1),
         None => None,
     };
     if args.dry_run {
@@ -156,7 +167,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         },
         None => None,
     };
-    let report = ShrinkReport::new(
+    let mut report = ShrinkReport::new(
         &analysis,
         &removed,
         args.sparsity,
@@ -164,6 +175,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         totals,
         macs,
     );
+    report.refits = refits;
     if let Some(path) = &args.report {
         let mut value = serde_json::to_value(&report)?;
         if let Some(checked) = &checked {
@@ -240,6 +252,11 @@ fn render(analysis: &Analysis, report: &ShrinkReport) -> String {
             &[0, 2, 3],
         ) + "\n"
     };
+    if !report.refits.is_empty() {
+        out.push('\n');
+        out.push_str(&refit_table(&report.refits));
+        out.push('\n');
+    }
     let t = &report.totals;
     out.push_str(&format!(
         "\n{} groups ({open} open, {} blocked); params {} -> {}",
@@ -252,4 +269,26 @@ fn render(analysis: &Analysis, report: &ShrinkReport) -> String {
         out.push_str(&format!("; MACs {a} -> {b}"));
     }
     out
+}
+
+/// Per refitted consumer, its relative output error on the calibration data with the removed
+/// inputs zeroed and after the least-squares refit.
+fn refit_table(refits: &[RefitOutcome]) -> String {
+    let percent = |e: Option<f64>| e.map_or("-".to_string(), |e| format!("{:.2}%", e * 100.0));
+    let rows = refits
+        .iter()
+        .map(|r| {
+            vec![
+                r.weight.clone(),
+                percent(r.output_error_before),
+                percent(r.output_error_after),
+                r.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &["consumer weight", "output error zeroed", "refitted", "note"],
+        rows,
+        &[1, 2],
+    )
 }

@@ -236,7 +236,7 @@ pub(crate) fn typed_field(number: u32, element_size: usize, data: &[u8]) -> Vec<
 }
 
 /// A tensor's elements with `change` applied, in memory.
-fn changed_copy(model: &Model, tensor: &Tensor, change: &Change) -> Result<Vec<u8>> {
+pub(crate) fn changed_copy(model: &Model, tensor: &Tensor, change: &Change) -> Result<Vec<u8>> {
     match change {
         Change::Zero(zeroing) => {
             let data = dense_bytes(model, tensor)?;

@@ -10,11 +10,11 @@
 //! that gives `X`), [`stats`] (what a run accumulates), [`wanda`], [`sparsegpt`],
 //! [`output_error`] (what pruning costs a layer) and [`bias`] (correcting its mean).
 
-mod bias;
-mod output_error;
+pub(crate) mod bias;
+pub(crate) mod output_error;
 mod sparsegpt;
 mod stats;
-mod view;
+pub(crate) mod view;
 mod wanda;
 
 use rayon::prelude::*;

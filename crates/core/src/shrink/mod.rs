@@ -9,7 +9,9 @@
 //!    output or a subgraph **blocks** the groups that reach it.
 //! 2. [`choose`]: which channels go: dead channels exactly, or the least important by group L2
 //!    norm (`--sparsity`).
-//! 3. [`shrink_edits`] / [`save_shrunk`]: every member tensor sliced, `group`/Split sizes/Slice
+//! 3. [`refit`] (with calibration data): each consumer's kept weights refitted by least
+//!    squares to restore its output, as edits for the writer.
+//! 4. [`save_shrunk`]: every member tensor sliced, `group`/Split sizes/Slice
 //!    bounds/Reshape targets recounted, stale `value_info` shapes dropped, everything else kept
 //!    byte for byte.
 //!
@@ -24,6 +26,7 @@ mod index_maps;
 mod layout;
 mod macs;
 mod ops;
+mod refit;
 mod report;
 mod rewrite;
 mod wire;
@@ -35,6 +38,7 @@ use crate::model::Model;
 
 pub use choose::{choose, Importance, Request, ShrinkScope};
 pub use macs::{mac_values, macs};
+pub use refit::{refit, RefitOutcome, MAX_REFIT_COLS};
 pub use report::{GroupOutcome, ShrinkReport, ShrinkReportTotals};
 pub use rewrite::{save_shrunk, shrink_bytes, shrink_totals, zeroed_bytes, ShrinkTotals, Side};
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Analysis, ShrinkTotals};
+use super::{Analysis, RefitOutcome, ShrinkTotals};
 
 /// One group in the report.
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +48,10 @@ pub struct ShrinkReport {
     pub groups: Vec<GroupOutcome>,
     /// Totals.
     pub totals: ShrinkReportTotals,
+    /// Per consumer of a shrunk group, its least-squares refit (with calibration data and
+    /// without `--no-refit`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refits: Vec<RefitOutcome>,
 }
 
 impl ShrinkReport {
@@ -88,6 +92,7 @@ impl ShrinkReport {
                 macs_before: macs.map(|m| m.0),
                 macs_after: macs.map(|m| m.1),
             },
+            refits: Vec::new(),
         }
     }
 }

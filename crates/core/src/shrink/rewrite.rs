@@ -13,7 +13,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::model::{Model, Payload, Tensor};
 use crate::proto::{self, DataType};
-use crate::rewrite::{output_files, typed_field, write_spliced, Destination, WrittenFile};
+use crate::rewrite::{
+    changed_copy, output_files, typed_field, write_spliced, Destination, Edit, WrittenFile,
+};
 use crate::values::dense_bytes;
 
 use super::analyze::{Count, CutKind, Recount};
@@ -33,9 +35,9 @@ pub struct ShrinkTotals {
 
 /// What changes, tensor by tensor and attribute by attribute.
 #[derive(Default)]
-struct Plan {
+pub(super) struct Plan {
     /// Per tensor, per axis, the positions kept (`None`: the whole axis).
-    slices: BTreeMap<usize, Vec<Option<Vec<bool>>>>,
+    pub slices: BTreeMap<usize, Vec<Option<Vec<bool>>>>,
     /// Integer tensors with new values.
     ints: BTreeMap<usize, Vec<i64>>,
     /// (node, attribute, values, whether a list).
@@ -46,7 +48,7 @@ struct Plan {
     split_sizes: Vec<(usize, Vec<i64>)>,
 }
 
-fn plan(model: &Model, analysis: &Analysis, removed: &[Vec<usize>]) -> Plan {
+pub(super) fn plan(model: &Model, analysis: &Analysis, removed: &[Vec<usize>]) -> Plan {
     let gone: Vec<Vec<bool>> = analysis
         .groups
         .iter()
@@ -290,8 +292,22 @@ fn splices<'m>(
     wire: &GraphWire,
     analysis: &Analysis,
     removed: &[Vec<usize>],
+    edits: &[Edit],
 ) -> Result<(Splice<'m>, BTreeMap<&'m str, Splice<'m>>, ShrinkTotals)> {
     let plan = plan(model, analysis, removed);
+    // Tensors whose values change before they are sliced (refitted consumers, their biases).
+    let mut replaced: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+    for edit in edits {
+        let Edit::Tensor { tensor, change } = edit else {
+            return Err(Error::Usage(
+                "shrink replaces tensors' values; it does not add biases".into(),
+            ));
+        };
+        replaced.insert(
+            *tensor,
+            changed_copy(model, &model.tensors()[*tensor], change)?,
+        );
+    }
     let mut splice = Splice::default();
     let mut external: BTreeMap<&str, Splice> = model
         .external_files()
@@ -313,7 +329,10 @@ fn splices<'m>(
             .size()
             .ok_or_else(|| Error::tensor(&tensor.name, "element type without a size"))?;
         let dims: Vec<usize> = tensor.dims.iter().map(|&d| d as usize).collect();
-        let data = slice_elements(&dense_bytes(model, tensor)?, &dims, size, keeps);
+        let data = match replaced.remove(&t) {
+            Some(values) => slice_elements(&values, &dims, size, keeps),
+            None => slice_elements(&dense_bytes(model, tensor)?, &dims, size, keeps),
+        };
         let shrunk: Vec<i64> = dims
             .iter()
             .zip(keeps)
@@ -323,6 +342,17 @@ fn splices<'m>(
         params_after -= tensor.elements - elements;
         write_tensor(model, tensor, &shrunk, data, &mut splice, &mut external)?;
         new_dims.insert(tensor.name.as_str(), (tensor.dtype.code(), shrunk));
+    }
+    for (t, data) in replaced {
+        let tensor = &model.tensors()[t];
+        write_tensor(
+            model,
+            tensor,
+            &tensor.dims.clone(),
+            data,
+            &mut splice,
+            &mut external,
+        )?;
     }
     for (&t, values) in &plan.ints {
         let tensor = &model.tensors()[t];
@@ -402,12 +432,14 @@ fn splices<'m>(
     ))
 }
 
-/// The shrunk model's bytes, in memory (for checks and tests). Models with external data are
-/// refused: write them with [`save_shrunk`].
+/// The shrunk model's bytes, in memory (for checks and tests), with `edits` (new values of
+/// whole tensors, such as [`super::refit`]'s) applied before slicing. Models with external data
+/// are refused: write them with [`save_shrunk`].
 pub fn shrink_bytes(
     model: &Model,
     analysis: &Analysis,
     removed: &[Vec<usize>],
+    edits: &[Edit],
 ) -> Result<(Vec<u8>, ShrinkTotals)> {
     if !model.external_files().is_empty() {
         return Err(Error::Usage(
@@ -415,7 +447,7 @@ pub fn shrink_bytes(
         ));
     }
     let wire = wire::scan(model)?;
-    let (splice, _, totals) = splices(model, &wire, analysis, removed)?;
+    let (splice, _, totals) = splices(model, &wire, analysis, removed, edits)?;
     let mut out = Vec::with_capacity(splice.output_len(model.bytes().len()));
     splice
         .write_to(model.bytes(), &mut out)
@@ -431,19 +463,21 @@ pub fn shrink_totals(
     removed: &[Vec<usize>],
 ) -> Result<ShrinkTotals> {
     let wire = wire::scan(model)?;
-    Ok(splices(model, &wire, analysis, removed)?.2)
+    Ok(splices(model, &wire, analysis, removed, &[])?.2)
 }
 
-/// Writes the shrunk model to `to` (external data beside it), atomically.
+/// Writes the shrunk model to `to` (external data beside it), atomically, with `edits` applied
+/// before slicing (see [`shrink_bytes`]).
 pub fn save_shrunk(
     model: &Model,
     analysis: &Analysis,
     removed: &[Vec<usize>],
+    edits: &[Edit],
     to: &Path,
 ) -> Result<(Vec<WrittenFile>, ShrinkTotals)> {
     let targets = output_files(model, Destination::File(to))?;
     let wire = wire::scan(model)?;
-    let (splice, external, totals) = splices(model, &wire, analysis, removed)?;
+    let (splice, external, totals) = splices(model, &wire, analysis, removed, edits)?;
     Ok((write_spliced(model, &targets, splice, external)?, totals))
 }
 
@@ -504,7 +538,7 @@ pub fn zeroed_bytes(
                 }
             }
         }
-        edits.push(crate::rewrite::Edit::replace(t, data));
+        edits.push(Edit::replace(t, data));
     }
     crate::rewrite::to_bytes(model, &edits)
 }
