@@ -174,8 +174,18 @@ fn refit_layer(
     let keep_nonzero: Vec<bool> = new.iter().map(|v| *v != 0.0).collect();
     let bytes = encode(tensor.dtype, &new, &keep_nonzero);
     let new = decode(tensor.dtype, &bytes);
+    let after = output_error::relative(view, stats, &old, &new);
+    if after >= before {
+        // The dampening can cost more than the removed inputs did (inputs that were dead on
+        // the calibration data): the zeroed weights are the better fit then.
+        outcome.note = Some(format!(
+            "not refitted: the refit's output error ({:.4}%) is not below zeroing's",
+            after * 100.0
+        ));
+        return Ok((Vec::new(), outcome));
+    }
     outcome.refitted = true;
-    outcome.output_error_after = Some(output_error::relative(view, stats, &old, &new));
+    outcome.output_error_after = Some(after);
     let mut edits = vec![Edit::replace(weight.tensor, bytes)];
     outcome.note = Some(match bias::find(model, weight, view.rows) {
         Ok(Bias::Existing { tensor, scale }) => {
