@@ -3,6 +3,7 @@
 
 mod args;
 mod auto;
+mod budget_search;
 mod channel_sensitivity;
 mod check;
 mod files;
