@@ -119,10 +119,17 @@ pub struct ShrinkArgs {
     pub output: Option<PathBuf>,
 
     /// Remove this fraction of each group's channels, least important first (group L2 norm of
-    /// every member's weights for the channel). Without it, only dead channels go.
-    /// Example: --sparsity 0.3
-    #[arg(long, value_name = "S")]
-    pub sparsity: Option<f64>,
+    /// every member's weights for the channel). Without it, only dead channels go. `auto`: the
+    /// largest overall fraction whose check passes the tolerances given on --inputs, each
+    /// group's share drawn from its sensitivity curve (as `prune --sparsity auto`).
+    /// Example: --sparsity 0.3; --sparsity auto --inputs t.npz --labels t.npz:y --max-accuracy-drop 0.01
+    #[arg(long, value_name = "S|auto", allow_negative_numbers = true, value_parser = parse_sparsity)]
+    pub sparsity: Option<SparsityArg>,
+
+    /// With --sparsity auto: at most N checks while searching (after the sensitivity curves,
+    /// one check per group and sparsity). Default 12.
+    #[arg(long, value_name = "N")]
+    pub max_evaluations: Option<usize>,
 
     /// With --sparsity: `group` takes the fraction from every group; `global` ranks all
     /// groups' channels together by importance normalised per group (default: group).
@@ -172,6 +179,16 @@ pub struct ShrinkArgs {
 
     #[command(flatten)]
     pub check_flags: CheckFlags,
+}
+
+impl ShrinkArgs {
+    /// `--sparsity` as a fraction (`None` when absent or `auto`).
+    pub fn fraction(&self) -> Option<f64> {
+        match self.sparsity {
+            Some(SparsityArg::Value(s)) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -4,8 +4,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use onnx_prune_core::budget::{allocate, thresholds};
+use anyhow::{bail, Result};
 use onnx_prune_core::{
     discover_with, save, select, Calibrated, Destination, Method, Model, Pattern, Plan,
     PruneConfig, RewriteReport, Weight,
@@ -14,7 +13,7 @@ use onnx_prune_verify::CalibrationOptions;
 use regex::Regex;
 
 use crate::args::{PruneArgs, ScopeArg};
-use crate::budget_search::{budget, curves, nothing_passed, search, search_options, Tried, GRID};
+use crate::budget_search::{budget, curves, nothing_passed, search, search_options, GRID};
 use crate::check::Baseline;
 use crate::files::{preflight_check, source_path, Files};
 use crate::progress::Progress;
@@ -114,31 +113,17 @@ pub fn run(
         .map(|w| model.tensors()[w.tensor].elements)
         .collect();
     let curves = curves(&params, &reports, metric);
-    let steps = thresholds(&curves);
-    progress.steps(
-        "searching the largest sparsity that passes",
-        budget.min(steps.len()) as u64,
-    );
-    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let evaluate = |tau: f64, overall: f64| -> Result<Tried> {
-        let sparsities = allocate(&curves, tau);
-        let plan = plan_for(&pruner, &selected, &sparsities, pattern)?;
-        let candidate = scratch.path().join("candidate.onnx");
-        save(
-            &model,
-            &plan.edits,
-            Destination::File(&candidate),
-            args.rewrite.storage.into(),
-        )?;
-        let report = baseline.check(&candidate)?;
-        progress.step();
-        Ok(Tried {
-            sparsities,
-            overall,
-            report,
-        })
-    };
-    let found = search(&steps, budget, evaluate)?;
+    let storage = args.rewrite.storage.into();
+    let found = search(
+        &curves,
+        budget,
+        (&baseline, &progress),
+        |sparsities, candidate| {
+            let plan = plan_for(&pruner, &selected, sparsities, pattern)?;
+            save(&model, &plan.edits, Destination::File(candidate), storage)?;
+            Ok(())
+        },
+    )?;
     drop(progress);
     let evaluations = found.evaluations;
     let Some(best) = found.best else {

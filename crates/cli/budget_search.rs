@@ -2,14 +2,16 @@
 //! holds, the sensitivity curves it starts from, and the search of the cost threshold whose
 //! allocation gives the largest overall sparsity that still passes.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use onnx_prune_core::budget::LayerCurve;
+use onnx_prune_core::budget::{allocate, thresholds, LayerCurve};
 use onnx_prune_verify::{CheckOptions, CheckReport};
 
 use crate::args::CheckFlags;
-use crate::check;
+use crate::check::{self, Baseline};
+use crate::progress::Progress;
 use crate::sensitivity::Metric;
 use crate::stdout;
 
@@ -108,23 +110,43 @@ pub struct Found {
     pub evaluations: usize,
 }
 
-/// Searches the thresholds `steps` (pairs of threshold and overall sparsity, increasing) with
-/// at most `budget` calls of `evaluate(threshold, overall)`. Overall sparsity grows with the
-/// threshold: bisect for the last passing step, then, as measured accuracy is not monotonic in
-/// sparsity (a few samples either way), spend what is left of the budget on the steps above
-/// it, largest first.
+/// Searches the cost threshold over `curves` with at most `budget` checks against `baseline`
+/// (counted on `progress`): each threshold's allocation (one sparsity per curve, from
+/// [`allocate`]) is written by `write(sparsities, path)` to a scratch file and checked.
+/// Overall sparsity grows with the threshold: bisect for the last passing step, then, as
+/// measured accuracy is not monotonic in sparsity (a few samples either way), spend what is
+/// left of the budget on the steps above it, largest first.
 pub fn search(
-    steps: &[(f64, f64)],
+    curves: &[LayerCurve],
     budget: usize,
-    mut evaluate: impl FnMut(f64, f64) -> Result<Tried>,
+    (baseline, progress): (&Baseline, &Progress),
+    write: impl Fn(&[f64], &Path) -> Result<()>,
 ) -> Result<Found> {
+    let steps = thresholds(curves);
+    progress.steps(
+        "searching the largest sparsity that passes",
+        budget.min(steps.len()) as u64,
+    );
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let candidate = scratch.path().join("candidate.onnx");
+    let evaluate = |(tau, overall): (f64, f64)| -> Result<Tried> {
+        let sparsities = allocate(curves, tau);
+        write(&sparsities, &candidate)?;
+        let report = baseline.check(&candidate)?;
+        progress.step();
+        Ok(Tried {
+            sparsities,
+            overall,
+            report,
+        })
+    };
     let (mut low, mut high) = (0usize, steps.len());
     let mut best: Option<Tried> = None;
     let mut smallest_failure: Option<Tried> = None;
     let mut evaluations = 0;
     while low < high && evaluations < budget {
         let mid = low + (high - low) / 2;
-        let tried = evaluate(steps[mid].0, steps[mid].1)?;
+        let tried = evaluate(steps[mid])?;
         evaluations += 1;
         if tried.report.passed {
             low = mid + 1;
@@ -140,7 +162,7 @@ pub fn search(
         if best.as_ref().is_some_and(|b| b.overall >= steps[step].1) {
             break;
         }
-        let tried = evaluate(steps[step].0, steps[step].1)?;
+        let tried = evaluate(steps[step])?;
         evaluations += 1;
         if tried.report.passed {
             best = Some(tried);

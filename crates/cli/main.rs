@@ -16,6 +16,7 @@ mod pruner;
 mod replay;
 mod sensitivity;
 mod shrink;
+mod shrink_auto;
 mod stdout;
 mod table;
 
