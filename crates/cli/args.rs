@@ -64,13 +64,16 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Replay(ReplayArgs),
 
-    /// Prune one weight at a time at each sparsity and measure what each costs through tract:
-    /// accuracy drop with --labels, else the drop in top-1 agreement for class scores, else
-    /// 1 - cosine. Prints a table (weights x sparsities), and writes JSON and an SVG plot.
+    /// Prune one weight (or shrink one channel group) at a time at each sparsity and measure
+    /// what each costs through tract: accuracy drop with --labels, else the drop in top-1
+    /// agreement for class scores, else 1 - cosine. The dense model runs once. Prints a table
+    /// (weights x sparsities), and writes JSON and an SVG plot.
     ///
     /// Examples:
     ///   onnx-prune sensitivity model.onnx --inputs test.npz --labels test.npz:labels --plot s.svg
     ///   onnx-prune sensitivity model.onnx --random 32 --sparsities 0.5,0.7,0.9 --report s.json
+    ///   onnx-prune sensitivity model.onnx --inputs test.npz --method sparsegpt --calibration c.npz
+    ///   onnx-prune sensitivity model.onnx --inputs test.npz --structure channels
     #[command(verbatim_doc_comment)]
     Sensitivity(SensitivityArgs),
 
@@ -87,6 +90,8 @@ pub enum Command {
     ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.5 --scope global --exclude 'head'
     ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.3 --check --random 16
     ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.5 --calibration calib.npz
+    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity auto --round-to 8 \
+    ///       --inputs test.npz --labels test.npz:labels --max-accuracy-drop 0.01
     #[command(verbatim_doc_comment)]
     Shrink(ShrinkArgs),
 
