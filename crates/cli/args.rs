@@ -64,13 +64,16 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Replay(ReplayArgs),
 
-    /// Prune one weight at a time at each sparsity and measure what each costs through tract:
-    /// accuracy drop with --labels, else the drop in top-1 agreement for class scores, else
-    /// 1 - cosine. Prints a table (weights x sparsities), and writes JSON and an SVG plot.
+    /// Prune one weight (or shrink one channel group) at a time at each sparsity and measure
+    /// what each costs through tract: accuracy drop with --labels, else the drop in top-1
+    /// agreement for class scores, else 1 - cosine. The dense model runs once. Prints a table
+    /// (weights x sparsities), and writes JSON and an SVG plot.
     ///
     /// Examples:
     ///   onnx-prune sensitivity model.onnx --inputs test.npz --labels test.npz:labels --plot s.svg
     ///   onnx-prune sensitivity model.onnx --random 32 --sparsities 0.5,0.7,0.9 --report s.json
+    ///   onnx-prune sensitivity model.onnx --inputs test.npz --method sparsegpt --calibration c.npz
+    ///   onnx-prune sensitivity model.onnx --inputs test.npz --structure channels
     #[command(verbatim_doc_comment)]
     Sensitivity(SensitivityArgs),
 
@@ -87,6 +90,8 @@ pub enum Command {
     ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.5 --scope global --exclude 'head'
     ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.3 --check --random 16
     ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.5 --calibration calib.npz
+    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity auto --round-to 8 \
+    ///       --inputs test.npz --labels test.npz:labels --max-accuracy-drop 0.01
     #[command(verbatim_doc_comment)]
     Shrink(ShrinkArgs),
 
@@ -119,10 +124,17 @@ pub struct ShrinkArgs {
     pub output: Option<PathBuf>,
 
     /// Remove this fraction of each group's channels, least important first (group L2 norm of
-    /// every member's weights for the channel). Without it, only dead channels go.
-    /// Example: --sparsity 0.3
-    #[arg(long, value_name = "S")]
-    pub sparsity: Option<f64>,
+    /// every member's weights for the channel). Without it, only dead channels go. `auto`: the
+    /// largest overall fraction whose check passes the tolerances given on --inputs, each
+    /// group's share drawn from its sensitivity curve (as `prune --sparsity auto`).
+    /// Example: --sparsity 0.3; --sparsity auto --inputs t.npz --labels t.npz:y --max-accuracy-drop 0.01
+    #[arg(long, value_name = "S|auto", allow_negative_numbers = true, value_parser = parse_sparsity)]
+    pub sparsity: Option<SparsityArg>,
+
+    /// With --sparsity auto: at most N checks while searching (after the sensitivity curves,
+    /// one check per group and sparsity). Default 12.
+    #[arg(long, value_name = "N")]
+    pub max_evaluations: Option<usize>,
 
     /// With --sparsity: `group` takes the fraction from every group; `global` ranks all
     /// groups' channels together by importance normalised per group (default: group).
@@ -178,6 +190,16 @@ pub struct ShrinkArgs {
 
     #[command(flatten)]
     pub check_flags: CheckFlags,
+}
+
+impl ShrinkArgs {
+    /// `--sparsity` as a fraction (`None` when absent or `auto`).
+    pub fn fraction(&self) -> Option<f64> {
+        match self.sparsity {
+            Some(SparsityArg::Value(s)) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -4,45 +4,23 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use onnx_prune_core::budget::{allocate, thresholds, LayerCurve};
+use anyhow::{bail, Result};
 use onnx_prune_core::{
     discover_with, save, select, Calibrated, Destination, Method, Model, Pattern, Plan,
     PruneConfig, RewriteReport, Weight,
 };
-use onnx_prune_verify::{CalibrationOptions, CheckReport};
+use onnx_prune_verify::CalibrationOptions;
 use regex::Regex;
 
 use crate::args::{PruneArgs, ScopeArg};
-use crate::check::{self, Baseline};
+use crate::budget_search::{budget, curves, nothing_passed, search, search_options, GRID};
+use crate::check::Baseline;
 use crate::files::{preflight_check, source_path, Files};
 use crate::progress::Progress;
 use crate::prune::{finish, parse_pattern, selection};
 use crate::pruner::Pruner;
-use crate::sensitivity::{measure, Metric};
+use crate::sensitivity::measure;
 use crate::stdout;
-
-/// Sparsities the sensitivity curves are measured at.
-const GRID: [f64; 10] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
-
-/// Checks allowed while searching, unless --max-evaluations says otherwise.
-const DEFAULT_MAX_EVALUATIONS: usize = 12;
-
-/// Tolerance flags; at least one must be given, or "passes" would mean only the defaults.
-const TOLERANCES: [&str; 5] = [
-    "--max-accuracy-drop",
-    "--min-cosine",
-    "--min-agreement",
-    "--atol",
-    "--rtol",
-];
-
-/// One allocation tried: per selected weight its sparsity, and the check of the result.
-struct Tried {
-    sparsities: Vec<f64>,
-    overall: f64,
-    report: CheckReport,
-}
 
 /// Refuses flags that mean nothing with `--sparsity auto`.
 fn validate(args: &PruneArgs) -> Result<()> {
@@ -60,14 +38,6 @@ fn validate(args: &PruneArgs) -> Result<()> {
     }
     if args.output.is_none() {
         bail!("--sparsity auto needs -o OUT");
-    }
-    let given = args.check_flags.given();
-    if !TOLERANCES.iter().any(|t| given.contains(t)) {
-        bail!(
-            "--sparsity auto needs a tolerance to hold: give one of {} (e.g. \
-             --max-accuracy-drop 0.01 with --labels)",
-            TOLERANCES.join(", ")
-        );
     }
     Ok(())
 }
@@ -104,23 +74,8 @@ pub fn run(
     if pattern.fixed_sparsity().is_some() {
         bail!("--pattern {pattern} fixes the sparsity; --sparsity auto varies it");
     }
-    let mut options = check::options(&args.check_flags)?;
-    // Only the tolerances given hold: a default (cosine 0.99) would otherwise cap a search
-    // the user bounded by accuracy.
-    let given = args.check_flags.given();
-    if given.contains(&"--max-accuracy-drop") && options.labels.is_none() {
-        bail!("--max-accuracy-drop needs --labels to measure accuracy");
-    }
-    if !given.contains(&"--min-cosine") {
-        options.tolerances.min_cosine = f64::NEG_INFINITY;
-    }
-    if !given.contains(&"--max-accuracy-drop") {
-        options.tolerances.max_accuracy_drop = f64::INFINITY;
-    }
-    let budget = args.max_evaluations.unwrap_or(DEFAULT_MAX_EVALUATIONS);
-    if budget == 0 {
-        bail!("--max-evaluations must be at least 1");
-    }
+    let (options, metric) = search_options(&args.check_flags)?;
+    let budget = budget(args.max_evaluations)?;
     let output = args.output.as_deref().expect("validated");
     let model = Model::load(&args.model)?;
     let mut files = Files::default();
@@ -153,92 +108,26 @@ pub fn run(
     progress.phase("running the model through tract");
     let baseline = Baseline::load(&args.model, &options)?;
     let reports = measure(&pruner, &baseline, (&selected, &GRID, pattern), &progress)?;
-    // The curves measure what the tolerances bound.
-    let metric = if given.contains(&"--max-accuracy-drop") && options.labels.is_some() {
-        Metric::Accuracy
-    } else if given.contains(&"--min-agreement") {
-        Metric::Agreement
-    } else {
-        Metric::Cosine
-    };
-    let curves: Vec<LayerCurve> = selected
+    let params: Vec<u64> = selected
         .iter()
-        .enumerate()
-        .map(|(w, weight)| LayerCurve {
-            params: model.tensors()[weight.tensor].elements,
-            points: GRID
-                .iter()
-                .enumerate()
-                .map(|(s, &sparsity)| (sparsity, metric.value(&reports[w * GRID.len() + s])))
-                .collect(),
-        })
+        .map(|w| model.tensors()[w.tensor].elements)
         .collect();
-    let steps = thresholds(&curves);
-    progress.steps(
-        "searching the largest sparsity that passes",
-        budget.min(steps.len()) as u64,
-    );
-    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let evaluate = |tau: f64, overall: f64| -> Result<Tried> {
-        let sparsities = allocate(&curves, tau);
-        let plan = plan_for(&pruner, &selected, &sparsities, pattern)?;
-        let candidate = scratch.path().join("candidate.onnx");
-        save(
-            &model,
-            &plan.edits,
-            Destination::File(&candidate),
-            args.rewrite.storage.into(),
-        )?;
-        let report = baseline.check(&candidate)?;
-        progress.step();
-        Ok(Tried {
-            sparsities,
-            overall,
-            report,
-        })
-    };
-    // Overall sparsity grows with the threshold. Bisect for the last passing step, then, as
-    // measured accuracy is not monotonic in sparsity (a few samples either way), spend what is
-    // left of the budget on the steps above it, largest first.
-    let (mut low, mut high) = (0usize, steps.len());
-    let mut best: Option<Tried> = None;
-    let mut smallest_failure: Option<Tried> = None;
-    let mut evaluations = 0;
-    while low < high && evaluations < budget {
-        let mid = low + (high - low) / 2;
-        let (tau, overall) = steps[mid];
-        let tried = evaluate(tau, overall)?;
-        evaluations += 1;
-        if tried.report.passed {
-            low = mid + 1;
-            best = Some(tried);
-        } else {
-            high = mid;
-            smallest_failure = Some(tried);
-        }
-    }
-    let mut above = (low..steps.len()).rev();
-    while evaluations < budget {
-        let Some(step) = above.next() else { break };
-        if best.as_ref().is_some_and(|b| b.overall >= steps[step].1) {
-            break;
-        }
-        let tried = evaluate(steps[step].0, steps[step].1)?;
-        evaluations += 1;
-        if tried.report.passed {
-            best = Some(tried);
-            break;
-        }
-    }
+    let curves = curves(&params, &reports, metric);
+    let storage = args.rewrite.storage.into();
+    let found = search(
+        &curves,
+        budget,
+        (&baseline, &progress),
+        |sparsities, candidate| {
+            let plan = plan_for(&pruner, &selected, sparsities, pattern)?;
+            save(&model, &plan.edits, Destination::File(candidate), storage)?;
+            Ok(())
+        },
+    )?;
     drop(progress);
-    let Some(best) = best.filter(|b| b.overall > 0.0) else {
-        let failure = smallest_failure.context("no allocation was tried")?;
-        stdout::print(format!(
-            "no sparsity above zero passes: the smallest tried, {:.2}% overall, gives\n\n{}",
-            100.0 * failure.overall,
-            check::render(&failure.report)
-        ))?;
-        return Ok(check::exit_code(&failure.report));
+    let evaluations = found.evaluations;
+    let Some(best) = found.best else {
+        return nothing_passed(found);
     };
     let plan = plan_for(&pruner, &selected, &best.sparsities, pattern)?;
     let saved = save(

@@ -12,13 +12,35 @@ use regex::Regex;
 use crate::check::Baseline;
 use crate::progress::Progress;
 
-/// One open group to measure: its name and its parameters (those its
+/// One open group to measure: where it is, its name and its parameters (those its
 /// channels hold in every member).
 pub struct GroupUnit {
+    /// Index in [`Analysis::groups`].
+    pub group: usize,
     /// The name shrink's `--include` matches: the group's first producer.
     pub name: String,
     /// Parameters the group's channels hold.
     pub params: u64,
+}
+
+/// The request removing, from each group of `units`, its fraction of `sparsities` (channel
+/// counts kept multiples of `round_to`), and nothing from any other group.
+pub fn allocation(
+    analysis: &Analysis,
+    units: &[GroupUnit],
+    sparsities: &[f64],
+    round_to: usize,
+) -> Request {
+    let mut per_group = vec![0.0; analysis.groups.len()];
+    for (unit, &s) in units.iter().zip(sparsities) {
+        per_group[unit.group] = s;
+    }
+    Request {
+        sparsity: Some(0.0),
+        round_to,
+        group_sparsity: Some(per_group),
+        ..Request::default()
+    }
 }
 
 /// The request removing fraction `sparsity` of group `name`'s channels, and of no other group.
@@ -59,6 +81,7 @@ pub fn groups(
                 .with_context(|| format!("measuring channel group `{}`", g.name()))?;
             let per_unit = totals.params_before - totals.params_after;
             Ok(GroupUnit {
+                group: g.id,
                 name: g.name().to_string(),
                 params: per_unit * g.units() as u64,
             })

@@ -3,6 +3,7 @@
 
 mod args;
 mod auto;
+mod budget_search;
 mod channel_sensitivity;
 mod check;
 mod files;
@@ -15,6 +16,7 @@ mod pruner;
 mod replay;
 mod sensitivity;
 mod shrink;
+mod shrink_auto;
 mod stdout;
 mod table;
 

@@ -238,8 +238,8 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
         let units = channel_sensitivity::groups(
             &model,
             &analysis,
-            &regexes(&args.include, "--include")?,
-            &regexes(&args.exclude, "--exclude")?,
+            &crate::shrink::regexes(&args.include, "--include")?,
+            &crate::shrink::regexes(&args.exclude, "--exclude")?,
         )?;
         if units.is_empty() {
             bail!(
@@ -309,14 +309,6 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
     }
     stdout::print(render(&result))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `REGEX` flags, compiled.
-fn regexes(patterns: &[String], flag: &str) -> Result<Vec<regex::Regex>> {
-    patterns
-        .iter()
-        .map(|p| regex::Regex::new(p).with_context(|| format!("{flag} `{p}` is not a valid regex")))
-        .collect()
 }
 
 /// The human-readable form: weights down, sparsities across, the metric in percentage points.

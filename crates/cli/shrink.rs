@@ -10,16 +10,17 @@ use onnx_prune_core::{write_file_atomic, Destination, Model};
 use onnx_prune_verify::{Calibration, CalibrationOptions};
 use regex::Regex;
 
-use crate::args::{ShrinkArgs, ShrinkScopeArg};
+use crate::args::{ShrinkArgs, ShrinkScopeArg, SparsityArg};
 use crate::check;
 use crate::files::{preflight_check, source_path, Files};
+use crate::shrink_auto;
 use crate::stdout;
 use crate::table::table;
 
 /// Timed runs per model for the latency `--check` reports (after one warm-up run).
 const LATENCY_RUNS: usize = 10;
 
-fn regexes(patterns: &[String], flag: &str) -> Result<Vec<Regex>> {
+pub fn regexes(patterns: &[String], flag: &str) -> Result<Vec<Regex>> {
     patterns
         .iter()
         .map(|p| Regex::new(p).with_context(|| format!("{flag} `{p}` is not a valid regex")))
@@ -28,14 +29,14 @@ fn regexes(patterns: &[String], flag: &str) -> Result<Vec<Regex>> {
 
 /// The request the flags ask for; flags without effect are errors.
 fn request(args: &ShrinkArgs) -> Result<Request> {
-    if let Some(s) = args.sparsity {
+    if let Some(s) = args.fraction() {
         if !(0.0..1.0).contains(&s) {
             bail!("--sparsity must be in [0, 1), got {s}");
         }
     } else if args.scope.is_some() {
         bail!("--scope has no effect without --sparsity (dead channels are found per group)");
     }
-    if args.sparsity.is_none() && !args.calibration.is_empty() {
+    if args.fraction().is_none() && !args.calibration.is_empty() {
         bail!("--calibration has no effect without --sparsity (dead channels need no data)");
     }
     if args.calibration.is_empty() && args.calibration_samples.is_some() {
@@ -51,7 +52,7 @@ fn request(args: &ShrinkArgs) -> Result<Request> {
         bail!("--round-to must be at least 1 (a channel count that is a multiple of 0 is empty)");
     }
     Ok(Request {
-        sparsity: args.sparsity,
+        sparsity: args.fraction(),
         scope: match args.scope {
             Some(ShrinkScopeArg::Global) => ShrinkScope::Global,
             _ => ShrinkScope::Group,
@@ -60,10 +61,17 @@ fn request(args: &ShrinkArgs) -> Result<Request> {
         include: regexes(&args.include, "--include")?,
         exclude: regexes(&args.exclude, "--exclude")?,
         activations: None,
+        group_sparsity: None,
     })
 }
 
 pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
+    if args.sparsity == Some(SparsityArg::Auto) {
+        return shrink_auto::run(args);
+    }
+    if args.max_evaluations.is_some() {
+        bail!("--max-evaluations bounds the search of --sparsity auto; it has no effect here");
+    }
     let mut request = request(&args)?;
     match (&args.output, args.dry_run) {
         (None, false) => {
@@ -170,7 +178,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
     let mut report = ShrinkReport::new(
         &analysis,
         &removed,
-        args.sparsity,
+        args.fraction(),
         calibration.is_some(),
         totals,
         macs,
@@ -209,7 +217,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
 
 /// Multiply-accumulates of one inference of the input and of the shrunk model, at the input
 /// shapes `given` (by `--shape`) or declared, from the shapes tract infers.
-fn count_macs(
+pub fn count_macs(
     model: &Model,
     output: &Path,
     given: &BTreeMap<String, Vec<usize>>,
@@ -222,7 +230,7 @@ fn count_macs(
 }
 
 /// The groups that changed, and the totals.
-fn render(analysis: &Analysis, report: &ShrinkReport) -> String {
+pub fn render(analysis: &Analysis, report: &ShrinkReport) -> String {
     let rows: Vec<Vec<String>> = report
         .groups
         .iter()

@@ -49,6 +49,9 @@ pub struct Request {
     /// data, by activation name (see [`Analysis::activation_taps`]): importance becomes
     /// `sum over consumers of ||W_consumer[:, c]|| * ||X_c||`.
     pub activations: Option<BTreeMap<String, Vec<f64>>>,
+    /// With `--scope group`: per group (indexed as [`Analysis::groups`]), its own fraction
+    /// instead of `sparsity` (a per-group allocation, as `--sparsity auto` chooses).
+    pub group_sparsity: Option<Vec<f64>>,
 }
 
 /// Per position of a cut axis: the sum of squares of its slice and whether the slice is zero.
@@ -222,6 +225,7 @@ pub fn choose(model: &Model, analysis: &Analysis, request: &Request) -> Result<V
         }
         Some(s) if request.scope == ShrinkScope::Group => {
             for g in (0..analysis.groups.len()).filter(|&g| selected[g]) {
+                let s = request.group_sparsity.as_ref().map_or(s, |all| all[g]);
                 let units = analysis.groups[g].period;
                 let remove = round_half_even(s * units as f64);
                 let keep = keep_rounded(g, units - remove.min(units - 1));
