@@ -27,6 +27,7 @@ fn validate(args: &ShrinkArgs) -> Result<()> {
             "--scope global",
         ),
         (!args.calibration.is_empty(), "--calibration"),
+        (args.no_refit, "--no-refit"),
     ];
     if let Some((_, flag)) = conflicts.iter().find(|(given, _)| *given) {
         bail!(
@@ -90,7 +91,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         budget,
         (&baseline, &progress),
         |sparsities, candidate| {
-            shrink::save_shrunk(&model, &analysis, &removal(sparsities)?, candidate)?;
+            shrink::save_shrunk(&model, &analysis, &removal(sparsities)?, &[], candidate)?;
             Ok(())
         },
     )?;
@@ -100,7 +101,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         return nothing_passed(found);
     };
     let removed = removal(&best.sparsities)?;
-    let (_, totals) = shrink::save_shrunk(&model, &analysis, &removed, output)?;
+    let (_, totals) = shrink::save_shrunk(&model, &analysis, &removed, &[], output)?;
     // The written model, checked once more: what ships is what was verified.
     let checked = baseline.check(output)?;
     let macs = count_macs(&model, output, &options.shapes)
