@@ -234,7 +234,7 @@ fn grouped_convolutions_are_refitted_group_by_group() {
 /// written too, rather than the input's values.
 #[test]
 fn edited_values_are_sliced_and_written() {
-    let model = Model::load(&fixture("shrink/graphs").join("flatten_gemm.onnx")).unwrap();
+    let model = Model::load(fixture("shrink/graphs").join("flatten_gemm.onnx")).unwrap();
     let analysis = shrink::analyze(&model).unwrap();
     // Channels 1 and 4 of the Conv go: 16 columns each of the Flatten -> Gemm weight `fc11`.
     let mut removed = vec![Vec::new(); analysis.groups.len()];
