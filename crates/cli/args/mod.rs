@@ -1,0 +1,201 @@
+//! Command-line flags, each with its help next to its definition.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+mod analysis;
+mod check;
+mod prune;
+mod shrink;
+
+pub use analysis::{ReplayArgs, SensitivityArgs, StructureArg};
+pub use check::{CheckArgs, CheckFlags, SampleFlags};
+pub use prune::{CalibrationFlags, MethodArg, OrderArg, PruneArgs, ScopeArg};
+pub use shrink::{ShrinkArgs, ShrinkScopeArg};
+
+/// What `--version` prints after the name: this version and the tract version that runs the
+/// models (read from Cargo.lock by build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (tract ",
+    env!("ONNX_PRUNE_TRACT_VERSION"),
+    ")"
+);
+
+/// Prune ONNX models by weight magnitude or by replaying a mask schedule exported from training,
+/// and check what pruning cost by running both models through tract.
+///
+/// Exit codes: 0 success, 1 a check failed its tolerance, 2 bad usage or bad input,
+/// 3 the model cannot be run by tract.
+#[derive(Debug, Parser)]
+#[command(name = "onnx-prune", version = VERSION, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every floating-point constant of a model: where it lives, what consumes it,
+    /// its shape, its zeros, and whether it is pruned by default.
+    ///
+    /// Example: onnx-prune inspect model.onnx --json > weights.json
+    Inspect(InspectArgs),
+
+    /// Zero the least important weights (by magnitude, or by activation-aware scores from
+    /// calibration data) and write the pruned model.
+    ///
+    /// Examples:
+    ///   onnx-prune prune model.onnx -o pruned.onnx --sparsity 0.5
+    ///   onnx-prune prune model.onnx -o pruned.onnx --sparsity 0.7 --scope global --exclude 'classifier'
+    ///   onnx-prune prune model.onnx -o pruned.onnx --pattern 2:4
+    ///   onnx-prune prune model.onnx -o pruned.onnx --sparsity 0.5 --method sparsegpt --calibration calib.npz
+    #[command(verbatim_doc_comment)]
+    Prune(PruneArgs),
+
+    /// Run two models side by side through tract on the same inputs and compare every output.
+    ///
+    /// Exits 1 when a tolerance fails, naming the output and the worst sample.
+    ///
+    /// Examples:
+    ///   onnx-prune check dense.onnx pruned.onnx --inputs test_set.npz --labels test_set.npz:labels
+    ///   onnx-prune check model.onnx pruned.onnx --random 64 --seed 1 --shape images=1,3,224,224
+    ///   onnx-prune check model.onnx pruned.onnx --inputs model_dir/ --atol 1e-4 --rtol 1e-3
+    #[command(verbatim_doc_comment)]
+    Check(CheckArgs),
+
+    /// Apply a mask schedule exported from training to the exported model.
+    ///
+    /// Examples:
+    ///   onnx-prune replay model.onnx --schedule schedule.json -o pruned.onnx
+    ///   onnx-prune replay model.onnx --schedule schedule.json --step 6 -o step6.onnx --explain
+    ///   onnx-prune replay model.onnx --schedule schedule.json -o pruned.onnx --check --inputs test.npz
+    #[command(verbatim_doc_comment)]
+    Replay(ReplayArgs),
+
+    /// Prune one weight (or shrink one channel group) at a time at each sparsity and measure
+    /// what each costs through tract: accuracy drop with --labels, else the drop in top-1
+    /// agreement for class scores, else 1 - cosine. The dense model runs once. Prints a table
+    /// (weights x sparsities), and writes JSON and an SVG plot.
+    ///
+    /// Examples:
+    ///   onnx-prune sensitivity model.onnx --inputs test.npz --labels test.npz:labels --plot s.svg
+    ///   onnx-prune sensitivity model.onnx --random 32 --sparsities 0.5,0.7,0.9 --report s.json
+    ///   onnx-prune sensitivity model.onnx --inputs test.npz --method sparsegpt --calibration c.npz
+    ///   onnx-prune sensitivity model.onnx --inputs test.npz --structure channels
+    #[command(verbatim_doc_comment)]
+    Sensitivity(SensitivityArgs),
+
+    /// Remove whole channels (Conv filters, Gemm/MatMul neurons) through the graph's channel
+    /// dependency groups: a smaller, faster model in every runtime. Without --sparsity only dead
+    /// channels go (all-zero weights all the way, or never read), and the outputs stay the same
+    /// to float rounding. A group reaching an op the tool does not understand, a graph output or
+    /// a subgraph is blocked, never guessed through: --dry-run lists every group and what blocks it.
+    ///
+    /// Examples:
+    ///   onnx-prune shrink model.onnx --dry-run
+    ///   onnx-prune shrink model.onnx -o smaller.onnx
+    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.3 --round-to 8 --report r.json
+    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.5 --scope global --exclude 'head'
+    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.3 --check --random 16
+    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.5 --calibration calib.npz
+    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity auto --round-to 8 \
+    ///       --inputs test.npz --labels test.npz:labels --max-accuracy-drop 0.01
+    #[command(verbatim_doc_comment)]
+    Shrink(ShrinkArgs),
+
+    /// Print the completion script for a shell.
+    ///
+    /// Examples:
+    ///   onnx-prune completions bash > ~/.local/share/bash-completion/completions/onnx-prune
+    ///   onnx-prune completions zsh > ~/.zfunc/_onnx-prune
+    ///   onnx-prune completions fish > ~/.config/fish/completions/onnx-prune.fish
+    ///   onnx-prune completions powershell >> $PROFILE
+    #[command(verbatim_doc_comment)]
+    Completions(CompletionsArgs),
+
+    /// Print the man page (roff) of onnx-prune, or of one of its commands.
+    ///
+    /// Examples:
+    ///   onnx-prune man > onnx-prune.1 && man ./onnx-prune.1
+    ///   onnx-prune man prune > onnx-prune-prune.1
+    #[command(verbatim_doc_comment)]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (default: the page of onnx-prune itself).
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The ONNX model to inspect.
+    pub model: PathBuf,
+
+    /// Print JSON (keys: model, weights, totals) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Weights with fewer elements are not pruned by default (the `prunable` column).
+    #[arg(long, value_name = "N", default_value_t = onnx_prune_core::DEFAULT_MIN_PARAMS)]
+    pub min_params: u64,
+}
+
+/// Flags shared by the commands that rewrite a model.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Also write the report as JSON to FILE (keys: weights, totals, input, output); a new path
+    /// or a regular file, never an input or another output.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// `dense`: pruned weights keep their place with exact zeros (runs everywhere);
+    /// `sparse`: they move to sparse_initializer / a Constant's sparse_value (COO, int64
+    /// linear indices) where that is smaller.
+    #[arg(long, value_enum, default_value = "dense")]
+    pub storage: StorageArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StorageArg {
+    Dense,
+    Sparse,
+}
+
+impl From<StorageArg> for onnx_prune_core::Storage {
+    fn from(arg: StorageArg) -> Self {
+        match arg {
+            StorageArg::Dense => onnx_prune_core::Storage::Dense,
+            StorageArg::Sparse => onnx_prune_core::Storage::Sparse,
+        }
+    }
+}
+
+/// `--sparsity`: a fraction, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SparsityArg {
+    /// A fraction of zeros.
+    Value(f64),
+    /// Searched against the check's tolerances.
+    Auto,
+}
+
+fn parse_sparsity(text: &str) -> Result<SparsityArg, String> {
+    if text == "auto" {
+        return Ok(SparsityArg::Auto);
+    }
+    text.parse()
+        .map(SparsityArg::Value)
+        .map_err(|_| format!("`{text}` is neither a number in [0, 1) nor `auto`"))
+}

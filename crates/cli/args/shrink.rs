@@ -1,0 +1,101 @@
+//! Flags of `shrink`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{parse_sparsity, CheckFlags, SparsityArg};
+
+#[derive(Debug, Args)]
+pub struct ShrinkArgs {
+    /// The ONNX model to shrink.
+    pub model: PathBuf,
+
+    /// Where to write the shrunk model (external data goes beside it).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Remove this fraction of each group's channels, least important first (group L2 norm of
+    /// every member's weights for the channel). Without it, only dead channels go. `auto`: the
+    /// largest overall fraction whose check passes the tolerances given on --inputs, each
+    /// group's share drawn from its sensitivity curve (as `prune --sparsity auto`).
+    /// Example: --sparsity 0.3; --sparsity auto --inputs t.npz --labels t.npz:y --max-accuracy-drop 0.01
+    #[arg(long, value_name = "S|auto", allow_negative_numbers = true, value_parser = parse_sparsity)]
+    pub sparsity: Option<SparsityArg>,
+
+    /// With --sparsity auto: at most N checks while searching (after the sensitivity curves,
+    /// one check per group and sparsity). Default 12.
+    #[arg(long, value_name = "N")]
+    pub max_evaluations: Option<usize>,
+
+    /// With --sparsity: `group` takes the fraction from every group; `global` ranks all
+    /// groups' channels together by importance normalised per group (default: group).
+    #[arg(long, value_enum, value_name = "SCOPE")]
+    pub scope: Option<ShrinkScopeArg>,
+
+    /// Keep every group's channel count a multiple of N (8 or 16 suit SIMD kernels; counts are
+    /// rounded up, and a group is never emptied). Example: --round-to 8
+    #[arg(long, value_name = "N")]
+    pub round_to: Option<usize>,
+
+    /// Shrink only the groups with a producer node matching REGEX (repeatable).
+    /// Example: --include 'layer[34]'
+    #[arg(long, value_name = "REGEX")]
+    pub include: Vec<String>,
+
+    /// Leave alone the groups with a producer node matching REGEX (repeatable).
+    /// Example: --exclude '^/head/'
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+
+    /// With --sparsity: score channels by what their consumers make of them on calibration
+    /// samples, sum over consumers of ||W_consumer[:, c]|| * ||X_c||, instead of by weights
+    /// alone, then refit the consumers' kept weights by least squares on the same samples
+    /// (repeatable): FILE.npz (sample axis first), a test-data DIR, or NAME=FILE.npy.
+    /// Example: --calibration calib.npz
+    #[arg(long, value_name = "FILE|DIR|NAME=FILE")]
+    pub calibration: Vec<String>,
+
+    /// Calibration samples used (the first N; default 128).
+    #[arg(long, value_name = "N")]
+    pub calibration_samples: Option<usize>,
+
+    /// With --calibration: keep the consumers' remaining weights as they are, instead of
+    /// refitting them by least squares on the calibration data to restore their outputs.
+    #[arg(long)]
+    pub no_refit: bool,
+
+    /// List every channel group (producers, consumers, the nodes in between, channel count)
+    /// and every blocked one with the node that blocks it; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write a JSON report: per group producers, consumers, channels_before, channels_after
+    /// and removed; totals params_before/after and macs_before/after.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// After writing, run both models through tract (see the check options) and compare
+    /// their outputs; a failed tolerance exits 1 and keeps the output.
+    #[arg(long)]
+    pub check: bool,
+
+    #[command(flatten)]
+    pub check_flags: CheckFlags,
+}
+
+impl ShrinkArgs {
+    /// `--sparsity` as a fraction (`None` when absent or `auto`).
+    pub fn fraction(&self) -> Option<f64> {
+        match self.sparsity {
+            Some(SparsityArg::Value(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ShrinkScopeArg {
+    Group,
+    Global,
+}
