@@ -336,3 +336,31 @@ fn external_data_beside_the_input_gets_its_own_file_and_the_input_is_untouched()
         .join("pruned.onnx.external_data.bin")
         .exists());
 }
+
+/// Regression: two outputs of one external-data model written to one directory shared the data
+/// file name, so the second write replaced the weights the first output still read. The second
+/// now gets a data file named after itself; re-writing an output replaces its own data.
+#[test]
+fn a_second_output_in_the_same_directory_leaves_the_first_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
+    prune(&fixture("external_data.onnx"), &a, &["--sparsity", "0.25"]);
+    let first = values(&a);
+    prune(&fixture("external_data.onnx"), &b, &["--sparsity", "0.75"]);
+    assert_eq!(values(&a), first, "a.onnx's weights changed");
+    let files = |path: &Path| -> Vec<String> {
+        Model::load(path)
+            .unwrap()
+            .external_files()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(files(&a), ["external_data.bin"]);
+    assert_eq!(files(&b), ["b.onnx.external_data.bin"]);
+    // The same output again: its own data file is replaced, no new one appears.
+    prune(&fixture("external_data.onnx"), &a, &["--sparsity", "0.5"]);
+    assert_eq!(files(&a), ["external_data.bin"]);
+    // a.onnx, b.onnx, their data files and their JSON reports.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 6);
+}

@@ -189,29 +189,60 @@ pub fn output_files(model: &Model, to: Destination) -> Result<OutputFiles> {
         .file_name()
         .expect("a real file path")
         .to_string_lossy();
-    let external = model
-        .external_files()
-        .keys()
-        .map(|location| {
-            let same = out_dir.join(location);
-            let existing = same.canonicalize().ok();
-            let pair = match existing {
-                // The input's own data file (also through a link): the output gets its own.
-                Some(real) if inputs_external.values().any(|p| *p == real) => {
-                    let named = format!("{out_name}.{}", location.replace(['/', '\\'], "_"));
-                    (out_dir.join(&named), named)
-                }
-                // An earlier output or a link to one: replaced where it really is.
-                Some(real) => (real, location.clone()),
-                None => (same, location.clone()),
-            };
-            (location.clone(), pair)
-        })
-        .collect();
+    // A data file keeps its name where that name is free (or held by the model the output
+    // replaces), so the output is the input's bytes; where another file has it (the input's
+    // own, or another output's, still read by that output), the output's data is named after
+    // the output instead: never is a data file replaced that the user did not name.
+    let input_name = input
+        .file_name()
+        .expect("a real file path")
+        .to_string_lossy()
+        .into_owned();
+    // The data files of the model the output replaces are its own to replace.
+    let replaced: Vec<String> = Model::load(&target)
+        .map(|m| m.external_files().keys().cloned().collect())
+        .unwrap_or_default();
+    let mut external: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
+    for location in model.external_files().keys() {
+        let same = out_dir.join(location);
+        let free = same.symlink_metadata().is_err() || replaced.contains(location);
+        let (path, name) = if free {
+            (same, location.clone())
+        } else {
+            let named = data_file_name(location, &input_name, &out_name);
+            (out_dir.join(&named), named)
+        };
+        let real = path.canonicalize().ok();
+        if inputs_external.values().any(|p| Some(p) == real.as_ref()) {
+            return Err(Error::Usage(format!(
+                "`{}` is an external data file of the input; write the output elsewhere",
+                path.display()
+            )));
+        }
+        if let Some((other, _)) = external.iter().find(|(_, (p, _))| *p == path) {
+            return Err(Error::Usage(format!(
+                "external data files `{other}` and `{location}` would both be written to `{}`",
+                path.display()
+            )));
+        }
+        external.insert(location.clone(), (path, name));
+    }
     Ok(OutputFiles {
         model: target,
         external,
     })
+}
+
+/// The name of the output's copy of the data file at `location` (relative to the model): the
+/// input model's name at its start replaced by the output's (`model.onnx.data` of
+/// `model.onnx` becomes `pruned.onnx.data`), else the output's name prefixed
+/// (`pruned.onnx.weights.bin`); directories flattened.
+fn data_file_name(location: &str, input_name: &str, out_name: &str) -> String {
+    let flat = location.replace(['/', '\\'], "_");
+    match flat.strip_prefix(input_name) {
+        Some(rest) if !rest.is_empty() => format!("{out_name}{rest}"),
+        _ => format!("{out_name}.{flat}"),
+    }
 }
 
 /// The packed typed field (`float_data`, `double_data`, or the varint fields `int32_data`,
