@@ -122,7 +122,8 @@ pub struct CalibrationFlags {
     pub calibration_order: Option<OrderArg>,
 
     /// Shift each pruned layer's bias so that its mean output over the calibration data is
-    /// unchanged: b += (W - W') E[x]. Layers without a bias are reported and left as they are.
+    /// unchanged: b += (W - W') E(x). A layer without a bias gets one: a Conv or Gemm a bias
+    /// input, a MatMul an Add after it (its output renamed `<output>.unbiased`).
     #[arg(long)]
     pub correct_bias: bool,
 }

@@ -15,7 +15,7 @@
 //!    bounds/Reshape targets recounted, stale `value_info` shapes dropped, everything else kept
 //!    byte for byte.
 //!
-//! Design note: a tensor's channel axis is described by a [`layout::Layout`] (segments of
+//! Design note: a tensor's channel axis is described by a `layout::Layout` (segments of
 //! groups' channel ranges) rather than by merging tensors into groups directly, so that Concat
 //! and Split keep exact offsets and one weight axis may carry channels of several groups.
 
