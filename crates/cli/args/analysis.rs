@@ -57,7 +57,7 @@ pub struct ReplayArgs {
     #[arg(long, requires = "out_dir")]
     pub all_steps: bool,
 
-    /// Directory for --all-steps outputs, named <model>.step<N>.onnx.
+    /// Directory for --all-steps outputs, named `<model>.step<N>.onnx`.
     #[arg(long, value_name = "DIR", requires = "all_steps")]
     pub out_dir: Option<PathBuf>,
 

@@ -115,7 +115,7 @@ pub struct CalibrationFlags {
     #[arg(long, value_name = "N")]
     pub calibration_samples: Option<usize>,
 
-    /// `dense` [default]: every layer's statistics from one pass over the dense model.
+    /// `dense` (the default): every layer's statistics from one pass over the dense model.
     /// `sequential`: each layer's from the model with the layers before it already pruned
     /// (one pass per layer: slower, often a little more accurate).
     #[arg(long, value_enum, value_name = "ORDER")]

@@ -39,7 +39,7 @@ pub struct ShrinkArgs {
     pub round_to: Option<usize>,
 
     /// Shrink only the groups with a producer node matching REGEX (repeatable).
-    /// Example: --include 'layer[34]'
+    /// Example: `--include 'layer[34]'`
     #[arg(long, value_name = "REGEX")]
     pub include: Vec<String>,
 

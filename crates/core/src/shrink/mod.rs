@@ -3,7 +3,7 @@
 //! runtime.
 //!
 //! Passes, in order:
-//! 1. [`analyze`]: one walk over the main graph finds the groups: producers make channels,
+//! 1. [`analyze()`]: one walk over the main graph finds the groups: producers make channels,
 //!    per-channel ops pass them through, coupling ops (Add, Mul, ...) merge groups, index maps
 //!    (Concat, Split, Slice, Flatten) move them; an op the tool does not understand, a graph
 //!    output or a subgraph **blocks** the groups that reach it.
