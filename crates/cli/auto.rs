@@ -13,7 +13,7 @@ use onnx_prune_verify::CalibrationOptions;
 use regex::Regex;
 
 use crate::args::{PruneArgs, ScopeArg};
-use crate::budget_search::{budget, curves, nothing_passed, search, search_options, GRID};
+use crate::budget_search::{budget, curves, nothing_passed, search, search_options, summary, GRID};
 use crate::check::Baseline;
 use crate::files::{preflight_check, source_path, Files};
 use crate::progress::Progress;
@@ -150,15 +150,12 @@ pub fn run(
         reports.len(),
         metric.label()
     ))?;
-    let summary = serde_json::json!({
-        "metric": metric,
-        "sparsity": best.overall,
-        "sensitivity_runs": reports.len(),
-        "search_checks": evaluations,
-        "layers": selected.iter().zip(&best.sparsities).map(|(w, s)| {
-            serde_json::json!({ "id": w.id, "sparsity": s })
-        }).collect::<Vec<_>>(),
-    });
+    let summary = summary(
+        metric,
+        (&best, reports.len(), evaluations),
+        ("layers", "id"),
+        selected.iter().map(|w| w.id.clone()),
+    );
     finish(
         &report,
         Some(&checked),

@@ -176,6 +176,27 @@ pub fn search(
     })
 }
 
+/// The report's `auto` key: the metric, the overall sparsity, the runs and checks it took, and
+/// under `units_key` each unit (named by `id_key`) with its share.
+pub fn summary(
+    metric: Metric,
+    (best, sensitivity_runs, search_checks): (&Tried, usize, usize),
+    (units_key, id_key): (&str, &str),
+    ids: impl Iterator<Item = String>,
+) -> serde_json::Value {
+    let units: Vec<serde_json::Value> = ids
+        .zip(&best.sparsities)
+        .map(|(id, s)| serde_json::json!({ id_key: id, "sparsity": s }))
+        .collect();
+    serde_json::json!({
+        "metric": metric,
+        "sparsity": best.overall,
+        "sensitivity_runs": sensitivity_runs,
+        "search_checks": search_checks,
+        units_key: units,
+    })
+}
+
 /// When nothing above zero passed: prints the figures of the smallest allocation tried and
 /// gives the failed check's exit code.
 pub fn nothing_passed(found: Found) -> Result<ExitCode> {

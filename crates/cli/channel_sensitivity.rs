@@ -77,7 +77,7 @@ pub fn groups(
             // many parameters as any other: count one unit's removal and scale.
             let mut removed = vec![Vec::new(); analysis.groups.len()];
             removed[g.id] = (0..g.channels).step_by(g.units()).collect();
-            let (_, totals) = shrink::shrink_bytes(model, analysis, &removed, &[])
+            let totals = shrink::shrink_totals(model, analysis, &removed)
                 .with_context(|| format!("measuring channel group `{}`", g.name()))?;
             let per_unit = totals.params_before - totals.params_after;
             Ok(GroupUnit {

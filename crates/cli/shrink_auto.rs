@@ -10,7 +10,7 @@ use onnx_prune_core::shrink::{self, ShrinkReport};
 use onnx_prune_core::{write_file_atomic, Destination, Model};
 
 use crate::args::{ShrinkArgs, ShrinkScopeArg};
-use crate::budget_search::{budget, curves, nothing_passed, search, search_options, GRID};
+use crate::budget_search::{budget, curves, nothing_passed, search, search_options, summary, GRID};
 use crate::channel_sensitivity::{allocation, groups, measure};
 use crate::check::{self, Baseline};
 use crate::files::{preflight_check, Files};
@@ -108,15 +108,12 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         .map_err(|e| eprintln!("note: MACs not counted: {e:#}"))
         .ok();
     let report = ShrinkReport::new(&analysis, &removed, None, false, totals, macs);
-    let summary = serde_json::json!({
-        "metric": metric,
-        "sparsity": best.overall,
-        "sensitivity_runs": reports.len(),
-        "search_checks": evaluations,
-        "groups": units.iter().zip(&best.sparsities).map(|(u, s)| {
-            serde_json::json!({ "producer": u.name, "sparsity": s })
-        }).collect::<Vec<_>>(),
-    });
+    let summary = summary(
+        metric,
+        (&best, reports.len(), evaluations),
+        ("groups", "producer"),
+        units.iter().map(|u| u.name.clone()),
+    );
     if let Some(path) = &args.report {
         let mut value = serde_json::to_value(&report)?;
         value["check"] = serde_json::to_value(&checked)?;
