@@ -226,12 +226,7 @@ fn auto_searches_with_a_calibrated_method() {
 #[test]
 fn shrink_auto_allocates_channels_by_group_sensitivity() {
     let dir = tempfile::tempdir().unwrap();
-    let real = crate::common::fixture("shrink/real");
-    let (model, data) = (
-        real.join("digits_cnn.onnx"),
-        real.join("digits_cnn_test_set.npz"),
-    );
-    let labels = format!("{}:labels", data.display());
+    let (model, data, labels) = crate::common::digits_cnn();
     let (out, report) = (dir.path().join("auto.onnx"), dir.path().join("auto.json"));
     let base = [
         "shrink",

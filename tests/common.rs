@@ -66,6 +66,14 @@ pub fn sample_test_set() -> (PathBuf, String) {
     (test_set, labels)
 }
 
+/// The trained digits CNN of `fixtures/shrink/real`, its test set and its `--labels` argument.
+pub fn digits_cnn() -> (PathBuf, PathBuf, String) {
+    let real = fixture("shrink/real");
+    let data = real.join("digits_cnn_test_set.npz");
+    let labels = format!("{}:labels", data.display());
+    (real.join("digits_cnn.onnx"), data, labels)
+}
+
 /// A one-node model `y = x · W` with a `rows x cols` float32 weight, written to `dir/model.onnx`.
 pub fn matmul_model(dir: &Path, rows: usize, cols: usize, weight: &[f32]) -> PathBuf {
     let mut w = onnx_protobuf::TensorProto::new();

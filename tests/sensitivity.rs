@@ -217,12 +217,7 @@ fn calibrated_curves_show_what_sparsegpt_saves_on_the_head() {
 #[test]
 fn channel_groups_shrunk_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
-    let real = crate::common::fixture("shrink/real");
-    let (model, data) = (
-        real.join("digits_cnn.onnx"),
-        real.join("digits_cnn_test_set.npz"),
-    );
-    let labels = format!("{}:labels", data.display());
+    let (model, data, labels) = crate::common::digits_cnn();
     let report = dir.path().join("channels.json");
     let out = run(&[
         "sensitivity",
