@@ -76,9 +76,39 @@ fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
     bytes
 }
 
+/// What the test writes: the input's 2 GiB and the output's, with room to spare.
+const SCRATCH_BYTES: u64 = 5 << 30;
+
+/// A scratch directory with room for [`SCRATCH_BYTES`]: the system's temporary directory, or
+/// the RAM-backed `/dev/shm` when the disk is short (CI machines have 24 GiB of memory and
+/// sometimes only a few GiB of disk).
+fn scratch_dir() -> tempfile::TempDir {
+    let free = |dir: &Path| {
+        rustix::fs::statvfs(dir)
+            .map(|s| s.f_bavail * s.f_frsize)
+            .unwrap_or(0)
+    };
+    let candidates = [std::env::temp_dir(), "/dev/shm".into()];
+    let roomy = candidates
+        .iter()
+        .find(|dir| free(dir) >= SCRATCH_BYTES)
+        .unwrap_or_else(|| {
+            let seen: Vec<String> = candidates
+                .iter()
+                .map(|dir| format!("{}: {} MiB free", dir.display(), free(dir) >> 20))
+                .collect();
+            panic!(
+                "the 2 GiB model needs {} GiB of scratch space ({})",
+                SCRATCH_BYTES >> 30,
+                seen.join(", ")
+            )
+        });
+    tempfile::tempdir_in(roomy).unwrap()
+}
+
 #[test]
 fn a_model_past_2_gib_is_pruned_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let offsets = big_model(dir.path());
     let last = *offsets.last().unwrap();
     assert_eq!(
