@@ -24,7 +24,8 @@ apply_structured_pruning).
       its Python bindings (the `tract` package, the tract version onnx-prune links).
       PRUNED.onnx.json, an onnx-prune report, when present, must give the same params_after and
       macs_after as counted here, and the row adds the max abs difference to the original with
-      the reported channels zeroed (bench/shrink_check.py --masked), which must be rounding.
+      the reported channels zeroed (scripts/oracles/shrink_check.py --masked), which must be
+      rounding.
 Needs: pip install torch onnx onnxruntime numpy onnxsim==0.8.1 tract==0.23.9
 """
 import os
@@ -34,7 +35,9 @@ import time
 import numpy as np
 import onnx
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The cross-check lives with the other oracle scripts, in scripts/oracles/ of the repository.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts", "oracles"))
 import shrink_check  # noqa: E402  (the same checker, parameter and MAC counts as the cross-check)
 
 REPEAT = 5

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Computes what `onnx-prune check` reports, with onnxruntime, for comparison and timing.
 
-Usage: scripts/compare_check_ort.py REFERENCE CANDIDATE INPUTS.npz [LABELS_KEY]
+Usage: scripts/oracles/compare_check_ort.py REFERENCE CANDIDATE INPUTS.npz [LABELS_KEY]
 Prints JSON with the same keys as `check --report` and the seconds the comparison took.
 """
 import json

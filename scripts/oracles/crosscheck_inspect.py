@@ -3,7 +3,7 @@
 
 For every model: the number of floating-point constant tensors (initializers, sparse
 initializers, Constant `value`/`sparse_value`, in subgraphs at any depth), their elements and
-their zeros must agree. Usage: scripts/crosscheck_inspect.py BINARY MODEL_OR_DIR...
+their zeros must agree. Usage: scripts/oracles/crosscheck_inspect.py BINARY MODEL_OR_DIR...
 """
 import json
 import os

@@ -4,8 +4,8 @@ of onnx-prune and tract: `onnx.checker.check_model(full_check=True)` on both, pa
 multiply-accumulates (MACs per sample) of both, then both run through onnxruntime on the same
 inputs: output shapes, max abs difference (or accuracy with labels) and latency per sample.
 
-Usage: bench/shrink_check.py ORIGINAL SHRUNK INPUTS.npz [--labels KEY] [--max-diff X]
-                             [--masked REPORT.json] [--threads N] [--repeat N] [--json]
+Usage: scripts/oracles/shrink_check.py ORIGINAL SHRUNK INPUTS.npz [--labels KEY] [--max-diff X]
+                                     [--masked REPORT.json] [--threads N] [--repeat N] [--json]
   INPUTS.npz holds one array per model input, named as the input, sample axis first (other
   keys, e.g. the labels, are ignored as inputs). Exit 0 when the shrunk model passes the checker
   and gives the original's output shapes (and --max-diff, when given, holds); 1 otherwise.

@@ -5,7 +5,7 @@ only the pruned tensors changed.
 For every model: `--sparsity 0` must give the input back byte for byte; `--sparsity 0.5` over
 every float weight must give a file that onnx parses, that passes onnx.checker when the input
 does, and that equals the input once the pruned tensors' data is put back.
-Usage: scripts/crosscheck_roundtrip.py BINARY MODEL_OR_DIR...
+Usage: scripts/oracles/crosscheck_roundtrip.py BINARY MODEL_OR_DIR...
 """
 import os
 import subprocess
