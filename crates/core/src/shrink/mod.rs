@@ -28,7 +28,7 @@ mod macs;
 mod ops;
 mod refit;
 mod report;
-mod rewrite;
+mod save;
 mod wire;
 
 use serde::Serialize;
@@ -40,7 +40,7 @@ pub use choose::{choose, Importance, Request, ShrinkScope};
 pub use macs::{mac_values, macs};
 pub use refit::{refit, RefitOutcome, MAX_REFIT_COLS};
 pub use report::{GroupOutcome, ShrinkReport, ShrinkReportTotals};
-pub use rewrite::{save_shrunk, shrink_bytes, shrink_totals, zeroed_bytes, ShrinkTotals, Side};
+pub use save::{save_shrunk, shrink_bytes, shrink_totals, zeroed_bytes, ShrinkTotals, Side};
 
 /// A channel dependency group: channels that must be removed together from every member.
 #[derive(Debug, Clone, Serialize)]
