@@ -17,6 +17,7 @@ mod replay;
 mod sensitivity;
 mod shrink;
 mod shrink_auto;
+mod shrink_passes;
 mod stdout;
 mod table;
 

@@ -5,15 +5,19 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use onnx_prune_core::shrink::{self, Analysis, RefitOutcome, Request, ShrinkReport, ShrinkScope};
+use onnx_prune_core::shrink::{
+    self, Analysis, GraphEdit, RefitOutcome, Request, ShrinkReport, ShrinkScope, ShrinkTotals,
+};
 use onnx_prune_core::{write_file_atomic, Destination, Model};
 use onnx_prune_verify::{Calibration, CalibrationOptions};
 use regex::Regex;
+use tempfile::TempDir;
 
 use crate::args::{ShrinkArgs, ShrinkScopeArg, SparsityArg};
 use crate::check;
 use crate::files::{preflight_check, source_path, Files};
 use crate::shrink_auto;
+use crate::shrink_passes::{self, Passes};
 use crate::stdout;
 use crate::table::table;
 
@@ -36,7 +40,7 @@ fn request(args: &ShrinkArgs) -> Result<Request> {
     } else if args.scope.is_some() {
         bail!("--scope has no effect without --sparsity (dead channels are found per group)");
     }
-    if args.fraction().is_none() && !args.calibration.is_empty() {
+    if args.fraction().is_none() && !args.calibration.is_empty() && args.drop_layers.is_none() {
         bail!("--calibration has no effect without --sparsity (dead channels need no data)");
     }
     if args.calibration.is_empty() && args.calibration_samples.is_some() {
@@ -44,6 +48,9 @@ fn request(args: &ShrinkArgs) -> Result<Request> {
     }
     if args.calibration.is_empty() && args.no_refit {
         bail!("--no-refit has no effect without --calibration (only calibration data refits)");
+    }
+    if args.fraction().is_none() && args.no_refit {
+        bail!("--no-refit has no effect without --sparsity (only removed channels are refitted)");
     }
     if args.calibration_samples == Some(0) {
         bail!("--calibration-samples must be at least 1");
@@ -66,6 +73,7 @@ fn request(args: &ShrinkArgs) -> Result<Request> {
 }
 
 pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
+    Passes::check_flags(&args)?;
     if args.sparsity == Some(SparsityArg::Auto) {
         return shrink_auto::run(args);
     }
@@ -84,66 +92,104 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         bail!("--dry-run writes nothing, so there is nothing for --check to check");
     }
     let check_options = check::options_if(args.check, &args.check_flags)?;
-    let model = Model::load(&args.model)?;
+    let input = Model::load(&args.model)?;
     let mut files = Files::default();
-    files.read_model(&model);
+    files.read_model(&input);
     if let Some(options) = &check_options {
         files.read_check_inputs(options);
         preflight_check(options)?;
-        onnx_prune_verify::validate(&model, options)?;
+        onnx_prune_verify::validate(&input, options)?;
     }
     if let Some(output) = &args.output {
-        files.write_model("-o", &model, Destination::File(output))?;
+        files.write_model("-o", &input, Destination::File(output))?;
     }
     if let Some(report) = &args.report {
         files.write("--report", report);
     }
-    let calibration = if args.calibration.is_empty() {
-        None
-    } else {
-        let options = CalibrationOptions {
-            inputs: args
-                .calibration
-                .iter()
-                .map(|s| check::input_source(s))
-                .collect(),
-            samples: args.calibration_samples.unwrap_or(128),
-            ..CalibrationOptions::default()
-        };
-        for source in &options.inputs {
-            files.read(source_path(source));
-        }
-        Some(Calibration::load(&model, &options)?)
-    };
-    files.check()?;
-    let analysis = shrink::analyze(&model)?;
-    if let Some(calibration) = &calibration {
-        let taps = analysis.activation_taps();
-        let norms = calibration.channel_sq_norms(model.bytes(), &taps)?;
-        request.activations = Some(taps.into_iter().map(|(name, _)| name).zip(norms).collect());
+    let passes = Passes::from_args(&args, &input, &mut files)?;
+    let calibration_options = (!args.calibration.is_empty()).then(|| CalibrationOptions {
+        inputs: args
+            .calibration
+            .iter()
+            .map(|s| check::input_source(s))
+            .collect(),
+        samples: args.calibration_samples.unwrap_or(128),
+        ..CalibrationOptions::default()
+    });
+    for source in calibration_options.iter().flat_map(|o| &o.inputs) {
+        files.read(source_path(source));
     }
-    let removed = match shrink::choose(&model, &analysis, &request) {
-        Ok(removed) => removed,
-        Err(e) if args.dry_run => {
-            stdout::print(analysis.describe())?;
-            return Err(e.into());
-        }
-        Err(e) => bail!("{e}\n{}", analysis.describe().trim_end()),
-    };
-    let (edits, refits) = match (&calibration, &args.output) {
-        (Some(calibration), Some(_)) if !args.no_refit => {
-            shrink::refit(&model, &analysis, &removed, |bytes, taps| {
-                Ok::<_, anyhow::Error>(calibration.statistics(bytes, taps)?)
-            })?
-        }
-        _ => (Vec::new(), Vec::new()),
-    };
-    let totals = match &args.output {
-        Some(output) => Some(shrink::save_shrunk(&model, &analysis, &removed, &edits, output)?.1),
+    let calibration = match &calibration_options {
+        Some(options) => Some(Calibration::load(&input, options)?),
         None => None,
     };
-    if args.dry_run {
-        stdout::print(analysis.describe())?;
+    files.check()?;
+    // The layer and vocabulary passes first; the channel pass (with --sparsity, or alone)
+    // then shrinks what they wrote.
+    let planned = if passes.is_empty() {
+        None
+    } else {
+        Some(passes.plan(&input, calibration.as_ref())?)
+    };
+    let channels = planned.is_none() || args.fraction().is_some();
+    let staged = match (&planned, &args.output) {
+        (Some(planned), Some(_)) if channels => Some(stage(&input, &planned.edit)?),
+        _ => None,
+    };
+    let model = staged.as_ref().map_or(&input, |(_, m)| m);
+    let staged_calibration = match (&staged, &calibration_options) {
+        (Some((_, staged)), Some(options)) => Some(Calibration::load(staged, options)?),
+        _ => None,
+    };
+    let channel_calibration = staged_calibration.as_ref().or(calibration.as_ref());
+    let mut channel_totals = None;
+    let mut report = None;
+    if channels {
+        let analysis = shrink::analyze(model)?;
+        if let Some(calibration) = channel_calibration {
+            let taps = analysis.activation_taps();
+            let norms = calibration.channel_sq_norms(model.bytes(), &taps)?;
+            request.activations = Some(taps.into_iter().map(|(name, _)| name).zip(norms).collect());
+        }
+        let removed = match shrink::choose(model, &analysis, &request) {
+            Ok(removed) => removed,
+            Err(e) if args.dry_run => {
+                stdout::print(analysis.describe())?;
+                return Err(e.into());
+            }
+            Err(e) => bail!("{e}\n{}", analysis.describe().trim_end()),
+        };
+        let (edits, refits) = match (channel_calibration, &args.output) {
+            (Some(calibration), Some(_)) if !args.no_refit => {
+                shrink::refit(model, &analysis, &removed, |bytes, taps| {
+                    Ok::<_, anyhow::Error>(calibration.statistics(bytes, taps)?)
+                })?
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
+        let totals = match &args.output {
+            Some(output) => shrink::save_shrunk(model, &analysis, &removed, &edits, output)?.1,
+            None => shrink::shrink_totals(model, &analysis, &removed)?,
+        };
+        if args.dry_run {
+            stdout::print(analysis.describe())?;
+        }
+        let mut channel_report = ShrinkReport::new(
+            &analysis,
+            &removed,
+            args.fraction(),
+            calibration.is_some(),
+            totals,
+            None,
+        );
+        channel_report.refits = refits;
+        channel_totals = Some(totals);
+        report = Some((analysis, channel_report));
+    } else if let (Some(planned), Some(output)) = (&planned, &args.output) {
+        planned.edit.save(&input, output)?;
+    }
+    if let (Some(planned), true) = (&planned, args.dry_run) {
+        stdout::print(planned.listing.trim_end())?;
     }
     let checked = match (&check_options, &args.output) {
         (Some(options), Some(output)) => Some(check::run_check(&args.model, output, options)?),
@@ -153,20 +199,20 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         (Some(options), Some(output)) => {
             let time =
                 |m: &Model| onnx_prune_verify::latency(m, m.bytes(), &options.shapes, LATENCY_RUNS);
-            Some((time(&model)?, time(&Model::load(output)?)?))
+            Some((time(&input)?, time(&Model::load(output)?)?))
         }
         _ => None,
     };
-    let totals = match totals {
-        Some(t) => t,
-        None => shrink::shrink_totals(&model, &analysis, &removed)?,
+    let totals = match &planned {
+        Some(planned) => shrink_passes::chained(planned.edit.totals(&input), channel_totals),
+        None => channel_totals.expect("the channel pass ran"),
     };
     let given = check_options
         .as_ref()
         .map(|o| o.shapes.clone())
         .unwrap_or_default();
     let macs = match &args.output {
-        Some(output) => match count_macs(&model, output, &given) {
+        Some(output) => match count_macs(&input, output, &given) {
             Ok(macs) => Some(macs),
             Err(e) => {
                 eprintln!("note: MACs not counted: {e:#}");
@@ -175,17 +221,25 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         },
         None => None,
     };
-    let mut report = ShrinkReport::new(
-        &analysis,
-        &removed,
-        args.fraction(),
-        calibration.is_some(),
-        totals,
-        macs,
-    );
-    report.refits = refits;
+    let mut value = match &report {
+        Some((_, channel_report)) => serde_json::to_value(channel_report)?,
+        None => serde_json::json!({"method": "none", "sparsity": null, "groups": []}),
+    };
+    value["totals"] = serde_json::json!({
+        "params_before": totals.params_before,
+        "params_after": totals.params_after,
+        "macs_before": macs.map(|m| m.0),
+        "macs_after": macs.map(|m| m.1),
+    });
+    if let Some(planned) = &planned {
+        if let Some(layers) = &planned.layers {
+            value["layers"] = serde_json::to_value(layers)?;
+        }
+        if let Some(vocabulary) = &planned.vocab {
+            value["vocabulary"] = serde_json::to_value(vocabulary)?;
+        }
+    }
     if let Some(path) = &args.report {
-        let mut value = serde_json::to_value(&report)?;
         if let Some(checked) = &checked {
             value["check"] = serde_json::to_value(checked)?;
         }
@@ -197,7 +251,15 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         }
         write_file_atomic(path, &serde_json::to_vec_pretty(&value)?)?;
     }
-    stdout::print(render(&analysis, &report))?;
+    let mut out = String::new();
+    if let Some(planned) = &planned {
+        out.push_str(&planned.summary);
+    }
+    out.push_str(&match &report {
+        Some((analysis, channel_report)) => render(analysis, channel_report, totals, macs),
+        None => render_totals(totals, macs),
+    });
+    stdout::print(out)?;
     if let Some((before, after)) = latency {
         stdout::print(format!(
             "tract latency per sample: {:.3} ms -> {:.3} ms ({:.2}x)",
@@ -215,6 +277,17 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
     })
 }
 
+/// `model` with `edit` applied, written to a temporary directory (external data beside it)
+/// and loaded, for the channel pass to shrink.
+fn stage(model: &Model, edit: &GraphEdit) -> Result<(TempDir, Model)> {
+    let dir = tempfile::tempdir().context("a temporary directory for the edited model")?;
+    let name = model.path().file_name().unwrap_or("model.onnx".as_ref());
+    let path = dir.path().join(name);
+    edit.save(model, &path)?;
+    let staged = Model::load(&path)?;
+    Ok((dir, staged))
+}
+
 /// Multiply-accumulates of one inference of the input and of the shrunk model, at the input
 /// shapes `given` (by `--shape`) or declared, from the shapes tract infers.
 pub fn count_macs(
@@ -230,7 +303,12 @@ pub fn count_macs(
 }
 
 /// The groups that changed, and the totals.
-pub fn render(analysis: &Analysis, report: &ShrinkReport) -> String {
+pub fn render(
+    analysis: &Analysis,
+    report: &ShrinkReport,
+    totals: ShrinkTotals,
+    macs: Option<(u64, u64)>,
+) -> String {
     let rows: Vec<Vec<String>> = report
         .groups
         .iter()
@@ -265,15 +343,19 @@ pub fn render(analysis: &Analysis, report: &ShrinkReport) -> String {
         out.push_str(&refit_table(&report.refits));
         out.push('\n');
     }
-    let t = &report.totals;
     out.push_str(&format!(
-        "\n{} groups ({open} open, {} blocked); params {} -> {}",
+        "\n{} groups ({open} open, {} blocked); ",
         analysis.groups.len(),
         analysis.groups.len() - open,
-        t.params_before,
-        t.params_after
     ));
-    if let (Some(a), Some(b)) = (t.macs_before, t.macs_after) {
+    out.push_str(&render_totals(totals, macs));
+    out
+}
+
+/// Parameters and MACs before and after.
+fn render_totals(totals: ShrinkTotals, macs: Option<(u64, u64)>) -> String {
+    let mut out = format!("params {} -> {}", totals.params_before, totals.params_after);
+    if let Some((a, b)) = macs {
         out.push_str(&format!("; MACs {a} -> {b}"));
     }
     out

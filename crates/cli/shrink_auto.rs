@@ -127,7 +127,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         reports.len(),
         metric.label()
     ))?;
-    stdout::print(render(&analysis, &report))?;
+    stdout::print(render(&analysis, &report, totals, macs))?;
     stdout::print(format!("\n{}", check::render(&checked)))?;
     Ok(check::exit_code(&checked))
 }

@@ -25,6 +25,7 @@ mod calibrate;
 mod check;
 mod error;
 mod fold;
+mod influence;
 mod inputs;
 mod metrics;
 mod patch;
@@ -40,5 +41,6 @@ pub use check::{
     OutputMetrics, Tolerances, BATCH_CANDIDATES,
 };
 pub use error::{Error, Result};
+pub use influence::block_influence;
 pub use reference::{Keep, Reference, KEPT_BYTES_LIMIT};
 pub use shapes::{latency, value_shapes};

@@ -128,7 +128,7 @@ pub(super) fn plan(model: &Model, analysis: &Analysis, removed: &[Vec<usize>]) -
 }
 
 /// The elements of `data` (shape `dims`, `size` bytes each) kept by `keeps`.
-fn slice_elements(
+pub(super) fn slice_elements(
     data: &[u8],
     dims: &[usize],
     size: usize,
@@ -192,7 +192,7 @@ impl Slicer<'_> {
 }
 
 /// Replaces a tensor's `dims` (when they change) and its data.
-fn write_tensor<'m>(
+pub(super) fn write_tensor<'m>(
     model: &'m Model,
     tensor: &Tensor,
     dims: &[i64],
