@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
-use onnx_prune_core::{dense_bytes, discover_with, tap, Model};
+use onnx_prune_core::calibrated::tap;
+use onnx_prune_core::model::{dense_bytes, discover_with};
+use onnx_prune_core::Model;
 use onnx_prune_verify::{Calibration, CalibrationOptions, InputSource};
 
 use crate::common::{arg, fixture, run, run_with_env, stdout_ok};

@@ -11,7 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use onnx_prune_core::{ConvGeometry, Geometry, Model, Padding, Tap};
+use onnx_prune_core::calibrated::{ConvGeometry, Geometry, Padding, Tap};
+use onnx_prune_core::Model;
 use onnx_prune_verify::{Calibration, CalibrationOptions, InputSource};
 use protobuf::Message;
 

@@ -254,16 +254,13 @@ fn a_reference_kept_for_many_candidates_reports_what_single_checks_report() {
         ..CheckOptions::default()
     };
     let reference = Model::load(&dense).unwrap();
-    let subject = (&reference, reference.bytes());
-    let kept = Reference::load(subject, &options, Keep::Outputs).unwrap();
-    let rerun = Reference::load(subject, &options, Keep::Nothing).unwrap();
+    let kept = Reference::load(&reference, &options, Keep::Outputs).unwrap();
+    let rerun = Reference::load(&reference, &options, Keep::Nothing).unwrap();
     for candidate in [sample("reference_final.onnx"), half] {
         let model = Model::load(&candidate).unwrap();
-        let single =
-            serde_json::to_value(check(subject, (&model, model.bytes()), &options).unwrap())
-                .unwrap();
+        let single = serde_json::to_value(check(&reference, &model, &options).unwrap()).unwrap();
         for reference in [&kept, &rerun] {
-            let compared = reference.compare((&model, model.bytes())).unwrap();
+            let compared = reference.compare(&model).unwrap();
             assert_eq!(serde_json::to_value(compared).unwrap(), single);
         }
         assert!(

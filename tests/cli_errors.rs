@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use onnx_prune_core::{Model, Payload};
+use onnx_prune_core::model::Payload;
+use onnx_prune_core::Model;
 
 use crate::common::{arg, fixture, matmul_model, run};
 

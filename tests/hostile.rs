@@ -4,10 +4,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use onnx_prune_core::{
-    discover, inspect, plan, save, select, Destination, Model, PruneConfig, Scope, Selection,
-    Storage,
-};
+use onnx_prune_core::prune::{plan, select, PruneConfig, Scope, Selection};
+use onnx_prune_core::{discover, inspect, save, Destination, Model, Storage};
 
 use crate::common::onnx_fixtures;
 

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use onnx_prune_core::{dense_bytes, discover, Model};
+use onnx_prune_core::model::dense_bytes;
+use onnx_prune_core::{discover, Model};
 use proptest::prelude::*;
 
 use crate::common::{arg, fixture, matmul_model, run, run_with_env, stdout_ok};
@@ -20,7 +21,7 @@ fn values(path: &Path) -> Vec<(String, Vec<i64>, Vec<f64>)> {
             let n = t.elements as usize;
             let values = (0..n)
                 .map(|i| {
-                    f64::from_bits(onnx_prune_core::magnitude_key(t.dtype, &bytes, i))
+                    f64::from_bits(onnx_prune_core::model::magnitude_key(t.dtype, &bytes, i))
                         * sign(t.dtype, &bytes, i)
                 })
                 .collect();

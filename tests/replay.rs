@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use onnx_prune_core::{dense_bytes, discover, Model};
+use onnx_prune_core::model::dense_bytes;
+use onnx_prune_core::{discover, Model};
 
 use crate::common::{arg, fixture, run, sample, sample_test_set};
 

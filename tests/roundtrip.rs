@@ -1,7 +1,10 @@
 //! Byte-faithful output: unchanged models come back byte for byte, and re-encoding every tensor
 //! in place gives back the same file.
 
-use onnx_prune_core::{discover, save, to_bytes, Destination, Edit, Model, Role, Storage, Zeroing};
+use onnx_prune_core::model::Role;
+use onnx_prune_core::prune::Zeroing;
+use onnx_prune_core::write::to_bytes;
+use onnx_prune_core::{discover, save, Destination, Edit, Model, Storage};
 use protobuf::Message;
 
 use crate::common::{arg, fixture, onnx_fixtures, stdout_ok};
@@ -164,7 +167,7 @@ fn replacing_values_changes_that_tensor_only_in_every_storage() {
         for weight in discover(&model) {
             let tensor = &model.tensors()[weight.tensor];
             let size = tensor.dtype.size().unwrap();
-            let bytes = onnx_prune_core::dense_bytes(&model, tensor).unwrap();
+            let bytes = onnx_prune_core::model::dense_bytes(&model, tensor).unwrap();
             let reversed: Vec<u8> = bytes.chunks(size).rev().flatten().copied().collect();
             let edits = [Edit::replace(weight.tensor, reversed.clone())];
             let dir = tempfile::tempdir().unwrap();
@@ -177,8 +180,8 @@ fn replacing_values_changes_that_tensor_only_in_every_storage() {
             let written = Model::load(&out).unwrap();
             for (before, after) in model.tensors().iter().zip(written.tensors()) {
                 let (a, b) = (
-                    onnx_prune_core::dense_bytes(&model, before).unwrap(),
-                    onnx_prune_core::dense_bytes(&written, after).unwrap(),
+                    onnx_prune_core::model::dense_bytes(&model, before).unwrap(),
+                    onnx_prune_core::model::dense_bytes(&written, after).unwrap(),
                 );
                 if before.name == tensor.name && before.graph == tensor.graph {
                     assert_eq!(*b, reversed[..], "{name}: {}", weight.id);

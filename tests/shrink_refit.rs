@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{s, Array1, Array4};
 use ndarray_npy::{NpzReader, NpzWriter};
-use onnx_prune_core::{dense_bytes, shrink, Edit, Model};
+use onnx_prune_core::model::dense_bytes;
+use onnx_prune_core::{shrink, Edit, Model};
 
 use crate::common::{arg, fixture, run, run_with_env};
 

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use onnx_prune_core::{discover, Model, Role};
+use onnx_prune_core::model::Role;
+use onnx_prune_core::{discover, Model};
 
 use crate::common::{arg, fixture, matmul_model, model_bytes, run, sample, stdout_ok};
 
@@ -566,7 +567,7 @@ fn shape_parameters_are_never_pruned_and_weights_behind_layout_ops_are() {
     stdout_ok(&["prune", arg(&model), "-o", arg(&pruned), "--pattern", "2:4"]);
     let pruned = Model::load(&pruned).unwrap();
     let tensor = &pruned.tensors()[cell_weight.tensor];
-    let data = onnx_prune_core::dense_bytes(&pruned, tensor).unwrap();
+    let data = onnx_prune_core::model::dense_bytes(&pruned, tensor).unwrap();
     let values: Vec<f32> = data
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
@@ -590,7 +591,7 @@ fn one_of_four_keeps_one_in_every_group() {
     let flags = ["--pattern", "1:4", "--min-params", "0"];
     stdout_ok(&[&["prune", arg(&model), "-o", arg(&out)][..], &flags].concat());
     let pruned = Model::load(&out).unwrap();
-    let data = onnx_prune_core::dense_bytes(&pruned, &pruned.tensors()[0]).unwrap();
+    let data = onnx_prune_core::model::dense_bytes(&pruned, &pruned.tensors()[0]).unwrap();
     let values: Vec<f32> = data
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))

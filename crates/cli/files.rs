@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use onnx_prune_core::{check_outputs, output_files, Destination, Model, NamedOutput};
+use onnx_prune_core::write::{check_outputs, output_files, NamedOutput};
+use onnx_prune_core::{Destination, Model};
 use onnx_prune_verify::{CheckOptions, InputSource};
 
 /// The files a command reads and the outputs it will write, each with the flag that named it.

@@ -2,30 +2,20 @@
 //! into library calls. No pruning logic lives here.
 
 mod args;
-mod auto;
-mod budget_search;
-mod channel_sensitivity;
-mod check;
+mod commands;
 mod files;
-mod generate;
-mod inspect;
-mod plot;
+mod options;
+mod outcome;
 mod progress;
-mod prune;
-mod pruner;
-mod replay;
-mod sensitivity;
-mod shrink;
-mod shrink_auto;
-mod shrink_passes;
+mod render;
 mod stdout;
-mod table;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use crate::args::{Cli, Command};
+use crate::commands::{check, generate, inspect, prune, replay, sensitivity, shrink};
 
 /// Exit code for bad usage or bad input.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -39,7 +29,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Ctrl-C or SIGTERM: remove half-written outputs, then exit; the input is never touched.
     let _ = ctrlc::set_handler(|| {
-        onnx_prune_core::remove_unfinished_outputs();
+        onnx_prune_core::write::remove_unfinished_outputs();
         std::process::exit(EXIT_INTERRUPTED);
     });
     let result = match cli.command {
@@ -57,12 +47,19 @@ fn main() -> ExitCode {
         Err(error) if stdout::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            match error.downcast_ref::<onnx_prune_verify::Error>() {
-                Some(onnx_prune_verify::Error::Unsupported { .. }) => {
-                    ExitCode::from(EXIT_UNSUPPORTED)
-                }
-                _ => ExitCode::from(EXIT_BAD_INPUT),
+            if tract_cannot_run(&error) {
+                ExitCode::from(EXIT_UNSUPPORTED)
+            } else {
+                ExitCode::from(EXIT_BAD_INPUT)
             }
         }
     }
+}
+
+/// Whether `error` says that tract cannot run a model, directly or from a tuning run.
+fn tract_cannot_run(error: &anyhow::Error) -> bool {
+    let verify = error
+        .downcast_ref::<onnx_prune_verify::Error>()
+        .or_else(|| error.downcast_ref::<onnx_prune_tune::Error>()?.verify());
+    matches!(verify, Some(onnx_prune_verify::Error::Unsupported { .. }))
 }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use onnx_prune_core::read_masks;
+use onnx_prune_core::replay::read_masks;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, contents)) = data.split_first() else {

@@ -3,10 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use onnx_prune_core::{
-    discover, inspect, plan, save, select, Destination, Model, Pattern, PruneConfig, Scope,
-    Selection, Storage,
-};
+use onnx_prune_core::{discover, inspect, save, Destination, Model, Storage};
+use onnx_prune_core::prune::{plan, select, Pattern, PruneConfig, Scope, Selection};
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().expect("a temporary directory");

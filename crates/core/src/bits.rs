@@ -77,7 +77,7 @@ macro_rules! with_bits {
 }
 pub(crate) use with_bits;
 
-/// The magnitude key (see [`crate::magnitude_key`]) in `dtype`'s own bits: the smallest `b`
+/// The magnitude key (see [`crate::model::magnitude_key`]) in `dtype`'s own bits: the smallest `b`
 /// such that every element whose magnitude bits are at least `b` has a key of at least `key`.
 pub(crate) fn native_threshold(dtype: DataType, key: u64) -> u64 {
     let t = f64::from_bits(key);

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::model::values::{count_zeros, stored_bytes};
+use crate::model::weights::{discover_with, Weight};
 use crate::model::{Model, Payload};
-use crate::size::{compressed_size, CompressedSize};
-use crate::values::{count_zeros, stored_bytes};
-use crate::weights::{discover_with, Weight};
+use crate::prune::size::{compressed_size, CompressedSize};
 
 /// Model-level summary.
 #[derive(Debug, Clone, serde::Serialize)]

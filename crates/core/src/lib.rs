@@ -1,7 +1,19 @@
 //! The core of onnx-prune: load an ONNX model without copying its tensors, find its weights
 //! wherever they live, prune them, and write the result from the input's own bytes.
 //!
-//! No inference engine here: verification lives in `onnx-prune-verify`.
+//! No inference engine here: verification lives in `onnx-prune-verify`, and statistics
+//! measured on data (calibration, shapes) reach this crate as plain values.
+//!
+//! One namespace per job:
+//! - [`model`]: loading a model without copying its tensors, its graphs and tensors, and its
+//!   weights ([`discover`]) with their roles;
+//! - [`inspect`](mod@inspect): the inventory `onnx-prune inspect` prints;
+//! - [`prune`]: choosing weights, magnitude thresholds, N:M and block patterns, the plan of
+//!   what to zero, and the report of a rewrite;
+//! - [`calibrated`]: Wanda, SparseGPT and bias correction from activation statistics;
+//! - [`replay`]: mask schedules from training and their masks, resolved onto the weights;
+//! - [`shrink`]: channel dependency groups and their removal;
+//! - [`write`](mod@write): the byte-faithful writer, atomic outputs and the rules for output paths.
 //!
 //! ```no_run
 //! use onnx_prune_core::{inspect, Model, DEFAULT_MIN_PARAMS};
@@ -15,61 +27,18 @@
 //! ```
 #![deny(missing_docs)]
 
-mod add_bias;
 mod bits;
-pub mod budget;
-mod calibrated;
+pub mod calibrated;
 mod error;
-mod inspect;
-mod masks;
-mod model;
-mod outputs;
-mod pending;
+pub mod inspect;
+pub mod model;
 mod proto;
-mod prune;
-mod replay;
-mod report;
-mod rewrite;
-mod schedule;
-mod select;
+pub mod prune;
+pub mod replay;
 pub mod shrink;
-mod size;
-mod sparse;
-mod threshold;
-mod values;
-mod weights;
-mod zeroing;
+pub mod write;
 
-pub use add_bias::{BiasAdd, NewBias};
-pub use calibrated::{
-    plan_calibrated, tap, Calibrated, ConvGeometry, Geometry, LayerStats, Method, Order, Padding,
-    Tap,
-};
 pub use error::{Error, Result};
-pub use inspect::{inspect, summarize_weight, Inspection, ModelSummary, Totals, WeightSummary};
-pub use masks::{read_masks, Mask};
-pub use model::{
-    element_count, FileBytes, Graph, Model, ModelInfo, Node, Payload, Source, SparseLayout, Tensor,
-    ValueInfo, MAX_GRAPH_DEPTH,
-};
-pub use outputs::{check_outputs, real_output_path, NamedOutput};
-pub use pending::remove_unfinished_outputs;
-pub use proto::DataType;
-pub use prune::{
-    check_sparsity, plan, plan_zeroings, zeros_for, Pattern, Plan, PruneConfig, Scope,
-    WeightOutcome,
-};
-pub use replay::{resolve, unpruned, Resolution};
-pub use report::{write_file_atomic, FileSizes, OutcomeTotals, RewriteReport};
-pub use rewrite::{
-    output_files, save, to_bytes, Change, Destination, Edit, OutputFiles, Saved, Storage,
-    WrittenFile,
-};
-pub use schedule::{Layout, Manifest, SparsitySchedule, Step, FORMAT};
-pub use select::{select, Selection};
-pub use size::{compressed_size, CompressedSize};
-pub use sparse::densified;
-pub use threshold::{cut, Cut, Segment};
-pub use values::{count_zeros, dense_bytes, magnitude_key, stored_bytes};
-pub use weights::{discover, discover_with, Consumer, Role, Weight, DEFAULT_MIN_PARAMS};
-pub use zeroing::{write_zeroed, Zeroing};
+pub use inspect::inspect;
+pub use model::{discover, DataType, Model, Weight, DEFAULT_MIN_PARAMS};
+pub use write::{save, Destination, Edit, Storage};

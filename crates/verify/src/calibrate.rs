@@ -8,13 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use onnx_prune_core::{LayerStats, Model, Tap};
+use onnx_prune_core::calibrated::{LayerStats, Tap};
+use onnx_prune_core::Model;
 use rayon::prelude::*;
 use tract_onnx::prelude::*;
 
-use crate::check::{CheckOptions, InputSource};
 use crate::error::{Error, Result};
 use crate::fold::Fixed;
+use crate::options::{CheckOptions, InputSource};
 use crate::runner::{input_specs, RunError, Runner, Shapes};
 use crate::samples::{Layout, Samples};
 

@@ -21,6 +21,9 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// A model file cannot be read or rewritten for tract.
+    #[error(transparent)]
+    Model(#[from] onnx_prune_core::Error),
     /// The request does not fit the model (missing input, wrong type or rank, ...).
     #[error("{0}")]
     Usage(String),

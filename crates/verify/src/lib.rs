@@ -13,8 +13,7 @@
 //!     labels: Some("test_set.npz:labels".into()),
 //!     ..CheckOptions::default()
 //! };
-//! // A model with sparse initializers runs as `onnx_prune_core::densified` gives it.
-//! let report = check((&a, a.bytes()), (&b, b.bytes()), &options)?;
+//! let report = check(&a, &b, &options)?;
 //! println!("passed: {}, cosine {}", report.passed, report.outputs[0].cosine);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -28,19 +27,22 @@ mod fold;
 mod influence;
 mod inputs;
 mod metrics;
+mod options;
 mod patch;
+mod prepare;
 mod reference;
-mod run;
+mod report;
 mod runner;
 mod samples;
 mod shapes;
+mod side_by_side;
 
+pub use batch::BATCH_CANDIDATES;
 pub use calibrate::{Calibration, CalibrationOptions};
-pub use check::{
-    check, labels as read_labels, validate, Accuracy, CheckOptions, CheckReport, InputSource,
-    OutputMetrics, Tolerances, BATCH_CANDIDATES,
-};
+pub use check::{check, labels as read_labels, validate};
 pub use error::{Error, Result};
 pub use influence::block_influence;
+pub use options::{CheckOptions, InputSource, Tolerances};
 pub use reference::{Keep, Reference, KEPT_BYTES_LIMIT};
+pub use report::{Accuracy, CheckReport, OutputMetrics};
 pub use shapes::{latency, value_shapes};

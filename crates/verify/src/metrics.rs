@@ -3,7 +3,8 @@
 //! Each sample is measured on its own and the samples are summed in sample order, so the
 //! metrics do not depend on how samples were grouped into batches or threads.
 
-use crate::check::{OutputMetrics, Tolerances};
+use crate::options::Tolerances;
+use crate::report::OutputMetrics;
 
 /// Element-wise limits `(atol, rtol)`, when set.
 pub type Limits = Option<(f64, f64)>;

@@ -5,16 +5,21 @@
 //! run once: its outputs (and the inputs that produced them) stay in memory, up to
 //! [`KEPT_BYTES_LIMIT`], and each candidate is only loaded and run itself.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use onnx_prune_core::Model;
 use rayon::prelude::*;
 use tract_onnx::prelude::Tensor;
 
-use crate::check::{prepare, Accuracy, CheckOptions, CheckReport, OutputMetrics, Prepared};
 use crate::error::Result;
 use crate::metrics::{Limits, Totals};
-use crate::run::{check_labels, compare_run, plan, run_reference, Expected, Plan, RunStats};
+use crate::options::CheckOptions;
+use crate::prepare::{prepare, Prepared};
+use crate::report::{Accuracy, CheckReport, OutputMetrics};
+use crate::side_by_side::{
+    check_labels, compare_run, plan, run_reference, Expected, Plan, RunStats,
+};
 
 /// What a [`Reference`] keeps between comparisons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +47,16 @@ pub struct Reference {
     kept: Option<Vec<Expected>>,
 }
 
+/// A model's bytes as tract reads them: tract reads only dense initializers, so a model with
+/// sparse tensors is handed over densified; any other is handed its mapped bytes as they are,
+/// without a copy.
+fn tract_bytes(model: &Model) -> Result<Cow<'_, [u8]>> {
+    Ok(match onnx_prune_core::write::densified(model)? {
+        Some(dense) => Cow::Owned(dense),
+        None => Cow::Borrowed(model.bytes()),
+    })
+}
+
 /// Bytes a run's inputs and outputs take.
 fn run_bytes(expected: &Expected) -> usize {
     let size = |t: &Tensor| t.len() * t.datum_type().size_of();
@@ -50,17 +65,13 @@ fn run_bytes(expected: &Expected) -> usize {
 }
 
 impl Reference {
-    /// Reads the samples and labels `options` describe, loads `model` (with the ONNX bytes
-    /// tract is to run) for their shapes and, with [`Keep::Outputs`], runs it on every sample.
-    pub fn load(
-        (model, bytes): (&Model, &[u8]),
-        options: &CheckOptions,
-        keep: Keep,
-    ) -> Result<Reference> {
+    /// Reads the samples and labels `options` describe, loads `model` into tract for their
+    /// shapes and, with [`Keep::Outputs`], runs it on every sample.
+    pub fn load(model: &Model, options: &CheckOptions, keep: Keep) -> Result<Reference> {
         let path = model.path().to_path_buf();
         let mut prepared = prepare(model, options)?;
         let plan = plan(
-            (&path, bytes),
+            (&path, &tract_bytes(model)?),
             &prepared.samples,
             &prepared.specs,
             options,
@@ -120,13 +131,13 @@ impl Reference {
         &self.prepared.notes
     }
 
-    /// Loads `candidate` (with the ONNX bytes tract is to run) for the reference's input
-    /// shapes, runs it on every sample and measures every output against the reference's.
-    pub fn compare(&self, (candidate, bytes): (&Model, &[u8])) -> Result<CheckReport> {
+    /// Loads `candidate` into tract for the reference's input shapes, runs it on every sample
+    /// and measures every output against the reference's.
+    pub fn compare(&self, candidate: &Model) -> Result<CheckReport> {
         let path = candidate.path();
         let runners = self
             .plan
-            .load_candidate((path, bytes), &self.prepared.fixed)?;
+            .load_candidate((path, &tract_bytes(candidate)?), &self.prepared.fixed)?;
         let tolerances = &self.options.tolerances;
         let limits: Limits = (tolerances.atol.is_some() || tolerances.rtol.is_some()).then(|| {
             (

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use tract_onnx::prelude::*;
 
-use crate::check::{CheckOptions, InputSource};
 use crate::error::{Error, Result};
 use crate::inputs::{random_sample, read_npy, read_npz, read_test_data};
+use crate::options::{CheckOptions, InputSource};
 use crate::runner::{InputSpec, Shapes};
 
 /// How samples make up model inputs.

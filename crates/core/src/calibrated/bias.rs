@@ -1,14 +1,14 @@
 //! Bias correction: shift a pruned layer's bias so that its mean output over the calibration
 //! data is unchanged, `b += (W - W') E[x]` (per im2col column for a Conv).
 
-use crate::add_bias::{names_in_use, unique, BiasAdd, NewBias};
 use crate::calibrated::stats::LayerStats;
 use crate::calibrated::view::{decode, encode, MatrixView};
 use crate::error::Result;
+use crate::model::values::dense_bytes;
+use crate::model::weights::Weight;
 use crate::model::{Model, Source};
-use crate::rewrite::Edit;
-use crate::values::dense_bytes;
-use crate::weights::Weight;
+use crate::write::add_bias::{names_in_use, unique, BiasAdd, NewBias};
+use crate::write::Edit;
 
 /// Where a layer's bias correction goes.
 pub(crate) enum Bias {

@@ -6,9 +6,9 @@
 //! dense model (`Order::Dense`), or layer by layer over the model with the earlier layers
 //! already pruned (`Order::Sequential`, the reference implementations' order).
 //!
-//! Steps, one module each: [`view`] (a weight as the matrix `W` of `Y = X W^T`, and the tap
-//! that gives `X`), [`stats`] (what a run accumulates), [`wanda`], [`sparsegpt`],
-//! [`output_error`] (what pruning costs a layer) and [`bias`] (correcting its mean).
+//! Steps, one private module each: `view` (a weight as the matrix `W` of `Y = X W^T`, and the
+//! tap that gives `X`), `stats` (what a run accumulates), `wanda`, `sparsegpt`, `output_error`
+//! (what pruning costs a layer) and `bias` (correcting its mean).
 
 pub(crate) mod bias;
 pub(crate) mod output_error;
@@ -22,14 +22,14 @@ use rayon::prelude::*;
 pub use stats::{ConvGeometry, Geometry, LayerStats, Padding, Tap};
 
 use crate::error::{Error, Result};
+use crate::model::values::{count_zeros, dense_bytes, finite_values};
+use crate::model::weights::Weight;
 use crate::model::Model;
+use crate::prune::zeroing::Zeroing;
 use crate::prune::{
     check_targets, plan, zeros_for, Pattern, Plan, PruneConfig, Scope, WeightOutcome,
 };
-use crate::rewrite::{to_bytes, Change, Edit};
-use crate::values::{count_zeros, dense_bytes, finite_values};
-use crate::weights::Weight;
-use crate::zeroing::Zeroing;
+use crate::write::{to_bytes, Change, Edit};
 use view::{decode, encode, layer_of, MatrixView};
 
 /// How weights are scored.
@@ -410,7 +410,7 @@ fn measure(
     let new_values = match zeroing {
         Some(zeroing) => {
             let mut zeroed = Vec::with_capacity(data.len());
-            crate::zeroing::write_zeroed(tensor.dtype, &data, zeroing, &mut zeroed)
+            crate::prune::zeroing::write_zeroed(tensor.dtype, &data, zeroing, &mut zeroed)
                 .expect("writing to memory");
             debug_assert_eq!(
                 count_zeros(tensor.dtype, &zeroed),

@@ -2,9 +2,9 @@
 //! the layer's input matrix `X`; and the tap that gives that `X`.
 
 use crate::calibrated::stats::{ConvGeometry, Geometry, Padding, Tap};
+use crate::model::weights::{Role, Weight};
 use crate::model::{Model, Node};
 use crate::proto::DataType;
-use crate::weights::{Role, Weight};
 
 /// A weight as `rows x cols` (per group), whatever its stored layout.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //!
 //! Design note: typed protobuf bindings would copy every tensor's data and could not write the
 //! file back unchanged. The scan keeps byte spans instead, so a model of gigabytes costs its
-//! mapping plus a small index, and [`crate::rewrite`] writes the output from the input's bytes.
+//! mapping plus a small index, and [`crate::write`] writes the output from the input's bytes.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -13,9 +13,14 @@ use std::path::{Component, Path, PathBuf};
 use onnx_splice::{Field, LenField};
 
 use crate::error::{Error, Result};
-use crate::proto::DataType;
 
 mod scan;
+pub(crate) mod values;
+pub(crate) mod weights;
+
+pub use crate::proto::DataType;
+pub use values::{count_zeros, dense_bytes, magnitude_key, stored_bytes};
+pub use weights::{discover, discover_with, Consumer, Role, Weight, DEFAULT_MIN_PARAMS};
 
 /// Subgraphs nested deeper than this are refused (a guard against hostile recursion).
 pub const MAX_GRAPH_DEPTH: usize = 64;

@@ -297,7 +297,7 @@ impl<'m> Builder<'m> {
     /// The integer values of the constant `name` (int64 or int32), if it is one.
     pub fn const_ints(&self, name: &str) -> Option<Vec<i64>> {
         let tensor = &self.model.tensors()[*self.consts.get(name)?];
-        let bytes = crate::values::dense_bytes(self.model, tensor).ok()?;
+        let bytes = crate::model::values::dense_bytes(self.model, tensor).ok()?;
         match tensor.dtype {
             DataType::Other(7) => Some(
                 bytes
@@ -321,7 +321,7 @@ impl<'m> Builder<'m> {
         if tensor.dtype != DataType::Float32 {
             return None;
         }
-        let bytes = crate::values::dense_bytes(self.model, tensor).ok()?;
+        let bytes = crate::model::values::dense_bytes(self.model, tensor).ok()?;
         Some(
             bytes
                 .chunks_exact(4)

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use regex::Regex;
 
 use crate::error::{Error, Result};
+use crate::model::values::{dense_bytes, for_each_key, NON_FINITE_KEY};
 use crate::model::Model;
-use crate::values::{dense_bytes, for_each_key, NON_FINITE_KEY};
 
 use super::analyze::CutKind;
 use super::Analysis;

@@ -12,10 +12,10 @@ use onnx_splice::{fields, LenField, Patch, Splice};
 use crate::error::{Error, Result};
 use crate::model::{Model, Source};
 use crate::proto;
-use crate::rewrite::{output_files, write_spliced, Destination, WrittenFile};
+use crate::write::{output_files, write_spliced, Destination, WrittenFile};
 
 use super::encode::{int64_initializer, plain_node, value_info};
-use super::rewrite::write_tensor;
+use super::save::write_tensor;
 use super::wire::{self, GraphWire};
 use super::ShrinkTotals;
 

@@ -35,7 +35,7 @@ mod macs;
 mod ops;
 mod refit;
 mod report;
-mod rewrite;
+mod save;
 pub mod vocab;
 mod wire;
 
@@ -49,7 +49,7 @@ pub use edit::GraphEdit;
 pub use macs::{mac_values, macs};
 pub use refit::{refit, RefitOutcome, MAX_REFIT_COLS};
 pub use report::{GroupOutcome, ShrinkReport, ShrinkReportTotals};
-pub use rewrite::{save_shrunk, shrink_bytes, shrink_totals, zeroed_bytes, ShrinkTotals, Side};
+pub use save::{save_shrunk, shrink_bytes, shrink_totals, zeroed_bytes, ShrinkTotals, Side};
 
 /// A channel dependency group: channels that must be removed together from every member.
 #[derive(Debug, Clone, Serialize)]

@@ -20,13 +20,13 @@ use crate::calibrated::output_error;
 use crate::calibrated::view::{decode, encode, layer_of, MatrixView};
 use crate::calibrated::{LayerStats, Tap};
 use crate::error::{Error, Result};
+use crate::model::values::finite_values;
+use crate::model::weights::{discover_with, Weight};
 use crate::model::Model;
-use crate::rewrite::Edit;
-use crate::values::finite_values;
-use crate::weights::{discover_with, Weight};
+use crate::write::Edit;
 
 use super::analyze::CutKind;
-use super::rewrite::plan;
+use super::save::plan;
 use super::Analysis;
 
 /// Consumers whose `X^T X` would have more columns than this are left as they are: the matrix

@@ -53,7 +53,7 @@ pub(crate) struct ValueWire {
 pub(crate) struct GraphWire {
     /// The graph field in the model.
     pub graph: LenField,
-    /// Nodes, in the order of [`crate::Graph::nodes`].
+    /// Nodes, in the order of [`crate::model::Graph::nodes`].
     pub nodes: Vec<NodeWire>,
     /// `value_info` entries.
     pub value_info: Vec<ValueWire>,

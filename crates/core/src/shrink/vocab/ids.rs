@@ -6,7 +6,7 @@ use std::path::Path;
 use ndarray_npy::ReadNpyExt;
 
 use crate::error::{Error, Result};
-use crate::masks::{check_npy_sizes, npz_entries};
+use crate::replay::masks::{check_npy_sizes, npz_entries};
 
 /// The integers of a `.npy` (any shape, any integer type); `None` when its elements are not
 /// integers.

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::model::values::dense_bytes;
 use crate::model::Model;
-use crate::values::dense_bytes;
 
 use super::super::edit::{GraphEdit, NewNode};
 use super::Embedding;

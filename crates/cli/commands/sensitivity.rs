@@ -1,0 +1,133 @@
+//! `onnx-prune sensitivity`: each weight pruned alone (or each channel group shrunk alone) at
+//! each sparsity and checked against the dense model, as a table, JSON and a plot.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use onnx_prune_core::model::discover_with;
+use onnx_prune_core::prune::{select, Pattern};
+use onnx_prune_core::shrink;
+use onnx_prune_core::{Model, DEFAULT_MIN_PARAMS};
+use onnx_prune_tune::{
+    group_units, measure_groups, measure_weights, Baseline, Planner, Progress, Sensitivity,
+    Structure,
+};
+
+use crate::args::{MethodArg, SensitivityArgs, StructureArg};
+use crate::files::{preflight_check, source_path, Files};
+use crate::options::{
+    calibration, parse_pattern, parse_sparsities, regexes, sample_options, selection,
+};
+use crate::outcome::write_json;
+use crate::progress::Bar;
+use crate::render::{print_notes, render_sensitivity, sensitivity_svg};
+use crate::stdout;
+
+pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
+    let sparsities = parse_sparsities(&args.sparsities)?;
+    let options = sample_options(&args.samples)?;
+    let channels = args.structure == StructureArg::Channels;
+    let pattern = parse_pattern(&args.pattern)?;
+    if channels {
+        let defaults = (
+            pattern == Pattern::Unstructured,
+            args.min_params == DEFAULT_MIN_PARAMS,
+            args.calibration.method == MethodArg::Magnitude
+                && args.calibration.calibration.is_empty(),
+        );
+        for (default, flag) in [
+            (defaults.0, "--pattern"),
+            (defaults.1, "--min-params"),
+            (defaults.2, "--method and --calibration"),
+        ] {
+            if !default {
+                bail!("{flag}: no effect with --structure channels, which removes whole channels by group L2 norm");
+            }
+        }
+    } else if pattern.fixed_sparsity().is_some() {
+        bail!("--pattern {pattern} fixes the sparsity; sensitivity varies it: use unstructured or block:RxC");
+    }
+    let (method, calibrated) = calibration(&args.calibration)?;
+    let model = Model::load(&args.model)?;
+    let mut files = Files::default();
+    files.read_model(&model).read_check_inputs(&options);
+    preflight_check(&options)?;
+    if let Some((_, calibration)) = &calibrated {
+        for source in &calibration.inputs {
+            files.read(source_path(source));
+        }
+    }
+    if let Some(report) = &args.report {
+        files.write("--report", report);
+    }
+    if let Some(plot) = &args.plot {
+        files.write("--plot", plot);
+    }
+    files.check()?;
+
+    let progress = Bar::start();
+    let (units, reports) = if channels {
+        let analysis = shrink::analyze(&model)?;
+        let units = group_units(
+            &model,
+            &analysis,
+            &regexes(&args.include, "--include")?,
+            &regexes(&args.exclude, "--exclude")?,
+        )?;
+        if units.is_empty() {
+            bail!(
+                "no open channel group with more than one channel is selected (see `onnx-prune \
+                 shrink --dry-run` for the groups and what blocks them)"
+            );
+        }
+        progress.phase("running the model through tract");
+        let baseline = Baseline::load(&args.model, &options)?;
+        print_notes(baseline.notes());
+        let reports = measure_groups(
+            &model,
+            &analysis,
+            (&units, &sparsities),
+            &baseline,
+            &progress,
+        )?;
+        let units: Vec<(String, u64)> = units.into_iter().map(|u| (u.name, u.params)).collect();
+        (units, reports)
+    } else {
+        let selection = selection(&args.include, &args.exclude, &[], args.min_params)?;
+        let weights = discover_with(&model, args.min_params);
+        let selected = select(&model, &weights, &selection)?;
+        if calibrated.is_some() {
+            progress.phase("calibrating through tract");
+        }
+        let planner = Planner::new(&model, calibrated, &selected)?;
+        progress.phase("running the model through tract");
+        let baseline = Baseline::load(&args.model, &options)?;
+        print_notes(baseline.notes());
+        let reports = measure_weights(
+            &planner,
+            &baseline,
+            (&selected, &sparsities, pattern),
+            &progress,
+        )?;
+        let units = selected
+            .iter()
+            .map(|w| (w.id.clone(), model.tensors()[w.tensor].elements))
+            .collect();
+        (units, reports)
+    };
+    drop(progress);
+    let how = if channels {
+        (Structure::Channels, "group_l2", None)
+    } else {
+        (Structure::Weights, method.name(), Some(pattern.to_string()))
+    };
+    let result = Sensitivity::from_reports(how, units, sparsities, &reports);
+    if let Some(path) = &args.report {
+        write_json(path, &result)?;
+    }
+    if let Some(path) = &args.plot {
+        onnx_prune_core::write::write_file_atomic(path, sensitivity_svg(&result)?.as_bytes())?;
+    }
+    stdout::print(render_sensitivity(&result))?;
+    Ok(ExitCode::SUCCESS)
+}

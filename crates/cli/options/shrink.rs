@@ -1,0 +1,59 @@
+//! Shrink flags to a channel-removal request and its calibration data.
+
+use anyhow::{bail, Result};
+use onnx_prune_core::shrink::{Request, ShrinkScope};
+use onnx_prune_verify::CalibrationOptions;
+
+use super::{input_source, regexes};
+use crate::args::{ShrinkArgs, ShrinkScopeArg};
+
+/// The request the flags of a fixed-sparsity (or dead-channel) shrink ask for; flags without
+/// effect are errors.
+pub fn shrink_request(args: &ShrinkArgs) -> Result<Request> {
+    if let Some(s) = args.fraction() {
+        if !(0.0..1.0).contains(&s) {
+            bail!("--sparsity must be in [0, 1), got {s}");
+        }
+    } else if args.scope.is_some() {
+        bail!("--scope has no effect without --sparsity (dead channels are found per group)");
+    }
+    if args.fraction().is_none() && !args.calibration.is_empty() && args.drop_layers.is_none() {
+        bail!("--calibration has no effect without --sparsity (dead channels need no data)");
+    }
+    if args.calibration.is_empty() && args.calibration_samples.is_some() {
+        bail!("--calibration-samples has no effect without --calibration");
+    }
+    if args.calibration.is_empty() && args.no_refit {
+        bail!("--no-refit has no effect without --calibration (only calibration data refits)");
+    }
+    if args.fraction().is_none() && args.no_refit {
+        bail!("--no-refit has no effect without --sparsity (only removed channels are refitted)");
+    }
+    if args.calibration_samples == Some(0) {
+        bail!("--calibration-samples must be at least 1");
+    }
+    if args.round_to == Some(0) {
+        bail!("--round-to must be at least 1 (a channel count that is a multiple of 0 is empty)");
+    }
+    Ok(Request {
+        sparsity: args.fraction(),
+        scope: match args.scope {
+            Some(ShrinkScopeArg::Global) => ShrinkScope::Global,
+            _ => ShrinkScope::Group,
+        },
+        round_to: args.round_to.unwrap_or(1),
+        include: regexes(&args.include, "--include")?,
+        exclude: regexes(&args.exclude, "--exclude")?,
+        activations: None,
+        group_sparsity: None,
+    })
+}
+
+/// The calibration data `--calibration` and `--calibration-samples` name, if any.
+pub fn shrink_calibration(args: &ShrinkArgs) -> Option<CalibrationOptions> {
+    (!args.calibration.is_empty()).then(|| CalibrationOptions {
+        inputs: args.calibration.iter().map(|s| input_source(s)).collect(),
+        samples: args.calibration_samples.unwrap_or(128),
+        ..CalibrationOptions::default()
+    })
+}

@@ -1,0 +1,81 @@
+//! What commands do at their end: check what they wrote, write the JSON report asked for,
+//! print the tables, and give the exit code.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use onnx_prune_core::prune::RewriteReport;
+use onnx_prune_core::write::write_file_atomic;
+use onnx_prune_core::Model;
+use onnx_prune_tune::search::Found;
+use onnx_prune_verify::{CheckOptions, CheckReport};
+
+use crate::render::{check_exit_code, print_notes, render_check, render_rewrite};
+use crate::stdout;
+
+/// Checks the model written at `candidate` against the one at `reference`.
+pub fn check_written(
+    reference: &Path,
+    candidate: &Path,
+    options: &CheckOptions,
+) -> Result<CheckReport> {
+    let (a, b) = (Model::load(reference)?, Model::load(candidate)?);
+    let report = onnx_prune_verify::check(&a, &b, options)?;
+    print_notes(&report.notes);
+    Ok(report)
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    write_file_atomic(path, &serde_json::to_vec_pretty(value)?)?;
+    Ok(())
+}
+
+/// Prints the check report, if a check ran, and gives its exit code (0 without a check).
+pub fn finish_check(checked: Option<&CheckReport>) -> Result<ExitCode> {
+    Ok(match checked {
+        Some(checked) => {
+            stdout::print(format!("\n{}", render_check(checked)))?;
+            check_exit_code(checked)
+        }
+        None => ExitCode::SUCCESS,
+    })
+}
+
+/// Prints the rewrite report (and the check's, if one ran), writes the JSON report if asked
+/// (with the `--sparsity auto` search's summary under `auto`), and gives the exit code: 1
+/// when the check failed.
+pub fn finish_rewrite(
+    report: &RewriteReport,
+    checked: Option<&CheckReport>,
+    json: Option<&Path>,
+    auto: Option<serde_json::Value>,
+) -> Result<ExitCode> {
+    if let Some(path) = json {
+        let mut value = serde_json::to_value(report)?;
+        if let Some(checked) = checked {
+            value["check"] = serde_json::to_value(checked)?;
+        }
+        if let Some(auto) = auto {
+            value["auto"] = auto;
+        }
+        write_json(path, &value)?;
+    }
+    stdout::print(render_rewrite(report))?;
+    finish_check(checked)
+}
+
+/// When no allocation above zero passed: prints the figures of the smallest one tried and
+/// gives the failed check's exit code.
+pub fn nothing_passed(found: Found) -> Result<ExitCode> {
+    let Some(failure) = found.smallest_failure else {
+        anyhow::bail!("no allocation was tried");
+    };
+    stdout::print(format!(
+        "no sparsity above zero passes: the smallest tried, {:.2}% overall, gives\n\n{}",
+        100.0 * failure.overall,
+        render_check(&failure.report)
+    ))?;
+    Ok(check_exit_code(&failure.report))
+}

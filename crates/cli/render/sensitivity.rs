@@ -1,0 +1,35 @@
+//! A sensitivity analysis for people: units down, sparsities across.
+
+use onnx_prune_tune::Sensitivity;
+
+use super::table;
+
+/// The human-readable form: units down, sparsities across, the metric in percentage points.
+pub fn render_sensitivity(result: &Sensitivity) -> String {
+    let mut header = vec![result.unit().to_string(), "params".to_string()];
+    header.extend(
+        result
+            .sparsities
+            .iter()
+            .map(|s| format!("{:.0}%", 100.0 * s)),
+    );
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let rows = result
+        .weights
+        .iter()
+        .map(|curve| {
+            let mut row = vec![curve.id.clone(), curve.params.to_string()];
+            row.extend(curve.values.iter().map(|v| format!("{:.2}", 100.0 * v)));
+            row
+        })
+        .collect();
+    let right: Vec<usize> = (1..header.len()).collect();
+    format!(
+        "{} by sparsity, in percentage points ({} samples, {}), one {} pruned at a time\n\n{}",
+        result.metric.label(),
+        result.samples,
+        result.how(),
+        result.unit(),
+        table(&header, rows, &right)
+    )
+}

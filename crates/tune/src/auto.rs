@@ -1,0 +1,221 @@
+//! `--sparsity auto` from start to finish: measure each unit's curve, search the allocation,
+//! write the best one to the output and check what was written once more, so that what ships
+//! is what was verified.
+
+use std::path::Path;
+
+use onnx_prune_core::prune::{Pattern, Plan, PruneConfig};
+use onnx_prune_core::shrink::{self, Analysis, ShrinkTotals};
+use onnx_prune_core::write::Saved;
+use onnx_prune_core::{save, Destination, Model, Storage, Weight};
+use onnx_prune_verify::CheckReport;
+use regex::Regex;
+
+use crate::baseline::Baseline;
+use crate::error::Result;
+use crate::groups::{allocation, measure_groups, GroupUnit};
+use crate::metric::Metric;
+use crate::planner::Planner;
+use crate::progress::Progress;
+use crate::search::{curves, search_allocation, Found, Tried, GRID};
+use crate::sensitivity::measure_weights;
+
+/// A search that found an allocation passing the check, and what it wrote.
+#[derive(Debug)]
+pub struct Searched<T> {
+    /// The allocation written.
+    pub best: Tried,
+    /// The metric the curves measured.
+    pub metric: Metric,
+    /// Checks run to measure the curves.
+    pub sensitivity_runs: usize,
+    /// Checks run by the search.
+    pub evaluations: usize,
+    /// What was written to the output.
+    pub written: T,
+    /// The check of the output as written.
+    pub check: CheckReport,
+}
+
+/// How a search ended.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    /// An allocation above zero passed; it was written and checked again.
+    Passed(Box<Searched<T>>),
+    /// Nothing above zero passed; nothing was written.
+    NothingPassed(Box<Found>),
+}
+
+impl<T> Searched<T> {
+    /// The report's `auto` key: the metric, the overall sparsity, the runs and checks it took,
+    /// and under `units_key` each unit (named by `id_key`, ids in unit order) with its share.
+    pub fn summary(
+        &self,
+        (units_key, id_key): (&str, &str),
+        ids: impl Iterator<Item = String>,
+    ) -> serde_json::Value {
+        let units: Vec<serde_json::Value> = ids
+            .zip(&self.best.sparsities)
+            .map(|(id, s)| serde_json::json!({ id_key: id, "sparsity": s }))
+            .collect();
+        serde_json::json!({
+            "metric": self.metric,
+            "sparsity": self.best.overall,
+            "sensitivity_runs": self.sensitivity_runs,
+            "search_checks": self.evaluations,
+            units_key: units,
+        })
+    }
+}
+
+/// The weights a `prune --sparsity auto` search prunes, and how.
+pub struct WeightSearch<'a> {
+    /// Plans candidates (by magnitude or a calibrated method).
+    pub planner: &'a Planner<'a>,
+    /// The weights, each a unit of the search.
+    pub selected: &'a [&'a Weight],
+    /// The pattern every weight is pruned with.
+    pub pattern: Pattern,
+    /// How the output stores pruned tensors.
+    pub storage: Storage,
+    /// What the curves measure (the metric the check's tolerances bound).
+    pub metric: Metric,
+    /// Checks the search may run.
+    pub max_evaluations: usize,
+}
+
+/// The plan giving each selected weight its sparsity.
+fn plan_for(search: &WeightSearch, sparsities: &[f64]) -> Result<Plan> {
+    let sparsity_for = search
+        .selected
+        .iter()
+        .zip(sparsities)
+        .map(|(w, &s)| {
+            let exact = Regex::new(&format!("^{}$", regex::escape(&w.id))).expect("escaped");
+            (exact, s)
+        })
+        .collect();
+    let config = PruneConfig {
+        pattern: search.pattern,
+        sparsity_for,
+        ..PruneConfig::default()
+    };
+    search.planner.plan(search.selected, &config)
+}
+
+/// The largest per-weight allocation that passes the check of `baseline`, written to `output`
+/// and checked there once more; the plan and what was saved come back with it.
+pub fn search_weights(
+    search: &WeightSearch,
+    baseline: &Baseline,
+    output: &Path,
+    progress: &dyn Progress,
+) -> Result<Outcome<(Plan, Saved)>> {
+    let model = search.planner.model();
+    let reports = measure_weights(
+        search.planner,
+        baseline,
+        (search.selected, &GRID, search.pattern),
+        progress,
+    )?;
+    let params: Vec<u64> = search
+        .selected
+        .iter()
+        .map(|w| model.tensors()[w.tensor].elements)
+        .collect();
+    let curves = curves(&params, &reports, search.metric);
+    let found = search_allocation(
+        &curves,
+        search.max_evaluations,
+        (baseline, progress),
+        |sparsities, candidate| {
+            let plan = plan_for(search, sparsities)?;
+            save(
+                model,
+                &plan.edits,
+                Destination::File(candidate),
+                search.storage,
+            )?;
+            Ok(())
+        },
+    )?;
+    let Some(best) = found.best.clone() else {
+        return Ok(Outcome::NothingPassed(Box::new(found)));
+    };
+    let plan = plan_for(search, &best.sparsities)?;
+    let saved = save(
+        model,
+        &plan.edits,
+        Destination::File(output),
+        search.storage,
+    )?;
+    let check = baseline.check(output)?;
+    Ok(Outcome::Passed(Box::new(Searched {
+        best,
+        metric: search.metric,
+        sensitivity_runs: reports.len(),
+        evaluations: found.evaluations,
+        written: (plan, saved),
+        check,
+    })))
+}
+
+/// The channel groups a `shrink --sparsity auto` search shrinks, and how.
+pub struct GroupSearch<'a> {
+    /// The model.
+    pub model: &'a Model,
+    /// Its channel groups.
+    pub analysis: &'a Analysis,
+    /// The groups searched, each a unit.
+    pub units: &'a [GroupUnit],
+    /// Channel counts stay multiples of this.
+    pub round_to: usize,
+    /// What the curves measure (the metric the check's tolerances bound).
+    pub metric: Metric,
+    /// Checks the search may run.
+    pub max_evaluations: usize,
+}
+
+/// The largest per-group allocation that passes the check of `baseline`, written to `output`
+/// and checked there once more; the channels removed per group and the totals come back.
+pub fn search_groups(
+    search: &GroupSearch,
+    baseline: &Baseline,
+    output: &Path,
+    progress: &dyn Progress,
+) -> Result<Outcome<(Vec<Vec<usize>>, ShrinkTotals)>> {
+    let (model, analysis) = (search.model, search.analysis);
+    let reports = measure_groups(model, analysis, (search.units, &GRID), baseline, progress)?;
+    let params: Vec<u64> = search.units.iter().map(|u| u.params).collect();
+    let curves = curves(&params, &reports, search.metric);
+    let removal = |sparsities: &[f64]| {
+        shrink::choose(
+            model,
+            analysis,
+            &allocation(analysis, search.units, sparsities, search.round_to),
+        )
+    };
+    let found = search_allocation(
+        &curves,
+        search.max_evaluations,
+        (baseline, progress),
+        |sparsities, candidate| {
+            shrink::save_shrunk(model, analysis, &removal(sparsities)?, &[], candidate)?;
+            Ok(())
+        },
+    )?;
+    let Some(best) = found.best.clone() else {
+        return Ok(Outcome::NothingPassed(Box::new(found)));
+    };
+    let removed = removal(&best.sparsities)?;
+    let (_, totals) = shrink::save_shrunk(model, analysis, &removed, &[], output)?;
+    let check = baseline.check(output)?;
+    Ok(Outcome::Passed(Box::new(Searched {
+        best,
+        metric: search.metric,
+        sensitivity_runs: reports.len(),
+        evaluations: found.evaluations,
+        written: (removed, totals),
+        check,
+    })))
+}

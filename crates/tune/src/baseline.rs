@@ -1,0 +1,35 @@
+//! The dense model as every candidate is checked against it: loaded into tract and run once,
+//! its outputs kept (see [`onnx_prune_verify::Reference`]).
+
+use std::path::Path;
+
+use onnx_prune_core::Model;
+use onnx_prune_verify::{CheckOptions, CheckReport, Keep, Reference};
+
+use crate::error::Result;
+
+/// A reference checked against many candidates (sensitivity curves, budget searches, the
+/// steps of a mask schedule).
+pub struct Baseline {
+    reference: Reference,
+}
+
+impl Baseline {
+    /// Loads the model at `reference` and runs it on the samples `options` describe.
+    pub fn load(reference: &Path, options: &CheckOptions) -> Result<Baseline> {
+        let model = Model::load(reference)?;
+        let reference = Reference::load(&model, options, Keep::Outputs)?;
+        Ok(Baseline { reference })
+    }
+
+    /// What was done to the data to fit the model (casts, one-hot labels, batch notes).
+    pub fn notes(&self) -> &[String] {
+        self.reference.notes()
+    }
+
+    /// Checks the model at `candidate` against the reference.
+    pub fn check(&self, candidate: &Path) -> Result<CheckReport> {
+        let model = Model::load(candidate)?;
+        Ok(self.reference.compare(&model)?)
+    }
+}

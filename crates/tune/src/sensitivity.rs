@@ -1,0 +1,167 @@
+//! Sensitivity curves: each selected weight pruned alone (or each channel group shrunk alone) at
+//! each sparsity, checked against the dense model. The curves say what each unit costs, and a
+//! budget search draws per-unit sparsities from them.
+
+use std::path::Path;
+
+use onnx_prune_core::prune::{Pattern, PruneConfig};
+use onnx_prune_core::{save, Destination, Storage, Weight};
+use onnx_prune_verify::CheckReport;
+use rayon::prelude::*;
+
+use crate::baseline::Baseline;
+use crate::error::{Error, Result};
+use crate::metric::Metric;
+use crate::planner::Planner;
+use crate::progress::Progress;
+
+/// One weight's (or channel group's) curve.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Curve {
+    /// Weight id, or the channel group's first producer node.
+    pub id: String,
+    /// Elements of the weight, or parameters the group's channels hold in all its members.
+    pub params: u64,
+    /// The metric at each sparsity of [`Sensitivity::sparsities`].
+    pub values: Vec<f64>,
+}
+
+/// What was pruned at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Structure {
+    /// Single weights, element by element.
+    Weights,
+    /// Channel groups, whole channels at a time.
+    Channels,
+}
+
+/// The result of a sensitivity analysis.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sensitivity {
+    /// What the values measure.
+    pub metric: Metric,
+    /// What was pruned at a time.
+    pub structure: Structure,
+    /// How: `magnitude`, `wanda`, `sparsegpt` (weights) or `group_l2` (channels).
+    pub method: &'static str,
+    /// The pattern weights were pruned with (none for channels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Sparsities tried, in increasing order.
+    pub sparsities: Vec<f64>,
+    /// One curve per unit, in file order.
+    pub weights: Vec<Curve>,
+    /// Samples each check ran on.
+    pub samples: usize,
+}
+
+impl Sensitivity {
+    /// The curves of `units` (id and parameters) from `reports`, the check of unit `u` at
+    /// sparsity `s` being at `u * sparsities.len() + s`, under the metric the reports support
+    /// best. `reports` must not be empty.
+    pub fn from_reports(
+        (structure, method, pattern): (Structure, &'static str, Option<String>),
+        units: Vec<(String, u64)>,
+        sparsities: Vec<f64>,
+        reports: &[CheckReport],
+    ) -> Sensitivity {
+        let metric = Metric::of(&reports[0]);
+        Sensitivity {
+            metric,
+            structure,
+            method,
+            pattern,
+            samples: reports[0].samples,
+            weights: units
+                .into_iter()
+                .enumerate()
+                .map(|(u, (id, params))| Curve {
+                    id,
+                    params,
+                    values: (0..sparsities.len())
+                        .map(|s| metric.value(&reports[u * sparsities.len() + s]))
+                        .collect(),
+                })
+                .collect(),
+            sparsities,
+        }
+    }
+
+    /// How candidates were pruned, in a few words.
+    pub fn how(&self) -> String {
+        match &self.pattern {
+            Some(pattern) if self.method == "magnitude" => pattern.clone(),
+            Some(pattern) => format!("{}, {pattern}", self.method),
+            None => "group L2 norm".to_string(),
+        }
+    }
+
+    /// What one curve is of.
+    pub fn unit(&self) -> &'static str {
+        match self.structure {
+            Structure::Channels => "channel group",
+            Structure::Weights => "weight",
+        }
+    }
+}
+
+/// Runs `check(unit, sparsity, scratch path)` for every unit at every sparsity, in parallel,
+/// counting the checks on `progress` under `what`: the report of unit `u` at sparsity `s` is
+/// at `u * sparsities.len() + s`. Each candidate is written to its own scratch file and
+/// removed once checked.
+pub(crate) fn each_candidate(
+    (units, sparsities): (usize, &[f64]),
+    (what, progress): (&'static str, &dyn Progress),
+    check: impl Fn(usize, usize, &Path) -> Result<CheckReport> + Sync,
+) -> Result<Vec<CheckReport>> {
+    let scratch = tempfile::tempdir().map_err(Error::Scratch)?;
+    let jobs: Vec<(usize, usize)> = (0..units)
+        .flat_map(|u| (0..sparsities.len()).map(move |s| (u, s)))
+        .collect();
+    progress.steps(what, jobs.len() as u64);
+    jobs.par_iter()
+        .map(|&(u, s)| {
+            let candidate = scratch.path().join(format!("u{u}_s{s}.onnx"));
+            let report = check(u, s, &candidate)?;
+            std::fs::remove_file(&candidate).ok();
+            progress.step();
+            Ok(report)
+        })
+        .collect()
+}
+
+/// Checks the planner's model against `baseline` with each selected weight alone pruned at
+/// each sparsity, in parallel, counting the checks on `progress`: the report of weight `w` at
+/// sparsity `s` is at `w * sparsities.len() + s`.
+pub fn measure_weights(
+    planner: &Planner,
+    baseline: &Baseline,
+    (selected, sparsities, pattern): (&[&Weight], &[f64], Pattern),
+    progress: &dyn Progress,
+) -> Result<Vec<CheckReport>> {
+    each_candidate(
+        (selected.len(), sparsities),
+        ("pruning one weight at a time and running tract", progress),
+        |w, s, candidate| {
+            let config = PruneConfig {
+                sparsity: sparsities[s],
+                pattern,
+                ..PruneConfig::default()
+            };
+            let plan = planner.plan(&selected[w..=w], &config)?;
+            save(
+                planner.model(),
+                &plan.edits,
+                Destination::File(candidate),
+                Storage::Dense,
+            )?;
+            baseline.check(candidate).map_err(|e| {
+                e.context(format!(
+                    "checking `{}` at {}",
+                    selected[w].id, sparsities[s]
+                ))
+            })
+        },
+    )
+}
