@@ -44,6 +44,81 @@ fn embeddings_of_each_export() {
     });
 }
 
+#[test]
+fn embeddings_of_the_transformer_fixtures() {
+    // What their generator recorded (fixtures/transformers/expected.json): the table gathered
+    // at `input_ids`, and a tied LM head that shares the table's initializer.
+    insta::glob!("../fixtures/transformers", "*.onnx", |path| {
+        let found = vocab::embeddings(&Model::load(path).unwrap()).unwrap();
+        insta::assert_snapshot!(vocab::describe(&found));
+    });
+    let facts: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("transformers/expected.json")).unwrap())
+            .unwrap();
+    for (name, facts) in facts["fixtures"].as_object().unwrap() {
+        let found =
+            vocab::embeddings(&Model::load(fixture("transformers").join(name)).unwrap()).unwrap();
+        let Some(table) = facts["embedding"].as_str() else {
+            assert!(found.is_empty(), "{name}");
+            continue;
+        };
+        let chosen = vocab::select(&found, Some("input_ids")).unwrap();
+        assert_eq!(chosen.table, table, "{name}");
+        assert_eq!(chosen.rows as u64, facts["vocab_size"], "{name}");
+        let shared = facts["lm_head"]["shares_initializer"] == true;
+        assert_eq!(!chosen.other_uses.is_empty(), shared, "{name}");
+    }
+}
+
+#[test]
+fn the_trained_text_classifier_keeps_its_answers_with_the_rows_its_data_uses() {
+    // The BERT classifier trained by fixtures/transformers/train.py: its sentences use ids
+    // 0-131 of 1000. Keeping the ids of the calibration split (and the special tokens 0-3,
+    // [UNK] = 3 among them) leaves 132 rows; the held-out test split uses no other id, so its
+    // outputs are bit-identical and the accuracy stays 86.8%.
+    let dir = fixture("transformers");
+    for exporter in ["torchscript", "dynamo"] {
+        let model = dir.join(format!("text_bert_{exporter}.onnx"));
+        let tmp = tempfile::tempdir().unwrap();
+        let (out, report) = (tmp.path().join("out.onnx"), tmp.path().join("r.json"));
+        let from = format!("{}:input_ids", arg(&dir.join("text_bert_calibration.npz")));
+        let test = dir.join("text_bert_test.npz");
+        let labels = format!("{}:labels", arg(&test));
+        stdout_ok(&[
+            "shrink",
+            arg(&model),
+            "-o",
+            arg(&out),
+            "--vocab-from",
+            &from,
+            "--keep-token",
+            "0,1,2,3",
+            "--unknown-token",
+            "3",
+            "--report",
+            arg(&report),
+            "--check",
+            "--inputs",
+            arg(&test),
+            "--labels",
+            &labels,
+            "--atol",
+            "0",
+            "--rtol",
+            "0",
+        ]);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(json["vocabulary"]["rows_after"], 132, "{exporter}");
+        assert_eq!(json["check"]["outputs"][0]["max_abs"], 0.0, "{exporter}");
+        assert_eq!(json["check"]["accuracy"]["candidate"], 0.868, "{exporter}");
+        let totals = &json["totals"];
+        let removed =
+            totals["params_before"].as_u64().unwrap() - totals["params_after"].as_u64().unwrap();
+        assert_eq!(removed, (1000 - 132) * 32, "{exporter}");
+    }
+}
+
 /// `shrink` of `model` keeping the ids of the calibration inputs (`--unknown-token`: the
 /// first of them), with `extra` flags; returns the output and the report.
 fn keep_used(model: &Path, tmp: &Path, extra: &[&str]) -> (PathBuf, serde_json::Value) {
@@ -186,6 +261,38 @@ fn graph_after_keeping_rows() {
         );
         insta::assert_snapshot!(format!("vocab_{name}"), diff);
     }
+    // onnxruntime's fused EmbedLayerNormalization reads int32 ids: its remap is int32 (tract
+    // cannot run the fused op; onnxruntime gives the same outputs, checked by hand).
+    let fused = fixture("transformers/bert_ort_attention.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.onnx");
+    let from = format!(
+        "{}:input_ids",
+        arg(&fixture("transformers/bert_inputs.npz"))
+    );
+    stdout_ok(&[
+        "shrink",
+        arg(&fused),
+        "-o",
+        arg(&out),
+        "--vocab-from",
+        &from,
+        "--keep-token",
+        "100",
+        "--unknown-token",
+        "100",
+    ]);
+    let diff = graph_diff(
+        &std::fs::read(&fused).unwrap(),
+        &std::fs::read(&out).unwrap(),
+    );
+    insta::assert_snapshot!("vocab_bert_ort_attention.onnx", diff);
+    let remap = graph(&out)
+        .initializer
+        .into_iter()
+        .find(|t| t.name.ends_with("_vocab_remap_int32"))
+        .unwrap();
+    assert_eq!(remap.data_type, 6);
 }
 
 #[test]

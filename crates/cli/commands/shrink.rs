@@ -278,10 +278,9 @@ fn plan_passes(
             &stream.influence_values(),
         )?;
         let removed = layers::least_influential(&influence[..total], count);
-        planned
-            .edit
-            .merge(layers::drop_layers(model, &stream, &removed)?)?;
-        let report = LayersReport::new(&stream, &influence, &removed);
+        let (edit, notes) = layers::drop_layers(model, &stream, &removed)?;
+        planned.edit.merge(edit)?;
+        let report = LayersReport::new(&stream, &influence, &removed, notes);
         planned.summary.push_str(&render_layers(&stream, &report));
         planned.layers = Some(report);
     }

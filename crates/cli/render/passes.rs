@@ -27,7 +27,11 @@ pub fn render_layers(stream: &Stream, report: &LayersReport) -> String {
             ]
         })
         .collect();
-    table(&["layer", "blocks", "influence", ""], rows, &[0, 2]) + "\n"
+    let mut out = table(&["layer", "blocks", "influence", ""], rows, &[0, 2]) + "\n";
+    for note in &report.notes {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    out
 }
 
 /// One line on the vocabulary: rows before and after, or why the table stays whole.

@@ -14,7 +14,7 @@ use crate::model::{Model, Source};
 use crate::proto;
 use crate::write::{output_files, write_spliced, Destination, WrittenFile};
 
-use super::encode::{int64_initializer, plain_node, value_info};
+use super::encode::{int_initializer, plain_node, value_info};
 use super::save::write_tensor;
 use super::wire::{self, GraphWire};
 use super::ShrinkTotals;
@@ -39,8 +39,8 @@ pub struct GraphEdit {
     pub(crate) insert_before: BTreeMap<usize, Vec<NewNode>>,
     /// Nodes added after every other.
     pub(crate) append: Vec<NewNode>,
-    /// New int64 initializers: name, dims, values.
-    pub(crate) initializers: Vec<(String, Vec<i64>, Vec<i64>)>,
+    /// New integer initializers: name, dims, values, whether int32 (else int64).
+    pub(crate) initializers: Vec<(String, Vec<i64>, Vec<i64>, bool)>,
     /// Main-graph initializers removed (indices into [`Model::tensors`]).
     pub(crate) remove_tensors: BTreeSet<usize>,
     /// Tensors given new dims and data (little-endian elements of their own type).
@@ -186,8 +186,8 @@ impl GraphEdit {
             splice.replace(at..at, Patch::Bytes(encode(nodes)), vec![graph]);
         }
         let mut tail = encode(&self.append);
-        for (name, dims, values) in &self.initializers {
-            tail.extend(int64_initializer(name, dims, values));
+        for (name, dims, values, int32) in &self.initializers {
+            tail.extend(int_initializer(name, dims, values, *int32));
         }
         if !tail.is_empty() {
             let end = graph.payload_end;

@@ -51,12 +51,24 @@ pub(crate) fn value_info(number: u32, name: &str, elem_type: i32, dims: &[i64]) 
     message(number, &info, &mut out);
     out
 }
-/// A graph `initializer` field: an int64 tensor `name` of shape `dims` holding `values`.
-pub(crate) fn int64_initializer(name: &str, dims: &[i64], values: &[i64]) -> Vec<u8> {
+/// A graph `initializer` field: an integer tensor `name` of shape `dims` holding `values`,
+/// int32 when `int32` (values in range), else int64.
+pub(crate) fn int_initializer(name: &str, dims: &[i64], values: &[i64], int32: bool) -> Vec<u8> {
     let mut tensor = packed_ints(proto::tensor::DIMS, dims);
-    varint_field(proto::tensor::DATA_TYPE, 7, &mut tensor);
+    varint_field(
+        proto::tensor::DATA_TYPE,
+        if int32 { 6 } else { 7 },
+        &mut tensor,
+    );
     message(proto::tensor::NAME, name.as_bytes(), &mut tensor);
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let raw: Vec<u8> = if int32 {
+        values
+            .iter()
+            .flat_map(|&v| (v as i32).to_le_bytes())
+            .collect()
+    } else {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    };
     message(proto::tensor::RAW_DATA, &raw, &mut tensor);
     let mut field = Vec::new();
     message(proto::graph::INITIALIZER, &tensor, &mut field);
@@ -100,7 +112,7 @@ pub(crate) fn explicit_split(
     let node_chain = vec![wire.graph, n.field];
     if opset >= 13 {
         let name = format!("{}_shrink_split_sizes", graph_node.outputs[0]);
-        let field = int64_initializer(&name, &[sizes.len() as i64], sizes);
+        let field = int_initializer(&name, &[sizes.len() as i64], sizes, false);
         let end = wire.graph.payload_end;
         splice.replace(end..end, Patch::Bytes(field), vec![wire.graph]);
         let mut input = Vec::new();

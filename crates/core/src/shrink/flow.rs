@@ -108,6 +108,21 @@ impl Flow {
         seen
     }
 
+    /// The nodes depending on `value` among `within` (a set closed under ancestors, such as
+    /// the ancestors of a value), taken in graph order.
+    pub fn descendants_within(&self, value: &str, within: &BTreeSet<usize>) -> BTreeSet<usize> {
+        let mut region = BTreeSet::new();
+        for &n in within {
+            let reads_it = self.reads[n]
+                .iter()
+                .any(|r| r == value || self.producer.get(r).is_some_and(|p| region.contains(p)));
+            if reads_it {
+                region.insert(n);
+            }
+        }
+        region
+    }
+
     /// The nodes that contribute to a graph output once every read of a value in `renamed`
     /// (graph outputs included) reads its new name instead.
     pub fn live(&self, renamed: &BTreeMap<String, String>) -> BTreeSet<usize> {

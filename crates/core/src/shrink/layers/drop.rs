@@ -11,10 +11,16 @@ use crate::model::{Model, Source};
 
 use super::super::edit::{GraphEdit, NewNode};
 use super::super::flow::Flow;
-use super::find::Stream;
+use super::find::{Layer, Stream};
 
-/// The edit that removes `layers` (indices into [`Stream::layers`], any set) from `model`.
-pub fn drop_layers(model: &Model, stream: &Stream, layers: &[usize]) -> Result<GraphEdit> {
+/// The edit that removes `layers` (indices into [`Stream::layers`], any set) from `model`,
+/// and a note per dropped layer whose nodes other graph outputs still read (a KV cache's
+/// `present` outputs): those nodes stay, so that the model keeps its interface.
+pub fn drop_layers(
+    model: &Model,
+    stream: &Stream,
+    layers: &[usize],
+) -> Result<(GraphEdit, Vec<String>)> {
     let flow = Flow::of(model)?;
     let nodes = &model.graphs()[0].nodes;
     let dropped: BTreeSet<usize> = layers.iter().copied().collect();
@@ -121,6 +127,45 @@ pub fn drop_layers(model: &Model, stream: &Stream, layers: &[usize]) -> Result<G
         .flat_map(|&n| nodes[n].outputs.iter().cloned())
         .filter(|v| !flow.outputs.contains(v))
         .collect();
+    let notes = dropped
+        .iter()
+        .filter_map(|&l| still_read(&flow, &stream.layers[l], &removed, &renamed).map(|o| (l, o)))
+        .map(|(l, outputs)| {
+            format!(
+                "layer {l}: graph outputs {} still read some of its nodes, which stay",
+                outputs.join(", ")
+            )
+        })
+        .collect();
     edit.remove_nodes = removed;
-    Ok(edit)
+    Ok((edit, notes))
+}
+
+/// The graph outputs that still read nodes of `layer` once `removed` go, if any (outputs
+/// downstream of the layer are not among them: they read the stream).
+fn still_read(
+    flow: &Flow,
+    layer: &Layer,
+    removed: &BTreeSet<usize>,
+    renamed: &BTreeMap<String, String>,
+) -> Option<Vec<String>> {
+    let inside: BTreeSet<usize> = flow
+        .descendants_within(&layer.input, &flow.ancestors(&layer.output))
+        .difference(removed)
+        .copied()
+        .collect();
+    if inside.is_empty() {
+        return None;
+    }
+    // Outputs downstream of the layer read the stream instead; the others read its nodes.
+    let end = flow.producer.get(&layer.output);
+    let outputs: Vec<String> = flow
+        .outputs
+        .iter()
+        .filter(|o| !renamed.contains_key(*o))
+        .map(|o| (o, flow.ancestors(o)))
+        .filter(|(_, a)| end.is_none_or(|e| !a.contains(e)) && !a.is_disjoint(&inside))
+        .map(|(o, _)| o.clone())
+        .collect();
+    (!outputs.is_empty()).then_some(outputs)
 }

@@ -92,21 +92,6 @@ const POST_OPS: &[&str] = &[
     "Relu",
 ];
 
-/// The nodes depending on `value` among `within` (a set closed under ancestors, such as the
-/// ancestors of a value), `within`'s nodes taken in graph order.
-fn descendants_within(flow: &Flow, value: &str, within: &BTreeSet<usize>) -> BTreeSet<usize> {
-    let mut region = BTreeSet::new();
-    for &n in within {
-        let reads_it = flow.reads[n]
-            .iter()
-            .any(|r| r == value || flow.producer.get(r).is_some_and(|p| region.contains(p)));
-        if reads_it {
-            region.insert(n);
-        }
-    }
-    region
-}
-
 /// A residual Add: (skip input, branch nodes) when one operand depends on the other through
 /// a weighted op.
 fn residual(model: &Model, flow: &Flow, index: usize) -> Option<(String, BTreeSet<usize>)> {
@@ -120,7 +105,7 @@ fn residual(model: &Model, flow: &Flow, index: usize) -> Option<(String, BTreeSe
     for (skip, branch) in [(0, 1), (1, 0)] {
         let (x, b) = (&node.inputs[skip], &node.inputs[branch]);
         let ancestors = flow.ancestors(b);
-        let region = descendants_within(flow, x, &ancestors);
+        let region = flow.descendants_within(x, &ancestors);
         let nodes = &model.graphs()[0].nodes;
         if region.iter().any(|&n| weighted(&nodes[n], flow)) {
             return Some((x.clone(), region));

@@ -76,12 +76,20 @@ pub struct LayersReport {
     pub removed: Vec<usize>,
     /// Every layer.
     pub layers: Vec<LayerOutcome>,
+    /// What stays of dropped layers, and why (see [`drop_layers`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl LayersReport {
     /// The report of dropping `removed` from `stream`, with `influence` as
     /// [`Stream::influence_values`] ordered them (layers, then blocks).
-    pub fn new(stream: &Stream, influence: &[f64], removed: &[usize]) -> LayersReport {
+    pub fn new(
+        stream: &Stream,
+        influence: &[f64],
+        removed: &[usize],
+        notes: Vec<String>,
+    ) -> LayersReport {
         let blocks = &influence[stream.layers.len()..];
         LayersReport {
             method: "block-influence",
@@ -104,6 +112,7 @@ impl LayersReport {
                     removed: removed.contains(&i),
                 })
                 .collect(),
+            notes,
         }
     }
 }

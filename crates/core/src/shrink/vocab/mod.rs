@@ -1,8 +1,9 @@
 //! Vocabulary: keep only the rows of an embedding table that a deployment's token ids use.
 //!
 //! Passes, in order:
-//! 1. [`embeddings`]: the `Gather`s (axis 0) of a constant table `[rows, ...]` whose indices
-//!    come from an integer graph input (directly or through Reshape, Flatten, Squeeze,
+//! 1. [`embeddings`]: the `Gather`s (axis 0) of a constant table `[rows, ...]`, and the fused
+//!    `com.microsoft` `EmbedLayerNormalization`s of a word table, whose indices come from an
+//!    integer graph input (directly or through Reshape, Flatten, Squeeze,
 //!    Unsqueeze, Identity, Transpose, Expand, Slice or an integer Cast), one [`Embedding`] per
 //!    table. Position and token-type tables gathered at computed or constant indices are not
 //!    embeddings of an input and are left alone.
@@ -25,7 +26,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::{Model, Source};
+use crate::model::{Model, Node, Source};
 
 use super::flow::Flow;
 
@@ -46,9 +47,9 @@ pub struct Embedding {
     pub inputs: Vec<String>,
     /// The Gather nodes reading it at those ids.
     pub gathers: Vec<String>,
-    /// Their indices in the main graph.
+    /// Their indices in the main graph, with the position of their ids input.
     #[serde(skip)]
-    pub(crate) gather_nodes: Vec<usize>,
+    pub(crate) gather_nodes: Vec<(usize, usize)>,
     /// Every other node reading the table (with its op): a tied output head, for one. When
     /// there is any, the table stays whole.
     pub other_uses: Vec<String>,
@@ -92,6 +93,18 @@ fn id_source<'m>(model: &'m Model, flow: &Flow, mut value: &'m str) -> Option<St
     None
 }
 
+/// A table lookup at token ids: the positions of the table and of the ids among `node`'s
+/// inputs.
+fn lookup(node: &Node) -> Option<(usize, usize)> {
+    match (node.op_type.as_str(), node.domain.as_str()) {
+        ("Gather", "") if node.inputs.len() == 2 => {
+            (node.ints.get("axis").copied().unwrap_or(0) == 0).then_some((0, 1))
+        }
+        ("EmbedLayerNormalization", "com.microsoft") if node.inputs.len() > 2 => Some((2, 0)),
+        _ => None,
+    }
+}
+
 /// Every embedding table of `model`'s main graph gathered at the ids of an integer input, in
 /// the order of their first Gather.
 pub fn embeddings(model: &Model) -> Result<Vec<Embedding>> {
@@ -100,28 +113,25 @@ pub fn embeddings(model: &Model) -> Result<Vec<Embedding>> {
     let mut found: BTreeMap<usize, Embedding> = BTreeMap::new();
     let mut order = Vec::new();
     for (n, node) in main.nodes.iter().enumerate() {
-        if node.op_type != "Gather" || !node.domain.is_empty() || node.inputs.len() != 2 {
+        let Some((table, ids)) = lookup(node) else {
             continue;
-        }
-        if node.ints.get("axis").copied().unwrap_or(0) != 0 {
-            continue;
-        }
+        };
         let Some(t) = model.tensors().iter().position(|t| {
             t.graph == 0
-                && t.name == node.inputs[0]
+                && t.name == node.inputs[table]
                 && matches!(t.source, Source::Initializer | Source::Constant(_))
                 && t.dtype.is_float()
                 && t.dims.len() >= 2
         }) else {
             continue;
         };
-        let Some(input) = id_source(model, &flow, &node.inputs[1]) else {
+        let Some(input) = id_source(model, &flow, &node.inputs[ids]) else {
             continue;
         };
         let entry = found.entry(t).or_insert_with(|| {
             order.push(t);
             Embedding {
-                table: node.inputs[0].clone(),
+                table: node.inputs[table].clone(),
                 tensor: t,
                 rows: model.tensors()[t].dims[0] as usize,
                 inputs: Vec::new(),
@@ -134,11 +144,11 @@ pub fn embeddings(model: &Model) -> Result<Vec<Embedding>> {
             entry.inputs.push(input);
         }
         entry.gathers.push(node.label(n));
-        entry.gather_nodes.push(n);
+        entry.gather_nodes.push((n, ids));
     }
     for e in found.values_mut() {
         for &c in flow.consumers_of(&e.table) {
-            if !e.gather_nodes.contains(&c) {
+            if !e.gather_nodes.iter().any(|&(g, _)| g == c) {
                 let node = &main.nodes[c];
                 e.other_uses
                     .push(format!("{} ({})", node.label(c), node.op_type));
@@ -158,8 +168,8 @@ pub fn embeddings(model: &Model) -> Result<Vec<Embedding>> {
 pub fn describe(found: &[Embedding]) -> String {
     use std::fmt::Write;
     if found.is_empty() {
-        return "embedding: none found (no Gather on axis 0 of a constant float table at the \
-                ids of an int32/int64 graph input)\n"
+        return "embedding: none found (no Gather on axis 0, or EmbedLayerNormalization, of a \
+                constant float table at the ids of an int32/int64 graph input)\n"
             .to_string();
     }
     let mut out = String::new();

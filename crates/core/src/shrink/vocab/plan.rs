@@ -1,5 +1,5 @@
 //! The vocabulary edit: the table sliced to the kept rows and a constant remap `Gather` in
-//! front of each embedding `Gather`.
+//! front of each embedding lookup.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -150,14 +150,29 @@ pub fn keep_rows(
                 .unwrap_or(new_row[&request.unknown])
         })
         .collect();
-    let remap_name = fresh(model, format!("{}_vocab_remap", embedding.table));
-    edit.initializers
-        .push((remap_name.clone(), vec![embedding.rows as i64], remap));
-    // One remap per distinct indices value, before the first Gather reading it.
+    // One remap table per element type (EmbedLayerNormalization reads int32 ids), one remap
+    // Gather per distinct ids value, before the first node reading it.
     let nodes = &model.graphs()[0].nodes;
+    let mut tables: BTreeMap<bool, String> = BTreeMap::new();
     let mut remapped: BTreeMap<&str, String> = BTreeMap::new();
-    for (&n, label) in embedding.gather_nodes.iter().zip(&embedding.gathers) {
-        let ids = nodes[n].inputs[1].as_str();
+    for (&(n, position), label) in embedding.gather_nodes.iter().zip(&embedding.gathers) {
+        let int32 = nodes[n].op_type == "EmbedLayerNormalization";
+        let table = tables.entry(int32).or_insert_with(|| {
+            let suffix = if int32 {
+                "_vocab_remap_int32"
+            } else {
+                "_vocab_remap"
+            };
+            let name = fresh(model, format!("{}{suffix}", embedding.table));
+            edit.initializers.push((
+                name.clone(),
+                vec![embedding.rows as i64],
+                remap.clone(),
+                int32,
+            ));
+            name
+        });
+        let ids = nodes[n].inputs[position].as_str();
         let new_ids = match remapped.get(ids) {
             Some(name) => name.clone(),
             None => {
@@ -165,14 +180,14 @@ pub fn keep_rows(
                 edit.insert_before.entry(n).or_default().push(NewNode {
                     name: fresh(model, format!("{label}_vocab_remap")),
                     op_type: "Gather",
-                    inputs: vec![remap_name.clone(), ids.to_string()],
+                    inputs: vec![table.clone(), ids.to_string()],
                     outputs: vec![name.clone()],
                 });
                 remapped.insert(ids, name.clone());
                 name
             }
         };
-        edit.rewire.insert((n, 1), new_ids);
+        edit.rewire.insert((n, position), new_ids);
     }
     report.rows_after = kept.len();
     Ok((edit, report))
