@@ -10,6 +10,7 @@ use onnx_prune_core::Model;
 
 use crate::common::{arg, fixture, run, stdout_ok};
 use crate::graph_diff::graph_diff;
+use crate::shrink::{assert_same_on, refused};
 
 fn dir() -> PathBuf {
     fixture("transformers/layers")
@@ -19,14 +20,20 @@ fn expected() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir().join("expected.json")).unwrap()).unwrap()
 }
 
-/// The exports of random-weight models (both exporters), by file name.
-fn exports() -> Vec<(String, serde_json::Value)> {
-    expected()["models"]
+/// The entries of the object at `key` of the JSON file `path`: per fixture, its facts.
+fn facts(path: &Path, key: &str) -> Vec<(String, serde_json::Value)> {
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    json[key]
         .as_object()
         .unwrap()
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// The exports of random-weight models (both exporters), by file name.
+fn exports() -> Vec<(String, serde_json::Value)> {
+    facts(&dir().join("expected.json"), "models")
 }
 
 #[test]
@@ -52,29 +59,6 @@ fn dropped(model: &Path, drop: &[usize], dir: &Path) -> PathBuf {
     out
 }
 
-/// Both models through tract on `inputs`: they must agree to float rounding.
-fn assert_same(reference: &Path, candidate: &Path, inputs: &Path) {
-    let out = run(&[
-        "check",
-        arg(reference),
-        arg(candidate),
-        "--inputs",
-        arg(inputs),
-        "--atol",
-        "1e-5",
-        "--rtol",
-        "1e-4",
-    ]);
-    assert!(
-        out.status.success(),
-        "{} vs {}: {}{}",
-        reference.display(),
-        candidate.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn a_dropped_layer_computes_what_pytorch_computes_without_it() {
     // Each reference is the same PyTorch model with its layer 1 removed in PyTorch, exported
@@ -83,7 +67,7 @@ fn a_dropped_layer_computes_what_pytorch_computes_without_it() {
         let tmp = tempfile::tempdir().unwrap();
         let out = dropped(&dir().join(&name), &[1], tmp.path());
         let reference = dir().join(facts["without_layer1"].as_str().unwrap());
-        assert_same(
+        assert_same_on(
             &reference,
             &out,
             &dir().join(facts["inputs"].as_str().unwrap()),
@@ -101,7 +85,7 @@ fn the_last_post_norm_layer_goes_through_an_identity_to_the_graph_output() {
             &[2],
             tmp.path(),
         );
-        assert_same(&dir().join("bert_without_layer2.onnx"), &out, &inputs);
+        assert_same_on(&dir().join("bert_without_layer2.onnx"), &out, &inputs);
     }
 }
 
@@ -115,7 +99,7 @@ fn consecutive_layers_go_together() {
     std::fs::create_dir_all(&b).unwrap();
     let both = dropped(&dir().join("vit_ts.onnx"), &[0, 1], &a);
     let one = dropped(&dir().join("vit_without_layer1.onnx"), &[0], &b);
-    assert_same(&one, &both, &dir().join("image_inputs.npz"));
+    assert_same_on(&one, &both, &dir().join("image_inputs.npz"));
 }
 
 /// The graph change of dropping `drop` from `name`.
@@ -227,7 +211,7 @@ fn the_least_influential_layer_of_the_trained_vit_goes() {
             );
         }
         let reference = dir().join(format!("digits_vit_without_layer{least}.onnx"));
-        assert_same(&reference, &out, &dir().join("digits_test.npz"));
+        assert_same_on(&reference, &out, &dir().join("digits_test.npz"));
     }
 }
 
@@ -283,20 +267,6 @@ fn dry_run_lists_the_layers_and_their_influence() {
     assert_eq!(stdout.matches("removed").count(), 1, "{stdout}");
 }
 
-/// A shrink that must fail with exit 2, mentioning `needle`, and write nothing.
-fn refused(args: &[&str], needle: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out.onnx");
-    let mut all = vec!["shrink"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", arg(&out)]);
-    let result = run(&all);
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(2), "{args:?}: {stderr}");
-    assert!(stderr.contains(needle), "{args:?}: {stderr}");
-    assert!(!out.exists(), "{args:?} wrote its output");
-}
-
 #[test]
 fn bad_input_exits_2_and_writes_nothing() {
     let vit = dir().join("digits_vit.onnx");
@@ -345,14 +315,7 @@ fn bad_input_exits_2_and_writes_nothing() {
 
 /// The facts of the transformer fixtures of `fixtures/transformers` (their `expected.json`).
 fn transformer_fixtures() -> Vec<(String, serde_json::Value)> {
-    let path = fixture("transformers/expected.json");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    json["fixtures"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    facts(&fixture("transformers/expected.json"), "fixtures")
 }
 
 #[test]

@@ -10,6 +10,7 @@ use protobuf::Message;
 
 use crate::common::{arg, fixture, run, stdout_ok};
 use crate::graph_diff::graph_diff;
+use crate::shrink::refused;
 
 fn dir() -> PathBuf {
     fixture("transformers/layers")
@@ -346,20 +347,6 @@ fn layers_and_vocabulary_in_one_run_then_channels() {
         arg(&calibration),
     ]);
     assert!(matches!(result.status.code(), Some(0 | 1)), "{result:?}");
-}
-
-/// A shrink that must fail with exit 2, mentioning `needle`, and write nothing.
-fn refused(args: &[&str], needle: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out.onnx");
-    let mut all = vec!["shrink"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", arg(&out)]);
-    let result = run(&all);
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(2), "{args:?}: {stderr}");
-    assert!(stderr.contains(needle), "{args:?}: {stderr}");
-    assert!(!out.exists(), "{args:?} wrote its output");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use onnx_splice::{fields, LenField, Patch, Splice};
 use crate::error::{Error, Result};
 use crate::model::{Model, Source};
 use crate::proto;
-use crate::write::{output_files, write_spliced, Destination, WrittenFile};
+use crate::write::{external_splices, output_files, write_spliced, Destination, WrittenFile};
 
 use super::encode::{int_initializer, plain_node, value_info};
 use super::save::write_tensor;
@@ -28,7 +28,9 @@ pub(crate) struct NewNode {
     pub outputs: Vec<String>,
 }
 
-/// A structural change to a model's main graph (see the [module](self) documentation).
+/// A structural change to a model's main graph: nodes removed, added or given another input,
+/// initializers removed, added or re-sliced, stale declarations dropped; written from the
+/// input's bytes by [`GraphEdit::save`] or [`GraphEdit::to_bytes`].
 #[derive(Debug, Clone, Default)]
 pub struct GraphEdit {
     /// Main-graph nodes removed (with the `Constant` tensors and subgraphs they hold).
@@ -142,11 +144,7 @@ impl GraphEdit {
         let bytes = model.bytes();
         let graph = wire.graph;
         let mut splice = Splice::default();
-        let mut external: BTreeMap<&str, Splice> = model
-            .external_files()
-            .keys()
-            .map(|l| (l.as_str(), Splice::default()))
-            .collect();
+        let mut external = external_splices(model);
         for &n in &self.remove_nodes {
             splice.replace(
                 wire.nodes[n].span.clone(),

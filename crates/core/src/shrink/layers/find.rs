@@ -145,8 +145,9 @@ fn post_norm(model: &Model, flow: &Flow, add: usize, a: &str) -> Option<(BTreeSe
     }
 }
 
-/// Finds the residual stream of `model`'s main graph (see the [module](self) documentation);
-/// a stream of no block when there is none.
+/// Finds the residual stream of `model`'s main graph: its residual blocks (pre- or post-norm),
+/// chained, grouped into layers (an attention block with the blocks after it); a stream of no
+/// block when there is none.
 pub fn find(model: &Model) -> Result<Stream> {
     let flow = Flow::of(model)?;
     let nodes = &model.graphs()[0].nodes;

@@ -2,8 +2,11 @@
 //! on calibration data, and drop the least influential (ShortGPT, Men et al. 2024).
 //!
 //! Passes, in order:
-//! 1. [`find`]: the residual blocks of the main stream and the layers they form (see
-//!    [`find`'s module](find) for what counts as a block and as a layer).
+//! 1. [`find()`]: the residual blocks of the main stream and the layers they form. A block is
+//!    an `Add(x, f(x))` whose branch holds a weighted MatMul/Gemm/Conv: pre-norm
+//!    `x + f(norm(x))`, or post-norm `norm(x + f(x))` when a chain of per-value ops reads all
+//!    of the Add and hands on one value. A layer is an attention block (a Softmax in its
+//!    branch) with the blocks after it up to the next one.
 //! 2. Influence, measured outside this crate (the verify crate runs the model through tract):
 //!    for each layer, `BI = 1 - E[cos(x_in, x_out)]` over every token of the calibration
 //!    data, from the values [`Stream::influence_values`] names; it comes back as plain numbers.

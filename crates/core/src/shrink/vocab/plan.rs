@@ -93,8 +93,8 @@ fn kept_ids(embedding: &Embedding, request: &VocabRequest) -> Result<Vec<i64>> {
     Ok(kept.into_iter().collect())
 }
 
-/// The edit keeping only the rows of `embedding`'s table that `request` names (see the
-/// [module](super) documentation), and its report. A table that something else reads is left
+/// The edit keeping only the rows of `embedding`'s table that `request` names, behind a
+/// constant remap `Gather` in front of each lookup, and its report. A table that something else reads is left
 /// whole: the edit is empty and the report names the readers.
 pub fn keep_rows(
     model: &Model,
