@@ -46,8 +46,10 @@ COMMANDS = [
 ]
 
 SEQUENCE = 128
-# The fixtures' position tables have 64 rows: they are timed at 64 tokens; MiniLM at 128.
+# The fixtures' position tables have 64 rows (text_bert's 32): they are timed at that many
+# tokens; MiniLM at 128.
 FIXTURE_SEQUENCE = 64
+TEXT_BERT_SEQUENCE = 32
 FIXTURE_MODELS = ["bert_torchscript", "bert_dynamo", "bert_ort_attention", "bert_ort_mha",
                   "distilbert_torchscript", "distilbert_dynamo", "vit_torchscript", "vit_dynamo",
                   "gpt2_torchscript", "gpt2_dynamo", "llama_torchscript", "llama_dynamo",
@@ -70,7 +72,10 @@ def export_minilm():
     model = T.BertModel(config, add_pooling_layer=False).eval()
     gen = torch.Generator().manual_seed(0)
     inputs = {"input_ids": torch.randint(0, 30522, (4, 16), generator=gen),
-              "attention_mask": torch.ones(4, 16, dtype=torch.int64)}
+              "attention_mask": torch.ones(4, 16, dtype=torch.int64),
+              # given, as sentence-transformers exports do: BertModel's default (a buffer
+              # sliced to the sequence) is traced at the export length by TorchScript
+              "token_type_ids": torch.zeros(4, 16, dtype=torch.int64)}
     dynamic = dict.fromkeys(inputs, {0: "batch", 1: "sequence"})
     paths = {}
     for exporter in ("torchscript", "dynamo"):
@@ -156,25 +161,35 @@ def ort_latency(path, feeds, runs):
 
 
 def tract_latency(path, feeds, runs):
-    """tract's Python bindings, the model's free dimensions left symbolic as `onnx-prune check`
-    leaves them (fixing them with `set_input_fact` makes tract 0.23.9 fail to analyse the dynamo
-    exports' embedding `Gather`); an error message when tract refuses the model."""
+    """tract's Python bindings: the model as it is (free dimensions symbolic) or, when tract
+    cannot analyse it so, with every input's shape fixed to `feeds`'. Each way fails on some of
+    these exports in tract 0.23.9 (symbolic: `Flatten` of the TorchScript mask path, an `Add` of
+    the dynamo causal mask; fixed: the dynamo exports' embedding `Gather`). An error message when
+    both fail (the fused com.microsoft ops)."""
     import tract
 
-    try:
-        model = tract.onnx().load(path)
-        names = [model.input_name(i) for i in range(model.input_count())]
-        runnable = model.into_model().into_runnable()
-        args = [feeds[name] for name in names]
-        runnable.run(args)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
+    errors = []
+    for fixed in (False, True):
+        try:
+            model = tract.onnx().load(path)
+            names = [model.input_name(i) for i in range(model.input_count())]
+            if fixed:
+                for i, name in enumerate(names):
+                    x = feeds[name]
+                    kind = {np.dtype(np.int64): "i64", np.dtype(np.float32): "f32"}[x.dtype]
+                    model.set_input_fact(i, ",".join(map(str, x.shape)) + f",{kind}")
+            runnable = model.into_model().into_runnable()
+            args = [feeds[name] for name in names]
             runnable.run(args)
-            times.append(time.perf_counter() - start)
-        return round(float(np.median(times)) * 1000, 3)
-    except Exception as e:  # tract refuses com.microsoft ops: say so in the table
-        return str(e).splitlines()[0][:160]
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                runnable.run(args)
+                times.append(time.perf_counter() - start)
+            return round(float(np.median(times)) * 1000, 3)
+        except Exception as e:
+            errors.append(str(e).splitlines()[0][:160])
+    return " / ".join(errors)
 
 
 def measure(path, sequence, runs):
@@ -282,11 +297,16 @@ def main():
     wanted = args.models.split(",") if args.models else None
     if wanted is None or any(w.startswith("minilm") for w in wanted):
         models.update(export_minilm())
+    saved = os.path.join(OUT, "results.json")
     results = {}
+    if os.path.exists(saved):  # a run with --models updates its own entries
+        with open(saved) as f:
+            results = json.load(f)
     for name, path in models.items():
         if wanted and name not in wanted:
             continue
-        sequence = SEQUENCE if name.startswith("minilm") else FIXTURE_SEQUENCE
+        sequence = SEQUENCE if name.startswith("minilm") else \
+            TEXT_BERT_SEQUENCE if name.startswith("text_bert") else FIXTURE_SEQUENCE
         entry = {"sequence": sequence, "before": measure(path, sequence, args.runs)}
         if args.onnx_prune:
             entry["onnx-prune"] = run_onnx_prune(os.path.abspath(args.onnx_prune), name, path,
@@ -295,8 +315,8 @@ def main():
             entry["onnxsim"] = onnxsim_results(name, path, sequence)
         results[name] = entry
         print(json.dumps({name: entry}), flush=True)
-    with open(os.path.join(OUT, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        with open(saved, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
