@@ -87,8 +87,9 @@ pub struct ShrinkArgs {
     pub vocab_from: Vec<String>,
 
     /// With --vocab/--vocab-from: token ids kept whatever the lists say, such as special
-    /// tokens (repeatable, or comma-separated). Example: --keep-token 0,101,102
-    #[arg(long, value_name = "ID", value_delimiter = ',')]
+    /// tokens (several after the flag, comma-separated, or the flag repeated).
+    /// Example: --keep-token 0 101 102
+    #[arg(long, value_name = "ID", num_args = 1.., value_delimiter = ',')]
     pub keep_token: Vec<i64>,
 
     /// With --vocab/--vocab-from (required): the id that every id not kept reads as; it must be
