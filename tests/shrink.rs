@@ -297,7 +297,7 @@ fn external_data_shrinks_like_inline_data() {
 }
 
 /// Runs a shrink that must fail with exit 2, mentioning `needle`, and write nothing.
-fn refused(args: &[&str], needle: &str) {
+pub fn refused(args: &[&str], needle: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
     let mut all = vec!["shrink"];
@@ -344,7 +344,7 @@ fn real(name: &str) -> PathBuf {
 
 /// Runs both models through tract on the fixture's own inputs; they must agree to float
 /// rounding.
-fn assert_same_on(reference: &Path, candidate: &Path, inputs: &Path) {
+pub fn assert_same_on(reference: &Path, candidate: &Path, inputs: &Path) {
     let out = run(&[
         "check",
         arg(reference),

@@ -92,6 +92,7 @@ pub enum Command {
     /// channels go (all-zero weights all the way, or never read), and the outputs stay the same
     /// to float rounding. A group reaching an op the tool does not understand, a graph output or
     /// a subgraph is blocked, never guessed through: --dry-run lists every group and what blocks it.
+    /// Transformers can also lose whole layers (--drop-layers) and unused vocabulary (--vocab).
     ///
     /// Examples:
     ///   onnx-prune shrink model.onnx --dry-run
@@ -102,6 +103,8 @@ pub enum Command {
     ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.5 --calibration calib.npz
     ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity auto --round-to 8 \
     ///       --inputs test.npz --labels test.npz:labels --max-accuracy-drop 0.01
+    ///   onnx-prune shrink model.onnx -o fewer.onnx --drop-layers 2 --calibration calib.npz
+    ///   onnx-prune shrink model.onnx -o small.onnx --vocab-from train.npz:input_ids --unknown-token 100
     #[command(verbatim_doc_comment)]
     Shrink(ShrinkArgs),
 

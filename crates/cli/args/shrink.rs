@@ -65,13 +65,48 @@ pub struct ShrinkArgs {
     #[arg(long)]
     pub no_refit: bool,
 
+    /// Drop the N transformer layers of least block influence, 1 - E[cos(x_in, x_out)] over
+    /// the tokens of the --calibration samples (ShortGPT); needs --calibration. A layer is an
+    /// attention block of the residual stream with the blocks after it (its FFN); --dry-run
+    /// lists the layers found and their influence. Example: --drop-layers 2 --calibration calib.npz
+    #[arg(long, value_name = "N", value_parser = parse_drop_layers)]
+    pub drop_layers: Option<usize>,
+
+    /// Keep only these token ids' rows of the embedding table (repeatable; the lists add up):
+    /// a text file of integers (one per line or whitespace-separated) or a .npy of integers,
+    /// as INPUT=FILE to name the integer input whose table it is. Ids not kept read as
+    /// --unknown-token through a remap Gather, so the inputs keep their meaning.
+    /// Example: --vocab used_ids.txt --unknown-token 100 --keep-token 0,101,102
+    #[arg(long, value_name = "[INPUT=]FILE")]
+    pub vocab: Vec<String>,
+
+    /// Keep every token id that occurs in an array of a .npz (repeatable), as --vocab does;
+    /// KEY, when it is the name of an input, names the input whose table it is.
+    /// Example: --vocab-from train.npz:input_ids --unknown-token 100
+    #[arg(long, value_name = "DATA.npz:KEY")]
+    pub vocab_from: Vec<String>,
+
+    /// With --vocab/--vocab-from: token ids kept whatever the lists say, such as special
+    /// tokens (several after the flag, comma-separated, or the flag repeated).
+    /// Example: --keep-token 0 101 102
+    #[arg(long, value_name = "ID", num_args = 1.., value_delimiter = ',')]
+    pub keep_token: Vec<i64>,
+
+    /// With --vocab/--vocab-from (required): the id that every id not kept reads as; it must be
+    /// kept. Example: --unknown-token 100
+    #[arg(long, value_name = "ID")]
+    pub unknown_token: Option<i64>,
+
     /// List every channel group (producers, consumers, the nodes in between, channel count)
-    /// and every blocked one with the node that blocks it; write nothing.
+    /// and every blocked one with the node that blocks it; with --drop-layers the layers found
+    /// and their influence instead, with --vocab the embedding tables; write nothing.
     #[arg(long)]
     pub dry_run: bool,
 
     /// Write a JSON report: per group producers, consumers, channels_before, channels_after
-    /// and removed; totals params_before/after and macs_before/after.
+    /// and removed; totals params_before/after and macs_before/after; with --drop-layers,
+    /// `layers` (every layer's influence, which were removed); with --vocab, `vocabulary`
+    /// (rows_before, rows_after).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
@@ -92,6 +127,15 @@ impl ShrinkArgs {
             _ => None,
         }
     }
+}
+
+/// `--drop-layers N`: a count (the `auto` form waits for the budget search).
+fn parse_drop_layers(text: &str) -> Result<usize, String> {
+    if text == "auto" {
+        return Err("`auto` is not available yet: give the number of layers to drop".into());
+    }
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a number of layers"))
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

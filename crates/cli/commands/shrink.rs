@@ -1,32 +1,38 @@
-//! `onnx-prune shrink`: flags to a request, then analyse, choose, refit, write, check and
-//! report; with `--sparsity auto`, the budget search of the tune library instead.
+//! `onnx-prune shrink`: flags to a request, then the layer and vocabulary passes (with
+//! `--drop-layers`, `--vocab`), then analyse, choose, refit, write, check and report; with
+//! `--sparsity auto`, the budget search of the tune library instead.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use onnx_prune_core::shrink::{self, ShrinkReport};
+use onnx_prune_core::shrink::layers::{self, LayersReport};
+use onnx_prune_core::shrink::vocab::{self, VocabReport};
+use onnx_prune_core::shrink::{self, GraphEdit, ShrinkReport, ShrinkReportTotals};
 use onnx_prune_core::{Destination, Model};
 use onnx_prune_tune::{
     group_units, macs_before_after, search_groups, Baseline, GroupSearch, Outcome, Progress,
 };
 use onnx_prune_verify::Calibration;
+use tempfile::TempDir;
 
 use crate::args::{ShrinkArgs, ShrinkScopeArg, SparsityArg};
 use crate::files::{preflight_check, source_path, Files};
 use crate::options::{
     check_options_if, max_evaluations, regexes, search_check, shrink_calibration, shrink_request,
+    Passes,
 };
 use crate::outcome::{check_written, finish_check, nothing_passed, write_json};
 use crate::progress::Bar;
-use crate::render::{print_notes, render_shrink};
+use crate::render::{print_notes, render_layers, render_shrink, render_totals, render_vocab};
 use crate::stdout;
 
 /// Timed runs per model for the latency `--check` reports (after one warm-up run).
 const LATENCY_RUNS: usize = 10;
 
 pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
+    Passes::check_flags(&args)?;
     if args.sparsity == Some(SparsityArg::Auto) {
         return auto(args);
     }
@@ -45,58 +51,96 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         bail!("--dry-run writes nothing, so there is nothing for --check to check");
     }
     let check_options = check_options_if(args.check, &args.check_flags)?;
-    let model = Model::load(&args.model)?;
+    let input = Model::load(&args.model)?;
     let mut files = Files::default();
-    files.read_model(&model);
+    files.read_model(&input);
     if let Some(options) = &check_options {
         files.read_check_inputs(options);
         preflight_check(options)?;
-        onnx_prune_verify::validate(&model, options)?;
+        onnx_prune_verify::validate(&input, options)?;
     }
     if let Some(output) = &args.output {
-        files.write_model("-o", &model, Destination::File(output))?;
+        files.write_model("-o", &input, Destination::File(output))?;
     }
     if let Some(report) = &args.report {
         files.write("--report", report);
     }
-    let calibration = match shrink_calibration(&args) {
+    let passes = Passes::from_args(&args, &input, &mut files)?;
+    let calibration_options = shrink_calibration(&args);
+    let calibration = match &calibration_options {
         Some(options) => {
             for source in &options.inputs {
                 files.read(source_path(source));
             }
-            Some(Calibration::load(&model, &options)?)
+            Some(Calibration::load(&input, options)?)
         }
         None => None,
     };
     files.check()?;
-    let analysis = shrink::analyze(&model)?;
-    if let Some(calibration) = &calibration {
-        let taps = analysis.activation_taps();
-        let norms = calibration.channel_sq_norms(model.bytes(), &taps)?;
-        request.activations = Some(taps.into_iter().map(|(name, _)| name).zip(norms).collect());
-    }
-    let removed = match shrink::choose(&model, &analysis, &request) {
-        Ok(removed) => removed,
-        Err(e) if args.dry_run => {
+    // The layer and vocabulary passes first; the channel pass (with --sparsity, or alone) then
+    // shrinks what they wrote.
+    let planned = if passes.is_empty() {
+        None
+    } else {
+        Some(plan_passes(&passes, &input, calibration.as_ref())?)
+    };
+    let channels = planned.is_none() || args.fraction().is_some();
+    let staged = match (&planned, &args.output) {
+        (Some(planned), Some(_)) if channels => Some(stage(&input, &planned.edit)?),
+        _ => None,
+    };
+    let model = staged.as_ref().map_or(&input, |(_, m)| m);
+    let staged_calibration = match (&staged, &calibration_options) {
+        (Some((_, staged)), Some(options)) => Some(Calibration::load(staged, options)?),
+        _ => None,
+    };
+    let calibration = staged_calibration.as_ref().or(calibration.as_ref());
+    let mut channel_pass = None;
+    if channels {
+        let analysis = shrink::analyze(model)?;
+        if let Some(calibration) = calibration {
+            let taps = analysis.activation_taps();
+            let norms = calibration.channel_sq_norms(model.bytes(), &taps)?;
+            request.activations = Some(taps.into_iter().map(|(name, _)| name).zip(norms).collect());
+        }
+        let removed = match shrink::choose(model, &analysis, &request) {
+            Ok(removed) => removed,
+            Err(e) if args.dry_run => {
+                stdout::print(analysis.describe())?;
+                return Err(e.into());
+            }
+            Err(e) => bail!("{e}\n{}", analysis.describe().trim_end()),
+        };
+        let (edits, refits) = match (calibration, &args.output) {
+            (Some(calibration), Some(_)) if !args.no_refit => {
+                shrink::refit(model, &analysis, &removed, |bytes, taps| {
+                    Ok::<_, anyhow::Error>(calibration.statistics(bytes, taps)?)
+                })?
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
+        let totals = match &args.output {
+            Some(output) => shrink::save_shrunk(model, &analysis, &removed, &edits, output)?.1,
+            None => shrink::shrink_totals(model, &analysis, &removed)?,
+        };
+        if args.dry_run {
             stdout::print(analysis.describe())?;
-            return Err(e.into());
         }
-        Err(e) => bail!("{e}\n{}", analysis.describe().trim_end()),
-    };
-    let (edits, refits) = match (&calibration, &args.output) {
-        (Some(calibration), Some(_)) if !args.no_refit => {
-            shrink::refit(&model, &analysis, &removed, |bytes, taps| {
-                Ok::<_, anyhow::Error>(calibration.statistics(bytes, taps)?)
-            })?
-        }
-        _ => (Vec::new(), Vec::new()),
-    };
-    let totals = match &args.output {
-        Some(output) => Some(shrink::save_shrunk(&model, &analysis, &removed, &edits, output)?.1),
-        None => None,
-    };
-    if args.dry_run {
-        stdout::print(analysis.describe())?;
+        let mut report = ShrinkReport::new(
+            &analysis,
+            &removed,
+            args.fraction(),
+            calibration.is_some(),
+            totals,
+            None,
+        );
+        report.refits = refits;
+        channel_pass = Some((analysis, report));
+    } else if let (Some(planned), Some(output)) = (&planned, &args.output) {
+        planned.edit.save(&input, output)?;
+    }
+    if let (Some(planned), true) = (&planned, args.dry_run) {
+        stdout::print(planned.listing.trim_end())?;
     }
     let checked = match (&check_options, &args.output) {
         (Some(options), Some(output)) => Some(check_written(&args.model, output, options)?),
@@ -106,33 +150,55 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         (Some(options), Some(output)) => {
             let time =
                 |m: &Model| onnx_prune_verify::latency(m, m.bytes(), &options.shapes, LATENCY_RUNS);
-            Some((time(&model)?, time(&Model::load(output)?)?))
+            Some((time(&input)?, time(&Model::load(output)?)?))
         }
         _ => None,
-    };
-    let totals = match totals {
-        Some(t) => t,
-        None => shrink::shrink_totals(&model, &analysis, &removed)?,
     };
     let given = check_options
         .as_ref()
         .map(|o| o.shapes.clone())
         .unwrap_or_default();
     let macs = match &args.output {
-        Some(output) => counted_macs(&model, output, &given),
+        Some(output) => counted_macs(&input, output, &given),
         None => None,
     };
-    let mut report = ShrinkReport::new(
-        &analysis,
-        &removed,
-        args.fraction(),
-        calibration.is_some(),
-        totals,
-        macs,
-    );
-    report.refits = refits;
+    // Totals from the input to what was written: before the first pass, after the last.
+    let params = match (&planned, &channel_pass) {
+        (Some(planned), Some((_, report))) => {
+            let first = planned.edit.totals(&input);
+            (first.params_before, report.totals.params_after)
+        }
+        (Some(planned), None) => {
+            let t = planned.edit.totals(&input);
+            (t.params_before, t.params_after)
+        }
+        (None, Some((_, report))) => (report.totals.params_before, report.totals.params_after),
+        (None, None) => unreachable!("the channel pass runs without the other passes"),
+    };
+    let totals = ShrinkReportTotals {
+        params_before: params.0,
+        params_after: params.1,
+        macs_before: macs.map(|m| m.0),
+        macs_after: macs.map(|m| m.1),
+    };
+    if let Some((_, report)) = &mut channel_pass {
+        report.totals = totals;
+    }
+    let mut value = match &channel_pass {
+        Some((_, report)) => serde_json::to_value(report)?,
+        None => {
+            serde_json::json!({"method": "none", "sparsity": null, "groups": [], "totals": totals})
+        }
+    };
+    if let Some(planned) = &planned {
+        if let Some(layers) = &planned.layers {
+            value["layers"] = serde_json::to_value(layers)?;
+        }
+        if let Some(vocabulary) = &planned.vocab {
+            value["vocabulary"] = serde_json::to_value(vocabulary)?;
+        }
+    }
     if let Some(path) = &args.report {
-        let mut value = serde_json::to_value(&report)?;
         if let Some(checked) = &checked {
             value["check"] = serde_json::to_value(checked)?;
         }
@@ -144,7 +210,15 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         }
         write_json(path, &value)?;
     }
-    stdout::print(render_shrink(&analysis, &report))?;
+    let mut out = planned
+        .as_ref()
+        .map(|p| p.summary.clone())
+        .unwrap_or_default();
+    out.push_str(&match &channel_pass {
+        Some((analysis, report)) => render_shrink(analysis, report),
+        None => render_totals(&totals),
+    });
+    stdout::print(out)?;
     if let Some((before, after)) = latency {
         stdout::print(format!(
             "tract latency per sample: {:.3} ms -> {:.3} ms ({:.2}x)",
@@ -154,6 +228,84 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         ))?;
     }
     finish_check(checked.as_ref())
+}
+
+/// What the layer and vocabulary passes do to a model.
+struct Planned {
+    /// Their edit, merged.
+    edit: GraphEdit,
+    /// With --drop-layers.
+    layers: Option<LayersReport>,
+    /// With --vocab.
+    vocab: Option<VocabReport>,
+    /// What was found: the residual stream, the embedding tables (--dry-run prints it).
+    listing: String,
+    /// What goes: every layer's influence, the vocabulary's rows.
+    summary: String,
+}
+
+/// The layer and vocabulary passes' edit of `model`, with `calibration` to rank layers.
+fn plan_passes(
+    passes: &Passes,
+    model: &Model,
+    calibration: Option<&Calibration>,
+) -> Result<Planned> {
+    let mut planned = Planned {
+        edit: GraphEdit::default(),
+        layers: None,
+        vocab: None,
+        listing: String::new(),
+        summary: String::new(),
+    };
+    if let Some(count) = passes.drop_layers {
+        let stream = layers::find(model)?;
+        planned.listing.push_str(&stream.describe());
+        let total = stream.layers.len();
+        if total == 0 {
+            bail!("--drop-layers: {}", stream.describe().trim_end());
+        }
+        if count >= total {
+            bail!(
+                "--drop-layers {count}: the residual stream has {total} layers, so at most {} can go\n{}",
+                total - 1,
+                stream.describe().trim_end()
+            );
+        }
+        let calibration = calibration.context("--drop-layers needs --calibration")?;
+        let influence = onnx_prune_verify::block_influence(
+            calibration,
+            model.bytes(),
+            &stream.influence_values(),
+        )?;
+        let removed = layers::least_influential(&influence[..total], count);
+        let (edit, notes) = layers::drop_layers(model, &stream, &removed)?;
+        planned.edit.merge(edit)?;
+        let report = LayersReport::new(&stream, &influence, &removed, notes);
+        planned.summary.push_str(&render_layers(&stream, &report));
+        planned.layers = Some(report);
+    }
+    if let Some(flags) = &passes.vocab {
+        let found = vocab::embeddings(model)?;
+        planned.listing.push_str(&vocab::describe(&found));
+        let embedding = vocab::select(&found, flags.input.as_deref())
+            .map_err(|e| anyhow::anyhow!("--vocab: {e}"))?;
+        let (edit, report) = vocab::keep_rows(model, embedding, &flags.request)?;
+        planned.edit.merge(edit)?;
+        planned.summary.push_str(&render_vocab(&report));
+        planned.vocab = Some(report);
+    }
+    Ok(planned)
+}
+
+/// `model` with `edit` applied, written to a temporary directory (external data beside it)
+/// and loaded, for the channel pass to shrink.
+fn stage(model: &Model, edit: &GraphEdit) -> Result<(TempDir, Model)> {
+    let dir = tempfile::tempdir().context("a temporary directory for the edited model")?;
+    let name = model.path().file_name().unwrap_or("model.onnx".as_ref());
+    let path = dir.path().join(name);
+    edit.save(model, &path)?;
+    let staged = Model::load(&path)?;
+    Ok((dir, staged))
 }
 
 /// MACs before and after, or `None` with a note saying why they were not counted.

@@ -2,6 +2,7 @@
 //! and a flag that would have no effect in its combination is an error naming it.
 
 mod check;
+mod passes;
 mod prune;
 mod shrink;
 
@@ -9,6 +10,7 @@ use anyhow::{Context, Result};
 use regex::Regex;
 
 pub use check::{check_options, check_options_if, input_source, sample_options, search_check};
+pub use passes::Passes;
 pub use prune::{calibration, parse_pattern, parse_sparsities, prune_config, selection};
 pub use shrink::{shrink_calibration, shrink_request};
 

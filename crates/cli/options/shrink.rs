@@ -17,7 +17,7 @@ pub fn shrink_request(args: &ShrinkArgs) -> Result<Request> {
     } else if args.scope.is_some() {
         bail!("--scope has no effect without --sparsity (dead channels are found per group)");
     }
-    if args.fraction().is_none() && !args.calibration.is_empty() {
+    if args.fraction().is_none() && !args.calibration.is_empty() && args.drop_layers.is_none() {
         bail!("--calibration has no effect without --sparsity (dead channels need no data)");
     }
     if args.calibration.is_empty() && args.calibration_samples.is_some() {
@@ -25,6 +25,9 @@ pub fn shrink_request(args: &ShrinkArgs) -> Result<Request> {
     }
     if args.calibration.is_empty() && args.no_refit {
         bail!("--no-refit has no effect without --calibration (only calibration data refits)");
+    }
+    if args.fraction().is_none() && args.no_refit {
+        bail!("--no-refit has no effect without --sparsity (only removed channels are refitted)");
     }
     if args.calibration_samples == Some(0) {
         bail!("--calibration-samples must be at least 1");

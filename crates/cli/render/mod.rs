@@ -2,6 +2,7 @@
 
 mod check;
 mod inspect;
+mod passes;
 mod plot;
 mod rewrite;
 mod sensitivity;
@@ -10,6 +11,7 @@ mod table;
 
 pub use check::{check_exit_code, check_failed, print_notes, render_check};
 pub use inspect::render_inspection;
+pub use passes::{render_layers, render_totals, render_vocab};
 pub use plot::{sensitivity_svg, steps_svg};
 pub use rewrite::render_rewrite;
 pub use sensitivity::render_sensitivity;

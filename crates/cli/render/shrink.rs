@@ -2,7 +2,7 @@
 
 use onnx_prune_core::shrink::{Analysis, RefitOutcome, ShrinkReport};
 
-use super::table;
+use super::{render_totals, table};
 
 /// The groups that changed, and the totals.
 pub fn render_shrink(analysis: &Analysis, report: &ShrinkReport) -> String {
@@ -40,17 +40,12 @@ pub fn render_shrink(analysis: &Analysis, report: &ShrinkReport) -> String {
         out.push_str(&refit_table(&report.refits));
         out.push('\n');
     }
-    let t = &report.totals;
     out.push_str(&format!(
-        "\n{} groups ({open} open, {} blocked); params {} -> {}",
+        "\n{} groups ({open} open, {} blocked); {}",
         analysis.groups.len(),
         analysis.groups.len() - open,
-        t.params_before,
-        t.params_after
+        render_totals(&report.totals)
     ));
-    if let (Some(a), Some(b)) = (t.macs_before, t.macs_after) {
-        out.push_str(&format!("; MACs {a} -> {b}"));
-    }
     out
 }
 

@@ -176,23 +176,10 @@ impl Calibration {
         bytes: &[u8],
         values: &[(String, i64)],
     ) -> Result<Vec<Vec<f64>>> {
-        let mut tapped: Vec<String> = values
-            .iter()
-            .map(|(name, _)| name.clone())
-            .filter(|name| !self.input_names.contains(name))
-            .collect();
-        tapped.sort();
-        tapped.dedup();
-        let runners = self.runners(bytes, &tapped)?;
+        let names: Vec<String> = values.iter().map(|(name, _)| name.clone()).collect();
         let mut totals: Vec<Vec<f64>> = vec![Vec::new(); values.len()];
-        for &(first, len) in &self.runs {
-            let run = self.data.run_inputs(first, len, len)?;
-            let outputs = self.run_tapped(&run, first, &tapped, &runners)?;
-            for ((name, axis), total) in values.iter().zip(&mut totals) {
-                let tensor = match tapped.iter().position(|t| t == name) {
-                    Some(i) => &outputs[i],
-                    None => &run[name],
-                };
+        self.each_run(bytes, &names, |tensors| {
+            for (((name, axis), total), tensor) in values.iter().zip(&mut totals).zip(tensors) {
                 let bad = |e: TractError| Error::Usage(format!("activation `{name}`: {e:#}"));
                 let values = tensor.cast_to::<f32>().map_err(bad)?;
                 let view = values.to_plain_array_view::<f32>().map_err(bad)?;
@@ -210,8 +197,40 @@ impl Calibration {
                     total[index[axis]] += f64::from(*v) * f64::from(*v);
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(totals)
+    }
+
+    /// Runs the model given as `bytes` on every run of samples, one after the other, and hands
+    /// `visit` the values `names` (inputs or activations) of each run, in the order of `names`.
+    pub(crate) fn each_run(
+        &self,
+        bytes: &[u8],
+        names: &[String],
+        mut visit: impl FnMut(&[&Tensor]) -> Result<()>,
+    ) -> Result<()> {
+        let mut tapped: Vec<String> = names
+            .iter()
+            .filter(|name| !self.input_names.contains(*name))
+            .cloned()
+            .collect();
+        tapped.sort();
+        tapped.dedup();
+        let runners = self.runners(bytes, &tapped)?;
+        for &(first, len) in &self.runs {
+            let run = self.data.run_inputs(first, len, len)?;
+            let outputs = self.run_tapped(&run, first, &tapped, &runners)?;
+            let tensors: Vec<&Tensor> = names
+                .iter()
+                .map(|name| match tapped.iter().position(|t| t == name) {
+                    Some(i) => &outputs[i],
+                    None => &run[name],
+                })
+                .collect();
+            visit(&tensors)?;
+        }
+        Ok(())
     }
 
     /// The tapped activations of one run, in the order of `tapped`.

@@ -102,15 +102,24 @@ fn read_safetensors(path: &Path) -> Result<Vec<Mask>> {
         .collect()
 }
 
-/// Reads every array of an `.npz`. Each entry is read into memory, bounded by the size the
-/// archive declares for it, and its `.npy` header is checked against the bytes it holds before
-/// ndarray-npy sees it: ndarray-npy allocates whatever a header claims.
+/// Reads every array of an `.npz`.
 fn read_npz(path: &Path) -> Result<Vec<Mask>> {
+    npz_entries(path)?
+        .into_iter()
+        .map(|(key, npy)| npy_mask(&npy, key, path))
+        .collect()
+}
+
+/// Every entry of an `.npz` as (key without `.npy`, the `.npy` bytes). Each entry is read into
+/// memory, bounded by the size the archive declares for it, and its `.npy` header is checked
+/// against the bytes it holds before ndarray-npy sees it: ndarray-npy allocates whatever a
+/// header claims.
+pub(crate) fn npz_entries(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let invalid = |msg: String| Error::invalid(path, msg);
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut archive =
         zip::ZipArchive::new(file).map_err(|e| invalid(format!("not a readable .npz: {e}")))?;
-    let mut masks = Vec::new();
+    let mut entries = Vec::new();
     for index in 0..archive.len() {
         let mut entry = archive
             .by_index(index)
@@ -123,13 +132,13 @@ fn read_npz(path: &Path) -> Result<Vec<Mask>> {
             .read_to_end(&mut npy)
             .map_err(|e| invalid(format!("array `{key}` cannot be read: {e}")))?;
         check_npy_sizes(&npy).map_err(|msg| invalid(format!("array `{key}`: {msg}")))?;
-        masks.push(npy_mask(&npy, key, path)?);
+        entries.push((key, npy));
     }
-    Ok(masks)
+    Ok(entries)
 }
 
 /// Checks that a `.npy`'s header and the array its header describes fit in the bytes given.
-fn check_npy_sizes(npy: &[u8]) -> std::result::Result<(), String> {
+pub(crate) fn check_npy_sizes(npy: &[u8]) -> std::result::Result<(), String> {
     const MAGIC: &[u8] = b"\x93NUMPY";
     if npy.len() < 10 || !npy.starts_with(MAGIC) {
         return Err("not a .npy array".into());

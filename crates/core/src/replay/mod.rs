@@ -6,7 +6,7 @@
 //! as bias input or in a following `Add`; and the only prunable weight of the same or
 //! transposed shape.
 
-mod masks;
+pub(crate) mod masks;
 mod schedule;
 
 pub use masks::{read_masks, Mask};

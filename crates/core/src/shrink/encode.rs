@@ -51,6 +51,47 @@ pub(crate) fn value_info(number: u32, name: &str, elem_type: i32, dims: &[i64]) 
     message(number, &info, &mut out);
     out
 }
+/// A graph `initializer` field: an integer tensor `name` of shape `dims` holding `values`,
+/// int32 when `int32` (values in range), else int64.
+pub(crate) fn int_initializer(name: &str, dims: &[i64], values: &[i64], int32: bool) -> Vec<u8> {
+    let mut tensor = packed_ints(proto::tensor::DIMS, dims);
+    varint_field(
+        proto::tensor::DATA_TYPE,
+        if int32 { 6 } else { 7 },
+        &mut tensor,
+    );
+    message(proto::tensor::NAME, name.as_bytes(), &mut tensor);
+    let raw: Vec<u8> = if int32 {
+        values
+            .iter()
+            .flat_map(|&v| (v as i32).to_le_bytes())
+            .collect()
+    } else {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    };
+    message(proto::tensor::RAW_DATA, &raw, &mut tensor);
+    let mut field = Vec::new();
+    message(proto::graph::INITIALIZER, &tensor, &mut field);
+    field
+}
+
+/// A graph `node` field without attributes: `op_type` (default domain) named `name`.
+pub(crate) fn plain_node(name: &str, op_type: &str, inputs: &[&str], outputs: &[&str]) -> Vec<u8> {
+    use proto::node as n;
+    let mut node = Vec::new();
+    for input in inputs {
+        message(n::INPUT, input.as_bytes(), &mut node);
+    }
+    for output in outputs {
+        message(n::OUTPUT, output.as_bytes(), &mut node);
+    }
+    message(n::NAME, name.as_bytes(), &mut node);
+    message(n::OP_TYPE, op_type.as_bytes(), &mut node);
+    let mut field = Vec::new();
+    message(proto::graph::NODE, &node, &mut field);
+    field
+}
+
 /// Gives a Split that split equally explicit `sizes`: a new int64 initializer as its second
 /// input from opset 13 (its `num_outputs` attribute removed), the `split` attribute before.
 pub(crate) fn explicit_split(
@@ -71,13 +112,7 @@ pub(crate) fn explicit_split(
     let node_chain = vec![wire.graph, n.field];
     if opset >= 13 {
         let name = format!("{}_shrink_split_sizes", graph_node.outputs[0]);
-        let mut tensor = packed_ints(proto::tensor::DIMS, &[sizes.len() as i64]);
-        varint_field(proto::tensor::DATA_TYPE, 7, &mut tensor);
-        message(proto::tensor::NAME, name.as_bytes(), &mut tensor);
-        let raw: Vec<u8> = sizes.iter().flat_map(|v| v.to_le_bytes()).collect();
-        message(proto::tensor::RAW_DATA, &raw, &mut tensor);
-        let mut field = Vec::new();
-        message(proto::graph::INITIALIZER, &tensor, &mut field);
+        let field = int_initializer(&name, &[sizes.len() as i64], sizes, false);
         let end = wire.graph.payload_end;
         splice.replace(end..end, Patch::Bytes(field), vec![wire.graph]);
         let mut input = Vec::new();

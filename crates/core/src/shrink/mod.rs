@@ -15,20 +15,28 @@
 //!    bounds/Reshape targets recounted, stale `value_info` shapes dropped, everything else kept
 //!    byte for byte.
 //!
+//! Two more passes remove other structure, each as a [`GraphEdit`] written from the input's
+//! bytes: [`layers`] drops whole transformer layers of the residual stream, [`vocab`] keeps
+//! only the embedding rows of the token ids a deployment uses.
+//!
 //! Design note: a tensor's channel axis is described by a `layout::Layout` (segments of
 //! groups' channel ranges) rather than by merging tensors into groups directly, so that Concat
 //! and Split keep exact offsets and one weight axis may carry channels of several groups.
 
 mod analyze;
 mod choose;
+mod edit;
 mod encode;
+mod flow;
 mod index_maps;
+pub mod layers;
 mod layout;
 mod macs;
 mod ops;
 mod refit;
 mod report;
 mod save;
+pub mod vocab;
 mod wire;
 
 use serde::Serialize;
@@ -37,6 +45,7 @@ use crate::error::Result;
 use crate::model::Model;
 
 pub use choose::{choose, Importance, Request, ShrinkScope};
+pub use edit::GraphEdit;
 pub use macs::{mac_values, macs};
 pub use refit::{refit, RefitOutcome, MAX_REFIT_COLS};
 pub use report::{GroupOutcome, ShrinkReport, ShrinkReportTotals};

@@ -15,7 +15,8 @@ use crate::model::values::dense_bytes;
 use crate::model::{Model, Payload, Tensor};
 use crate::proto::{self, DataType};
 use crate::write::{
-    changed_copy, output_files, typed_field, write_spliced, Destination, Edit, WrittenFile,
+    changed_copy, external_splices, output_files, typed_field, write_spliced, Destination, Edit,
+    WrittenFile,
 };
 
 use super::analyze::{Count, CutKind, Recount};
@@ -192,7 +193,7 @@ impl Slicer<'_> {
 }
 
 /// Replaces a tensor's `dims` (when they change) and its data.
-fn write_tensor<'m>(
+pub(super) fn write_tensor<'m>(
     model: &'m Model,
     tensor: &Tensor,
     dims: &[i64],
@@ -309,11 +310,7 @@ fn splices<'m>(
         );
     }
     let mut splice = Splice::default();
-    let mut external: BTreeMap<&str, Splice> = model
-        .external_files()
-        .keys()
-        .map(|l| (l.as_str(), Splice::default()))
-        .collect();
+    let mut external = external_splices(model);
     let params_before: u64 = model
         .tensors()
         .iter()

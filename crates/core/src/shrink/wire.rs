@@ -31,6 +31,8 @@ pub(crate) struct AttributeWire {
 pub(crate) struct NodeWire {
     /// The node message's field in the graph.
     pub field: LenField,
+    /// The whole field, for removal.
+    pub span: std::ops::Range<usize>,
     /// Attributes by name.
     pub attributes: BTreeMap<String, AttributeWire>,
     /// Where the node's last `input` field ends (where another input goes).
@@ -132,6 +134,7 @@ pub(crate) fn scan(model: &Model) -> Result<GraphWire> {
                 let field = LenField::of(&f).ok_or_else(|| bad(model, "node"))?;
                 wire.nodes.push(NodeWire {
                     field,
+                    span: f.span.clone(),
                     attributes,
                     inputs_end,
                 });

@@ -321,15 +321,20 @@ struct Splices<'m> {
     kept_dense: Vec<usize>,
 }
 
+/// An empty splice per external data file of `model`, by location.
+pub(crate) fn external_splices(model: &Model) -> BTreeMap<&str, Splice<'_>> {
+    model
+        .external_files()
+        .keys()
+        .map(|location| (location.as_str(), Splice::default()))
+        .collect()
+}
+
 fn splice_edits<'m>(model: &'m Model, edits: &'m [Edit], storage: Storage) -> Result<Splices<'m>> {
     let mut moved = Vec::new();
     let mut kept_dense = Vec::new();
     let mut model_splice = Splice::default();
-    let mut external: BTreeMap<&str, Splice> = model
-        .external_files()
-        .keys()
-        .map(|location| (location.as_str(), Splice::default()))
-        .collect();
+    let mut external = external_splices(model);
     let mut biases = Vec::new();
     for edit in edits {
         let (index, change) = match edit {
