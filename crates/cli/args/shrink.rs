@@ -71,7 +71,8 @@ pub struct ShrinkArgs {
     pub dry_run: bool,
 
     /// Write a JSON report: per group producers, consumers, channels_before, channels_after
-    /// and removed; totals params_before/after and macs_before/after.
+    /// and removed; totals params_before/after, bytes_before/after (the model and its external
+    /// data files on disk) and macs_before/after.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 

@@ -2,7 +2,6 @@
 //! report; with `--sparsity auto`, the budget search of the tune library instead.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -18,7 +17,7 @@ use crate::files::{preflight_check, source_path, Files};
 use crate::options::{
     check_options_if, max_evaluations, regexes, search_check, shrink_calibration, shrink_request,
 };
-use crate::outcome::{check_written, finish_check, nothing_passed, write_json};
+use crate::outcome::{check_model, finish_check, nothing_passed, stage_json};
 use crate::progress::Bar;
 use crate::render::{print_notes, render_shrink};
 use crate::stdout;
@@ -68,7 +67,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    files.check()?;
+    let mut outputs = files.check()?;
     let analysis = shrink::analyze(&model)?;
     if let Some(calibration) = &calibration {
         let taps = analysis.activation_taps();
@@ -91,36 +90,36 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         }
         _ => (Vec::new(), Vec::new()),
     };
-    let totals = match &args.output {
-        Some(output) => Some(shrink::save_shrunk(&model, &analysis, &removed, &edits, output)?.1),
+    let staged = match &args.output {
+        Some(output) => {
+            let removal = (&analysis, removed.as_slice());
+            let (_, totals) = shrink::stage_shrunk(&mut outputs, &model, removal, &edits, output)?;
+            Some((outputs.staged(output)?, totals))
+        }
         None => None,
     };
     if args.dry_run {
         stdout::print(analysis.describe())?;
     }
-    let checked = match (&check_options, &args.output) {
-        (Some(options), Some(output)) => Some(check_written(&args.model, output, options)?),
+    let checked = match (&check_options, &staged) {
+        (Some(options), Some((shrunk, _))) => Some(check_model(&args.model, shrunk, options)?),
         _ => None,
     };
-    let latency = match (&check_options, &args.output) {
-        (Some(options), Some(output)) => {
+    let latency = match (&check_options, &staged) {
+        (Some(options), Some((shrunk, _))) => {
             let time =
                 |m: &Model| onnx_prune_verify::latency(m, m.bytes(), &options.shapes, LATENCY_RUNS);
-            Some((time(&model)?, time(&Model::load(output)?)?))
+            Some((time(&model)?, time(shrunk)?))
         }
         _ => None,
-    };
-    let totals = match totals {
-        Some(t) => t,
-        None => shrink::shrink_totals(&model, &analysis, &removed)?,
     };
     let given = check_options
         .as_ref()
         .map(|o| o.shapes.clone())
         .unwrap_or_default();
-    let macs = match &args.output {
-        Some(output) => counted_macs(&model, output, &given),
-        None => None,
+    let (totals, macs) = match staged {
+        Some((shrunk, totals)) => (totals, counted_macs(&model, &shrunk, &given)),
+        None => (shrink::shrink_totals(&model, &analysis, &removed)?, None),
     };
     let mut report = ShrinkReport::new(
         &analysis,
@@ -142,8 +141,9 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
                 "seconds_per_sample_after": after,
             });
         }
-        write_json(path, &value)?;
+        stage_json(&mut outputs, path, &value)?;
     }
+    outputs.commit()?;
     stdout::print(render_shrink(&analysis, &report))?;
     if let Some((before, after)) = latency {
         stdout::print(format!(
@@ -159,7 +159,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
 /// MACs before and after, or `None` with a note saying why they were not counted.
 fn counted_macs(
     model: &Model,
-    output: &Path,
+    output: &Model,
     given: &BTreeMap<String, Vec<usize>>,
 ) -> Option<(u64, u64)> {
     macs_before_after(model, output, given)
@@ -208,7 +208,7 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
     if let Some(report) = &args.report {
         files.write("--report", report);
     }
-    files.check()?;
+    let mut outputs = files.check()?;
     let analysis = shrink::analyze(&model)?;
     let units = group_units(
         &model,
@@ -235,7 +235,7 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
         metric,
         max_evaluations,
     };
-    let outcome = search_groups(&search, &baseline, output, &progress)?;
+    let outcome = search_groups(&search, &baseline, (&mut outputs, output), &progress)?;
     drop(progress);
     let searched = match outcome {
         Outcome::Passed(searched) => *searched,
@@ -243,14 +243,15 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
     };
     let summary = searched.summary(("groups", "producer"), units.iter().map(|u| u.name.clone()));
     let (removed, totals) = &searched.written;
-    let macs = counted_macs(&model, output, &options.shapes);
+    let macs = counted_macs(&model, &outputs.staged(output)?, &options.shapes);
     let report = ShrinkReport::new(&analysis, removed, None, false, *totals, macs);
     if let Some(path) = &args.report {
         let mut value = serde_json::to_value(&report)?;
         value["check"] = serde_json::to_value(&searched.check)?;
         value["auto"] = summary;
-        write_json(path, &value)?;
+        stage_json(&mut outputs, path, &value)?;
     }
+    outputs.commit()?;
     stdout::print(format!(
         "--sparsity auto: shares allocated for {:.2}% of the groups' parameters ({} sensitivity \
          runs, {} search checks, metric {})\n",

@@ -22,6 +22,7 @@
 mod analyze;
 mod choose;
 mod encode;
+mod external;
 mod index_maps;
 mod layout;
 mod macs;
@@ -40,7 +41,9 @@ pub use choose::{choose, Importance, Request, ShrinkScope};
 pub use macs::{mac_values, macs};
 pub use refit::{refit, RefitOutcome, MAX_REFIT_COLS};
 pub use report::{GroupOutcome, ShrinkReport, ShrinkReportTotals};
-pub use save::{save_shrunk, shrink_bytes, shrink_totals, zeroed_bytes, ShrinkTotals, Side};
+pub use save::{
+    save_shrunk, shrink_bytes, shrink_totals, stage_shrunk, zeroed_bytes, ShrinkTotals, Side,
+};
 
 /// A channel dependency group: channels that must be removed together from every member.
 #[derive(Debug, Clone, Serialize)]
