@@ -1,5 +1,6 @@
 //! `--in-place`: the input is replaced only when asked, through symlinks, with its external
-//! data, keeping its permissions and leaving no temporary file behind.
+//! data (under a new name, committed with the model), keeping its permissions and leaving no
+//! temporary file behind.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -47,7 +48,7 @@ fn in_place_replaces_the_file_behind_a_symlink_and_keeps_its_permissions() {
 }
 
 #[test]
-fn in_place_rewrites_external_data_under_its_own_name() {
+fn in_place_writes_changed_external_data_under_a_new_name_then_back() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("external_data.onnx");
     std::fs::copy(fixture("external_data.onnx"), &model).unwrap();
@@ -57,15 +58,39 @@ fn in_place_rewrites_external_data_under_its_own_name() {
     )
     .unwrap();
     let model_bytes = std::fs::read(&model).unwrap();
+    let data_bytes = std::fs::read(dir.path().join("external_data.bin")).unwrap();
+    // Nothing to change: the model and its data keep their names and bytes.
+    stdout_ok(&["prune", arg(&model), "--in-place", "--sparsity", "0"]);
+    assert_eq!(std::fs::read(&model).unwrap(), model_bytes);
+    assert_eq!(
+        names(dir.path()),
+        ["external_data.bin", "external_data.onnx"]
+    );
+    // The pruned data goes to a new file that the model, renamed into place, names (the
+    // commit of both); the old data file goes once the model is in place.
     let flags = ["--sparsity", "0.5", "--include", ".", "--min-params", "0"];
+    stdout_ok(&[&["prune", arg(&model), "--in-place"][..], &flags].concat());
+    assert_eq!(
+        names(dir.path()),
+        ["external_data.1.bin", "external_data.onnx"]
+    );
+    let pruned = zeros(&model);
+    assert!(pruned > 0);
+    let data = std::fs::read(dir.path().join("external_data.1.bin")).unwrap();
+    assert_eq!(
+        data.len(),
+        data_bytes.len(),
+        "dense storage keeps the layout"
+    );
+    // Another run goes back to the first name: with dense storage the model is the input's
+    // bytes again, its data pruned.
     stdout_ok(&[&["prune", arg(&model), "--in-place"][..], &flags].concat());
     assert_eq!(
         names(dir.path()),
         ["external_data.bin", "external_data.onnx"]
     );
-    // Dense storage keeps the layout: the model's bytes are unchanged, its data is pruned.
     assert_eq!(std::fs::read(&model).unwrap(), model_bytes);
-    assert!(zeros(&model) > 0);
+    assert_eq!(zeros(&model), pruned);
 }
 
 #[test]

@@ -340,7 +340,9 @@ fn external_data_beside_the_input_gets_its_own_file_and_the_input_is_untouched()
 
 /// Regression: two outputs of one external-data model written to one directory shared the data
 /// file name, so the second write replaced the weights the first output still read. The second
-/// now gets a data file named after itself; re-writing an output replaces its own data.
+/// now gets a data file named after itself; re-writing an output writes its data under the
+/// other name (the old model reads the first until the new one is in place) and removes the
+/// old data file.
 #[test]
 fn a_second_output_in_the_same_directory_leaves_the_first_intact() {
     let dir = tempfile::tempdir().unwrap();
@@ -359,9 +361,10 @@ fn a_second_output_in_the_same_directory_leaves_the_first_intact() {
     };
     assert_eq!(files(&a), ["external_data.bin"]);
     assert_eq!(files(&b), ["b.onnx.external_data.bin"]);
-    // The same output again: its own data file is replaced, no new one appears.
+    // The same output again: new data under the output's own name, the old data file gone.
     prune(&fixture("external_data.onnx"), &a, &["--sparsity", "0.5"]);
-    assert_eq!(files(&a), ["external_data.bin"]);
+    assert_eq!(files(&a), ["a.onnx.external_data.bin"]);
+    assert!(!dir.path().join("external_data.bin").exists());
     // a.onnx, b.onnx, their data files and their JSON reports.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 6);
 }

@@ -1,11 +1,13 @@
-//! What a command reads and writes, checked before its first byte is written: every output a
-//! regular file or a new one, none of them an input or another output (through symlinks), and
-//! every input of a later check readable.
+//! What a command reads and writes, checked before any work: every output a regular file or a
+//! new one that the user may write, none of them an input or another output (through
+//! symlinks), every input of a later check readable; then every output locked for the run.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use onnx_prune_core::write::{check_outputs, output_files, NamedOutput};
+use onnx_prune_core::write::{
+    check_outputs, check_writable, output_files, NamedOutput, Outputs, Target,
+};
 use onnx_prune_core::{Destination, Model};
 use onnx_prune_verify::{CheckOptions, InputSource};
 
@@ -13,7 +15,9 @@ use onnx_prune_verify::{CheckOptions, InputSource};
 #[derive(Default)]
 pub struct Files {
     reads: Vec<PathBuf>,
-    writes: Vec<(&'static str, PathBuf)>,
+    /// Outputs: the flag, the path, and whether it is a file of its own to lock (not the data
+    /// file of a model, which the model's lock covers).
+    writes: Vec<(&'static str, PathBuf, bool)>,
     /// Inputs that `--in-place` replaces on purpose.
     replaced: Vec<PathBuf>,
 }
@@ -48,7 +52,7 @@ impl Files {
 
     /// An output named by `flag`.
     pub fn write(&mut self, flag: &'static str, path: &Path) -> &mut Self {
-        self.writes.push((flag, path.to_path_buf()));
+        self.writes.push((flag, path.to_path_buf(), true));
         self
     }
 
@@ -60,18 +64,21 @@ impl Files {
         model: &Model,
         to: Destination,
     ) -> Result<&mut Self> {
-        for path in output_files(model, to)?.paths() {
+        let files = output_files(model, to)?;
+        for path in files.paths() {
             if matches!(to, Destination::InPlace) {
                 self.replaced.push(path.to_path_buf());
             }
-            self.writes.push((flag, path.to_path_buf()));
+            let own = path == files.model;
+            self.writes.push((flag, path.to_path_buf(), own));
         }
         Ok(self)
     }
 
-    /// Refuses outputs that are not regular files or that name an input or another output
-    /// (except the input files `--in-place` replaces).
-    pub fn check(&self) -> Result<()> {
+    /// Refuses outputs that are not regular files, that name an input or another output
+    /// (except the input files `--in-place` replaces) or that the user may not write; then
+    /// locks every output for the run.
+    pub fn check(&self) -> Result<Outputs> {
         let reads: Vec<&Path> = self
             .reads
             .iter()
@@ -84,10 +91,20 @@ impl Files {
         let outputs: Vec<NamedOutput> = self
             .writes
             .iter()
-            .map(|(flag, path)| NamedOutput { flag, path })
+            .map(|(flag, path, _)| NamedOutput { flag, path })
             .collect();
-        check_outputs(&reads, &outputs)?;
-        Ok(())
+        let real = check_outputs(&reads, &outputs)?;
+        let mut targets = Vec::new();
+        for ((flag, path, own), real) in self.writes.iter().zip(real) {
+            check_writable(flag, path, &real)?;
+            if *own {
+                targets.push(Target {
+                    flag: flag.to_string(),
+                    path: real,
+                });
+            }
+        }
+        Ok(Outputs::lock(&targets, &self.reads)?)
     }
 }
 

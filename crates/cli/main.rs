@@ -13,6 +13,7 @@ mod stdout;
 use std::process::ExitCode;
 
 use clap::Parser;
+use onnx_prune_core::write::{self, Interruption};
 
 use crate::args::{Cli, Command};
 use crate::commands::{check, generate, inspect, prune, replay, sensitivity, shrink};
@@ -21,17 +22,30 @@ use crate::commands::{check, generate, inspect, prune, replay, sensitivity, shri
 const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code for a model that tract cannot run.
 const EXIT_UNSUPPORTED: u8 = 3;
+/// Exit code for an output that could not be written (a full disk, no permission, another run
+/// writing it): nothing was changed unless the message says what was.
+const EXIT_CANNOT_WRITE: u8 = 4;
 
 /// Exit code after an interruption (128 + SIGINT), as shells report it.
 const EXIT_INTERRUPTED: i32 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Ctrl-C or SIGTERM: remove half-written outputs, then exit; the input is never touched.
-    let _ = ctrlc::set_handler(|| {
-        onnx_prune_core::write::remove_unfinished_outputs();
-        std::process::exit(EXIT_INTERRUPTED);
+    // Ctrl-C, SIGTERM or SIGHUP before the outputs are committed: remove what is half
+    // written, then exit, nothing changed; once the commit has begun, finish it.
+    let _ = ctrlc::set_handler(|| match write::interrupt() {
+        Interruption::NothingChanged => {
+            eprintln!("onnx-prune: interrupted; nothing was changed");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+        Interruption::TooLate => {
+            eprintln!(
+                "onnx-prune: interrupted while the outputs were being put in place; finishing"
+            )
+        }
     });
+    // An input truncated by another program while it is read: a message, not a bus error.
+    onnx_prune_core::model::catch_changed_inputs(EXIT_BAD_INPUT.into());
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Prune(args) => prune::run(args),
@@ -42,6 +56,12 @@ fn main() -> ExitCode {
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),
     };
+    if write::interrupted_too_late() {
+        eprintln!(
+            "note: the interruption came after the outputs were put in place: they are \
+             complete, and the run finished"
+        );
+    }
     match result {
         Ok(code) => code,
         Err(error) if stdout::is_broken_pipe(&error) => ExitCode::SUCCESS,
@@ -49,11 +69,27 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             if tract_cannot_run(&error) {
                 ExitCode::from(EXIT_UNSUPPORTED)
+            } else if could_not_write(&error) {
+                ExitCode::from(EXIT_CANNOT_WRITE)
             } else {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         }
     }
+}
+
+/// Whether `error` is an output that could not be written, directly or from a tuning run.
+fn could_not_write(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let core =
+            cause
+                .downcast_ref::<onnx_prune_core::Error>()
+                .or_else(|| match cause.downcast_ref::<onnx_prune_tune::Error>()? {
+                    onnx_prune_tune::Error::Model(e) => Some(e),
+                    _ => None,
+                });
+        matches!(core, Some(onnx_prune_core::Error::Write { .. }))
+    })
 }
 
 /// Whether `error` says that tract cannot run a model, directly or from a tuning run.

@@ -1,12 +1,12 @@
-//! What commands do at their end: check what they wrote, write the JSON report asked for,
-//! print the tables, and give the exit code.
+//! What commands do at their end: check what they prepared, prepare the JSON report asked
+//! for, commit every output, print the tables, and give the exit code.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use onnx_prune_core::prune::RewriteReport;
-use onnx_prune_core::write::write_file_atomic;
+use onnx_prune_core::write::Outputs;
 use onnx_prune_core::Model;
 use onnx_prune_tune::search::Found;
 use onnx_prune_verify::{CheckOptions, CheckReport};
@@ -14,21 +14,23 @@ use onnx_prune_verify::{CheckOptions, CheckReport};
 use crate::render::{check_exit_code, print_notes, render_check, render_rewrite};
 use crate::stdout;
 
-/// Checks the model written at `candidate` against the one at `reference`.
-pub fn check_written(
+/// Checks `candidate` (a model prepared and not yet in place, or one on disk) against the
+/// model at `reference`.
+pub fn check_model(
     reference: &Path,
-    candidate: &Path,
+    candidate: &Model,
     options: &CheckOptions,
 ) -> Result<CheckReport> {
-    let (a, b) = (Model::load(reference)?, Model::load(candidate)?);
-    let report = onnx_prune_verify::check(&a, &b, options)?;
+    let reference = Model::load(reference)?;
+    let report = onnx_prune_verify::check(&reference, candidate, options)?;
     print_notes(&report.notes);
     Ok(report)
 }
 
-/// Writes `value` as pretty JSON to `path`, atomically.
-pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    write_file_atomic(path, &serde_json::to_vec_pretty(value)?)?;
+/// Prepares `value` as pretty JSON for `path` (named by `--report`), put in place when
+/// `outputs` are committed.
+pub fn stage_json(outputs: &mut Outputs, path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    outputs.stage_file("--report", path, &serde_json::to_vec_pretty(value)?)?;
     Ok(())
 }
 
@@ -43,14 +45,14 @@ pub fn finish_check(checked: Option<&CheckReport>) -> Result<ExitCode> {
     })
 }
 
-/// Prints the rewrite report (and the check's, if one ran), writes the JSON report if asked
-/// (with the `--sparsity auto` search's summary under `auto`), and gives the exit code: 1
-/// when the check failed.
+/// Prepares the JSON report if asked (with the check's, and the `--sparsity auto` search's
+/// summary under `auto`), commits every output, then prints the rewrite report (and the
+/// check's) and gives the exit code: 1 when the check failed.
 pub fn finish_rewrite(
+    mut outputs: Outputs,
     report: &RewriteReport,
     checked: Option<&CheckReport>,
-    json: Option<&Path>,
-    auto: Option<serde_json::Value>,
+    (json, auto): (Option<&Path>, Option<serde_json::Value>),
 ) -> Result<ExitCode> {
     if let Some(path) = json {
         let mut value = serde_json::to_value(report)?;
@@ -60,14 +62,15 @@ pub fn finish_rewrite(
         if let Some(auto) = auto {
             value["auto"] = auto;
         }
-        write_json(path, &value)?;
+        stage_json(&mut outputs, path, &value)?;
     }
+    outputs.commit()?;
     stdout::print(render_rewrite(report))?;
     finish_check(checked)
 }
 
 /// When no allocation above zero passed: prints the figures of the smallest one tried and
-/// gives the failed check's exit code.
+/// gives the failed check's exit code (nothing is written).
 pub fn nothing_passed(found: Found) -> Result<ExitCode> {
     let Some(failure) = found.smallest_failure else {
         anyhow::bail!("no allocation was tried");

@@ -27,7 +27,9 @@ const VERSION: &str = concat!(
 /// and check what pruning cost by running both models through tract.
 ///
 /// Exit codes: 0 success, 1 a check failed its tolerance, 2 bad usage or bad input,
-/// 3 the model cannot be run by tract.
+/// 3 the model cannot be run by tract, 4 an output could not be written (no permission, a full
+/// disk, another run writing it; nothing was changed), 130 interrupted before the outputs were
+/// committed (nothing was changed).
 #[derive(Debug, Parser)]
 #[command(name = "onnx-prune", version = VERSION, about, long_about)]
 pub struct Cli {

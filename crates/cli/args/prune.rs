@@ -21,8 +21,10 @@ pub struct PruneArgs {
     )]
     pub output: Option<PathBuf>,
 
-    /// Write over MODEL (and its external data files) instead of -o: each file is replaced
-    /// atomically, so an interrupted run leaves the input as it was. Not with --check, which
+    /// Write over MODEL (and its external data files) instead of -o: changed data files are
+    /// written under new names and the model pointing at them renamed into place last, so an
+    /// interrupted run leaves the input as it was. A file you may not write is refused, as cp
+    /// would. Not with --check, which
     /// needs the original: prune to a new file, check it, then move it.
     #[arg(long, conflicts_with_all = ["output", "check"])]
     pub in_place: bool,

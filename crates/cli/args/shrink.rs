@@ -104,9 +104,9 @@ pub struct ShrinkArgs {
     pub dry_run: bool,
 
     /// Write a JSON report: per group producers, consumers, channels_before, channels_after
-    /// and removed; totals params_before/after and macs_before/after; with --drop-layers,
-    /// `layers` (every layer's influence, which were removed); with --vocab, `vocabulary`
-    /// (rows_before, rows_after).
+    /// and removed; totals params_before/after, bytes_before/after (the model and its external
+    /// data files on disk) and macs_before/after; with --drop-layers, `layers` (every layer's
+    /// influence, which were removed); with --vocab, `vocabulary` (rows_before, rows_after).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 

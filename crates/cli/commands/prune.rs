@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use onnx_prune_core::calibrated::{plan_calibrated, Calibrated, Method};
 use onnx_prune_core::model::discover_with;
 use onnx_prune_core::prune::{plan, select, RewriteReport};
-use onnx_prune_core::{save, Destination, Model};
+use onnx_prune_core::{Destination, Model};
 use onnx_prune_tune::{search_weights, Baseline, Outcome, Planner, Progress, WeightSearch};
 use onnx_prune_verify::{Calibration, CalibrationOptions};
 
@@ -17,7 +17,7 @@ use crate::options::{
     calibration, check_options_if, max_evaluations, parse_pattern, prune_config, search_check,
     selection,
 };
-use crate::outcome::{check_written, finish_rewrite, nothing_passed};
+use crate::outcome::{check_model, finish_rewrite, nothing_passed};
 use crate::progress::Bar;
 use crate::render::print_notes;
 use crate::stdout;
@@ -64,7 +64,7 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     if let Some(report) = &args.rewrite.report {
         files.write("--report", report);
     }
-    files.check()?;
+    let mut outputs = files.check()?;
     let weights = discover_with(&model, args.min_params);
     let selected = select(&model, &weights, &selection)?;
     let plan = match &calibrated {
@@ -85,8 +85,9 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
         progress.warn(warning);
     }
     progress.phase("writing");
+    let storage = args.rewrite.storage.into();
     let written = match destination {
-        Some(to) => Some(save(&model, &plan.edits, to, args.rewrite.storage.into())?),
+        Some(to) => Some(outputs.stage(&model, &plan.edits, to, storage)?),
         None => None,
     };
     progress.phase("measuring sizes");
@@ -94,16 +95,14 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     report.method = Some(method.name());
     progress.phase("checking through tract");
     let checked = match (&check_options, &args.output, args.dry_run) {
-        (Some(options), Some(output), false) => Some(check_written(&args.model, output, options)?),
+        (Some(options), Some(output), false) => {
+            Some(check_model(&args.model, &outputs.staged(output)?, options)?)
+        }
         _ => None,
     };
     drop(progress);
-    finish_rewrite(
-        &report,
-        checked.as_ref(),
-        args.rewrite.report.as_deref(),
-        None,
-    )
+    let json = args.rewrite.report.as_deref();
+    finish_rewrite(outputs, &report, checked.as_ref(), (json, None))
 }
 
 /// Refuses flags that mean nothing with `--sparsity auto`.
@@ -154,7 +153,7 @@ fn auto(
     if let Some(report) = &args.rewrite.report {
         files.write("--report", report);
     }
-    files.check()?;
+    let mut outputs = files.check()?;
     let selection = selection(
         &args.include,
         &args.exclude,
@@ -180,7 +179,7 @@ fn auto(
         metric,
         max_evaluations,
     };
-    let outcome = search_weights(&search, &baseline, output, &progress)?;
+    let outcome = search_weights(&search, &baseline, (&mut outputs, output), &progress)?;
     drop(progress);
     let searched = match outcome {
         Outcome::Passed(searched) => *searched,
@@ -200,10 +199,11 @@ fn auto(
         searched.evaluations,
         metric.label()
     ))?;
+    let json = args.rewrite.report.as_deref();
     finish_rewrite(
+        outputs,
         &report,
         Some(&searched.check),
-        args.rewrite.report.as_deref(),
-        Some(summary),
+        (json, Some(summary)),
     )
 }

@@ -9,15 +9,15 @@ use onnx_prune_core::prune::{
     plan, plan_zeroings, select, Plan, PruneConfig, RewriteReport, Selection,
 };
 use onnx_prune_core::replay::{read_masks, resolve, unpruned, Manifest};
-use onnx_prune_core::write::write_file_atomic;
-use onnx_prune_core::{discover, save, Destination, Model, Weight};
+use onnx_prune_core::write::Outputs;
+use onnx_prune_core::{discover, Destination, Model, Weight};
 use onnx_prune_tune::Baseline;
 use onnx_prune_verify::CheckOptions;
 
 use crate::args::ReplayArgs;
 use crate::files::{preflight_check, Files};
 use crate::options::check_options_if;
-use crate::outcome::{check_written, finish_rewrite, write_json};
+use crate::outcome::{check_model, finish_rewrite, stage_json};
 use crate::render::{bytes, check_failed, percent, print_notes, steps_svg, table};
 use crate::stdout;
 
@@ -67,38 +67,33 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         (None, Some(output)) => Some(Destination::File(output)),
         (None, None) => bail!("give -o OUT, --in-place, or --all-steps --out-dir DIR"),
     };
-    replay.check_files(destination, check_options.as_ref())?;
+    let mut outputs = replay.check_files(destination, check_options.as_ref())?;
     let Some(destination) = destination else {
         let dir = args.out_dir.as_deref().expect("--out-dir with --all-steps");
-        return replay.all_steps(dir, check_options.as_ref());
+        return replay.all_steps(outputs, dir, check_options.as_ref());
     };
     let plan = replay.plan(args.step)?;
-    let saved = save(
-        &replay.model,
-        &plan.edits,
-        destination,
-        args.rewrite.storage.into(),
-    )?;
+    let storage = args.rewrite.storage.into();
+    let saved = outputs.stage(&replay.model, &plan.edits, destination, storage)?;
     let report = RewriteReport::new(&replay.model, plan.outcomes, Some(&saved))?;
     let checked = match (&check_options, &args.output) {
-        (Some(options), Some(output)) => Some(check_written(&args.model, output, options)?),
+        (Some(options), Some(output)) => {
+            Some(check_model(&args.model, &outputs.staged(output)?, options)?)
+        }
         _ => None,
     };
-    finish_rewrite(
-        &report,
-        checked.as_ref(),
-        args.rewrite.report.as_deref(),
-        None,
-    )
+    let json = args.rewrite.report.as_deref();
+    finish_rewrite(outputs, &report, checked.as_ref(), (json, None))
 }
 
 impl Replay<'_> {
-    /// Checks every file the replay will write against what it reads, before writing any.
+    /// Checks every file the replay will write against what it reads, before writing any, and
+    /// locks them.
     fn check_files(
         &self,
         destination: Option<Destination>,
         check_options: Option<&CheckOptions>,
-    ) -> Result<()> {
+    ) -> Result<Outputs> {
         let mut files = Files::default();
         files.read_model(&self.model).read(&self.manifest.path);
         for step in &self.manifest.steps {
@@ -123,7 +118,7 @@ impl Replay<'_> {
             None => {
                 let dir = self.args.out_dir.as_deref().expect("--out-dir");
                 std::fs::create_dir_all(dir)
-                    .with_context(|| format!("--out-dir `{}`: cannot create", dir.display()))?;
+                    .map_err(|e| onnx_prune_core::Error::write_output("--out-dir", dir, e))?;
                 for step in self.steps() {
                     let output = self.step_output(dir, step);
                     files.write_model("--out-dir", &self.model, Destination::File(&output))?;
@@ -230,8 +225,14 @@ impl Replay<'_> {
         Ok(plan_zeroings(model, zeroings)?)
     }
 
-    /// One model per step in `dir`, and the sparsity / accuracy curve.
-    fn all_steps(&self, dir: &Path, check_options: Option<&CheckOptions>) -> Result<ExitCode> {
+    /// One model per step in `dir`, and the sparsity / accuracy curve, all prepared before
+    /// any is committed.
+    fn all_steps(
+        &self,
+        mut outputs: Outputs,
+        dir: &Path,
+        check_options: Option<&CheckOptions>,
+    ) -> Result<ExitCode> {
         let mut rows = Vec::new();
         let mut json = Vec::new();
         // The curve is for picking a step; the last step is what ships, so its check decides.
@@ -247,7 +248,7 @@ impl Replay<'_> {
         for step in self.steps() {
             let plan = self.plan(Some(step))?;
             let output = self.step_output(dir, step);
-            let saved = save(
+            let saved = outputs.stage(
                 &self.model,
                 &plan.edits,
                 Destination::File(&output),
@@ -255,7 +256,7 @@ impl Replay<'_> {
             )?;
             let report = RewriteReport::new(&self.model, plan.outcomes, Some(&saved))?;
             let checked = match &baseline {
-                Some(baseline) => Some(baseline.check(&output)?),
+                Some(baseline) => Some(baseline.compare(&outputs.staged(&output)?)?),
                 None => None,
             };
             let trained = self
@@ -324,13 +325,14 @@ impl Replay<'_> {
             "cosine",
             "passed",
         ];
-        stdout::print(table(&header, rows, &[1, 2, 3, 4, 5, 6]))?;
         if let Some(path) = &self.args.plot {
-            write_file_atomic(path, steps_svg(metric, &curve)?.as_bytes())?;
+            outputs.stage_file("--plot", path, steps_svg(metric, &curve)?.as_bytes())?;
         }
         if let Some(path) = &self.args.rewrite.report {
-            write_json(path, &serde_json::json!({ "steps": json }))?;
+            stage_json(&mut outputs, path, &serde_json::json!({ "steps": json }))?;
         }
+        outputs.commit()?;
+        stdout::print(table(&header, rows, &[1, 2, 3, 4, 5, 6]))?;
         if last_passed == Some(false) {
             eprintln!("error: the last step failed its check (see the `passed` column)");
             return Ok(check_failed());

@@ -18,7 +18,7 @@ use crate::files::{preflight_check, source_path, Files};
 use crate::options::{
     calibration, parse_pattern, parse_sparsities, regexes, sample_options, selection,
 };
-use crate::outcome::write_json;
+use crate::outcome::stage_json;
 use crate::progress::Bar;
 use crate::render::{print_notes, render_sensitivity, sensitivity_svg};
 use crate::stdout;
@@ -63,7 +63,7 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
     if let Some(plot) = &args.plot {
         files.write("--plot", plot);
     }
-    files.check()?;
+    let mut outputs = files.check()?;
 
     let progress = Bar::start();
     let (units, reports) = if channels {
@@ -123,11 +123,12 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
     };
     let result = Sensitivity::from_reports(how, units, sparsities, &reports);
     if let Some(path) = &args.report {
-        write_json(path, &result)?;
+        stage_json(&mut outputs, path, &result)?;
     }
     if let Some(path) = &args.plot {
-        onnx_prune_core::write::write_file_atomic(path, sensitivity_svg(&result)?.as_bytes())?;
+        outputs.stage_file("--plot", path, sensitivity_svg(&result)?.as_bytes())?;
     }
+    outputs.commit()?;
     stdout::print(render_sensitivity(&result))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,6 @@
 //! `--sparsity auto`, the budget search of the tune library instead.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -23,7 +22,7 @@ use crate::options::{
     check_options_if, max_evaluations, regexes, search_check, shrink_calibration, shrink_request,
     Passes,
 };
-use crate::outcome::{check_written, finish_check, nothing_passed, write_json};
+use crate::outcome::{check_model, finish_check, nothing_passed, stage_json};
 use crate::progress::Bar;
 use crate::render::{print_notes, render_layers, render_shrink, render_totals, render_vocab};
 use crate::stdout;
@@ -76,7 +75,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    files.check()?;
+    let mut outputs = files.check()?;
     // The layer and vocabulary passes first; the channel pass (with --sparsity, or alone) then
     // shrinks what they wrote.
     let planned = if passes.is_empty() {
@@ -120,7 +119,10 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
             _ => (Vec::new(), Vec::new()),
         };
         let totals = match &args.output {
-            Some(output) => shrink::save_shrunk(model, &analysis, &removed, &edits, output)?.1,
+            Some(output) => {
+                let removal = (&analysis, removed.as_slice());
+                shrink::stage_shrunk(&mut outputs, model, removal, &edits, output)?.1
+            }
             None => shrink::shrink_totals(model, &analysis, &removed)?,
         };
         if args.dry_run {
@@ -137,20 +139,24 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         report.refits = refits;
         channel_pass = Some((analysis, report));
     } else if let (Some(planned), Some(output)) = (&planned, &args.output) {
-        planned.edit.save(&input, output)?;
+        planned.edit.stage(&mut outputs, &input, output)?;
     }
     if let (Some(planned), true) = (&planned, args.dry_run) {
         stdout::print(planned.listing.trim_end())?;
     }
-    let checked = match (&check_options, &args.output) {
-        (Some(options), Some(output)) => Some(check_written(&args.model, output, options)?),
+    let written = match &args.output {
+        Some(output) => Some(outputs.staged(output)?),
+        None => None,
+    };
+    let checked = match (&check_options, &written) {
+        (Some(options), Some(shrunk)) => Some(check_model(&args.model, shrunk, options)?),
         _ => None,
     };
-    let latency = match (&check_options, &args.output) {
-        (Some(options), Some(output)) => {
+    let latency = match (&check_options, &written) {
+        (Some(options), Some(shrunk)) => {
             let time =
                 |m: &Model| onnx_prune_verify::latency(m, m.bytes(), &options.shapes, LATENCY_RUNS);
-            Some((time(&input)?, time(&Model::load(output)?)?))
+            Some((time(&input)?, time(shrunk)?))
         }
         _ => None,
     };
@@ -158,28 +164,40 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         .as_ref()
         .map(|o| o.shapes.clone())
         .unwrap_or_default();
-    let macs = match &args.output {
-        Some(output) => counted_macs(&input, output, &given),
+    let macs = written
+        .as_ref()
+        .and_then(|shrunk| counted_macs(&input, shrunk, &given));
+    // Totals from the input to what was written: before the first pass, after the last.
+    let first = match &planned {
+        Some(planned) => Some(planned.edit.totals(&input)?),
         None => None,
     };
-    // Totals from the input to what was written: before the first pass, after the last.
-    let params = match (&planned, &channel_pass) {
-        (Some(planned), Some((_, report))) => {
-            let first = planned.edit.totals(&input);
-            (first.params_before, report.totals.params_after)
+    let ((params_before, bytes_before), (params_after, bytes_after)) = match (&first, &channel_pass)
+    {
+        (Some(first), Some((_, report))) => (
+            (first.params_before, first.bytes_before),
+            (report.totals.params_after, report.totals.bytes_after),
+        ),
+        (Some(t), None) => (
+            (t.params_before, t.bytes_before),
+            (t.params_after, t.bytes_after),
+        ),
+        (None, Some((_, report))) => {
+            let t = &report.totals;
+            (
+                (t.params_before, t.bytes_before),
+                (t.params_after, t.bytes_after),
+            )
         }
-        (Some(planned), None) => {
-            let t = planned.edit.totals(&input);
-            (t.params_before, t.params_after)
-        }
-        (None, Some((_, report))) => (report.totals.params_before, report.totals.params_after),
         (None, None) => unreachable!("the channel pass runs without the other passes"),
     };
     let totals = ShrinkReportTotals {
-        params_before: params.0,
-        params_after: params.1,
+        params_before,
+        params_after,
         macs_before: macs.map(|m| m.0),
         macs_after: macs.map(|m| m.1),
+        bytes_before,
+        bytes_after,
     };
     if let Some((_, report)) = &mut channel_pass {
         report.totals = totals;
@@ -208,8 +226,9 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
                 "seconds_per_sample_after": after,
             });
         }
-        write_json(path, &value)?;
+        stage_json(&mut outputs, path, &value)?;
     }
+    outputs.commit()?;
     let mut out = planned
         .as_ref()
         .map(|p| p.summary.clone())
@@ -311,7 +330,7 @@ fn stage(model: &Model, edit: &GraphEdit) -> Result<(TempDir, Model)> {
 /// MACs before and after, or `None` with a note saying why they were not counted.
 fn counted_macs(
     model: &Model,
-    output: &Path,
+    output: &Model,
     given: &BTreeMap<String, Vec<usize>>,
 ) -> Option<(u64, u64)> {
     macs_before_after(model, output, given)
@@ -360,7 +379,7 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
     if let Some(report) = &args.report {
         files.write("--report", report);
     }
-    files.check()?;
+    let mut outputs = files.check()?;
     let analysis = shrink::analyze(&model)?;
     let units = group_units(
         &model,
@@ -387,7 +406,7 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
         metric,
         max_evaluations,
     };
-    let outcome = search_groups(&search, &baseline, output, &progress)?;
+    let outcome = search_groups(&search, &baseline, (&mut outputs, output), &progress)?;
     drop(progress);
     let searched = match outcome {
         Outcome::Passed(searched) => *searched,
@@ -395,14 +414,15 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
     };
     let summary = searched.summary(("groups", "producer"), units.iter().map(|u| u.name.clone()));
     let (removed, totals) = &searched.written;
-    let macs = counted_macs(&model, output, &options.shapes);
+    let macs = counted_macs(&model, &outputs.staged(output)?, &options.shapes);
     let report = ShrinkReport::new(&analysis, removed, None, false, *totals, macs);
     if let Some(path) = &args.report {
         let mut value = serde_json::to_value(&report)?;
         value["check"] = serde_json::to_value(&searched.check)?;
         value["auto"] = summary;
-        write_json(path, &value)?;
+        stage_json(&mut outputs, path, &value)?;
     }
+    outputs.commit()?;
     stdout::print(format!(
         "--sparsity auto: shares allocated for {:.2}% of the groups' parameters ({} sensitivity \
          runs, {} search checks, metric {})\n",

@@ -29,6 +29,15 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// An output could not be written (a full disk, no permission, another run writing it):
+    /// nothing was put in place unless the message says what was.
+    #[error("cannot write {what}: {error}")]
+    Write {
+        /// The output: its path, with the flag that named it when known.
+        what: String,
+        /// What the operating system (or the lock) said.
+        error: std::io::Error,
+    },
     /// A request (flags, configuration) is invalid.
     #[error("{0}")]
     Usage(String),
@@ -39,6 +48,22 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
+            error,
+        }
+    }
+
+    /// An [`Error::Write`] of the output `path`.
+    pub fn write(path: impl AsRef<std::path::Path>, error: std::io::Error) -> Error {
+        Error::Write {
+            what: format!("`{}`", path.as_ref().display()),
+            error,
+        }
+    }
+
+    /// An [`Error::Write`] of the output `path` named by `flag` (`-o`, `--report`).
+    pub fn write_output(flag: &str, path: &std::path::Path, error: std::io::Error) -> Error {
+        Error::Write {
+            what: format!("{flag} `{}`", path.display()),
             error,
         }
     }

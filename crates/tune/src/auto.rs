@@ -6,7 +6,7 @@ use std::path::Path;
 
 use onnx_prune_core::prune::{Pattern, Plan, PruneConfig};
 use onnx_prune_core::shrink::{self, Analysis, ShrinkTotals};
-use onnx_prune_core::write::Saved;
+use onnx_prune_core::write::{Outputs, Saved};
 use onnx_prune_core::{save, Destination, Model, Storage, Weight};
 use onnx_prune_verify::CheckReport;
 use regex::Regex;
@@ -103,12 +103,13 @@ fn plan_for(search: &WeightSearch, sparsities: &[f64]) -> Result<Plan> {
     search.planner.plan(search.selected, &config)
 }
 
-/// The largest per-weight allocation that passes the check of `baseline`, written to `output`
-/// and checked there once more; the plan and what was saved come back with it.
+/// The largest per-weight allocation that passes the check of `baseline`, prepared for
+/// `output` among `outputs` (in place once they are committed) and checked there once more;
+/// the plan and what was saved come back with it.
 pub fn search_weights(
     search: &WeightSearch,
     baseline: &Baseline,
-    output: &Path,
+    (outputs, output): (&mut Outputs, &Path),
     progress: &dyn Progress,
 ) -> Result<Outcome<(Plan, Saved)>> {
     let model = search.planner.model();
@@ -143,13 +144,13 @@ pub fn search_weights(
         return Ok(Outcome::NothingPassed(Box::new(found)));
     };
     let plan = plan_for(search, &best.sparsities)?;
-    let saved = save(
+    let saved = outputs.stage(
         model,
         &plan.edits,
         Destination::File(output),
         search.storage,
     )?;
-    let check = baseline.check(output)?;
+    let check = baseline.compare(&outputs.staged(output)?)?;
     Ok(Outcome::Passed(Box::new(Searched {
         best,
         metric: search.metric,
@@ -176,12 +177,13 @@ pub struct GroupSearch<'a> {
     pub max_evaluations: usize,
 }
 
-/// The largest per-group allocation that passes the check of `baseline`, written to `output`
-/// and checked there once more; the channels removed per group and the totals come back.
+/// The largest per-group allocation that passes the check of `baseline`, prepared for
+/// `output` among `outputs` (in place once they are committed) and checked there once more;
+/// the channels removed per group and the totals come back.
 pub fn search_groups(
     search: &GroupSearch,
     baseline: &Baseline,
-    output: &Path,
+    (outputs, output): (&mut Outputs, &Path),
     progress: &dyn Progress,
 ) -> Result<Outcome<(Vec<Vec<usize>>, ShrinkTotals)>> {
     let (model, analysis) = (search.model, search.analysis);
@@ -208,8 +210,8 @@ pub fn search_groups(
         return Ok(Outcome::NothingPassed(Box::new(found)));
     };
     let removed = removal(&best.sparsities)?;
-    let (_, totals) = shrink::save_shrunk(model, analysis, &removed, &[], output)?;
-    let check = baseline.check(output)?;
+    let (_, totals) = shrink::stage_shrunk(outputs, model, (analysis, &removed), &[], output)?;
+    let check = baseline.compare(&outputs.staged(output)?)?;
     Ok(Outcome::Passed(Box::new(Searched {
         best,
         metric: search.metric,

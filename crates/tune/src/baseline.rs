@@ -29,7 +29,12 @@ impl Baseline {
 
     /// Checks the model at `candidate` against the reference.
     pub fn check(&self, candidate: &Path) -> Result<CheckReport> {
-        let model = Model::load(candidate)?;
-        Ok(self.reference.compare(&model)?)
+        self.compare(&Model::load(candidate)?)
+    }
+
+    /// Checks `candidate` (a model loaded, or prepared and not yet in place) against the
+    /// reference.
+    pub fn compare(&self, candidate: &Model) -> Result<CheckReport> {
+        Ok(self.reference.compare(candidate)?)
     }
 }

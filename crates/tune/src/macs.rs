@@ -2,7 +2,6 @@
 //! tract infers (the counting itself is in the core crate, [`onnx_prune_core::shrink::macs`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use onnx_prune_core::shrink;
 use onnx_prune_core::Model;
@@ -17,11 +16,11 @@ pub fn macs(model: &Model, given: &BTreeMap<String, Vec<usize>>) -> Result<u64> 
     shrink::macs(model, &shapes).ok_or_else(|| Error::Usage("a value's shape is unknown".into()))
 }
 
-/// Multiply-accumulates of `model` and of the model written at `output`.
+/// Multiply-accumulates of `model` and of `output` (the model written from it).
 pub fn macs_before_after(
     model: &Model,
-    output: &Path,
+    output: &Model,
     given: &BTreeMap<String, Vec<usize>>,
 ) -> Result<(u64, u64)> {
-    Ok((macs(model, given)?, macs(&Model::load(output)?, given)?))
+    Ok((macs(model, given)?, macs(output, given)?))
 }

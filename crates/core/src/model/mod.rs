@@ -14,11 +14,13 @@ use onnx_splice::{Field, LenField};
 
 use crate::error::{Error, Result};
 
+mod mapped;
 mod scan;
 pub(crate) mod values;
 pub(crate) mod weights;
 
 pub use crate::proto::DataType;
+pub use mapped::{catch_changed_inputs, Mapped};
 pub use values::{count_zeros, dense_bytes, magnitude_key, stored_bytes};
 pub use weights::{discover, discover_with, Consumer, Role, Weight, DEFAULT_MIN_PARAMS};
 
@@ -28,7 +30,7 @@ pub const MAX_GRAPH_DEPTH: usize = 64;
 /// The bytes of a file: memory-mapped, or owned when mapping is not possible.
 pub enum FileBytes {
     /// A read-only mapping.
-    Mapped(memmap2::Mmap),
+    Mapped(Mapped),
     /// Bytes read into memory.
     Owned(Vec<u8>),
 }
@@ -46,25 +48,38 @@ impl Deref for FileBytes {
 impl FileBytes {
     /// Maps `path` read-only; `populate` faults every page in up front (for data read whole).
     pub fn open(path: &Path, populate: bool) -> Result<FileBytes> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        FileBytes::open_as(path, path, populate)
+    }
+
+    /// Maps `read` read-only, named `shown` in messages (a file that has no name of its own
+    /// yet, read through `/proc/self/fd`).
+    pub(crate) fn open_as(read: &Path, shown: &Path, populate: bool) -> Result<FileBytes> {
+        let file = File::open(read).map_err(|e| Error::io(shown, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(shown, e))?;
         if meta.is_dir() {
-            return Err(Error::invalid(path, "is a directory, not a file"));
+            return Err(Error::invalid(shown, "is a directory, not a file"));
+        }
+        if !meta.is_file() {
+            return Err(Error::invalid(
+                shown,
+                "is a pipe or a device, not a file: onnx-prune maps its inputs and reads them                  more than once; save the model to a file first",
+            ));
         }
         if meta.len() == 0 {
             return Ok(FileBytes::Owned(Vec::new()));
         }
-        // SAFETY: the mapping is read-only; like every tool that maps its input, we rely on the
-        // file not being truncated by another process while we run.
+        // SAFETY: the mapping is read-only. Another program truncating the file while we run
+        // makes reads of the vanished pages raise SIGBUS, which `catch_changed_inputs` turns
+        // into a message naming the file.
         let mut options = memmap2::MmapOptions::new();
         if populate {
             options.populate();
         }
         match unsafe { options.map(&file) } {
-            Ok(map) => Ok(FileBytes::Mapped(map)),
-            Err(_) => std::fs::read(path)
+            Ok(map) => Ok(FileBytes::Mapped(Mapped::new(map, shown))),
+            Err(_) => std::fs::read(read)
                 .map(FileBytes::Owned)
-                .map_err(|e| Error::io(path, e)),
+                .map_err(|e| Error::io(shown, e)),
         }
     }
 }
@@ -241,8 +256,15 @@ impl Model {
     /// offsets that reference them.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
+        Model::load_from(path, path)
+    }
+
+    /// Loads the model whose bytes are read from `read` as if it were at `path` (its external
+    /// data beside `path`, `path` in messages): a model prepared for `path` and not yet in
+    /// place.
+    pub fn load_from(read: &Path, path: &Path) -> Result<Model> {
         // Populated: one pass of page faults instead of one per page from many threads.
-        let bytes = FileBytes::open(path, true)?;
+        let bytes = FileBytes::open_as(read, path, true)?;
         if bytes.is_empty() {
             return Err(Error::invalid(path, "is empty, not an ONNX model"));
         }

@@ -84,7 +84,7 @@ impl RewriteReport {
                 let maps = saved
                     .files
                     .iter()
-                    .map(|f| FileBytes::open(&f.path, false))
+                    .map(|f| FileBytes::open(&f.read_from, false))
                     .collect::<Result<Vec<_>>>()?;
                 let parts: Vec<&[u8]> = maps.iter().map(|m| &m[..]).collect();
                 Some(sizes(&parts))

@@ -12,9 +12,10 @@ use onnx_splice::{fields, LenField, Patch, Splice};
 use crate::error::{Error, Result};
 use crate::model::{Model, Source};
 use crate::proto;
-use crate::write::{external_splices, output_files, write_spliced, Destination, WrittenFile};
+use crate::write::{committed, stage_spliced, Destination, Outputs, WrittenFile};
 
 use super::encode::{int_initializer, plain_node, value_info};
+use super::external::{bytes_before_after, lay_out};
 use super::save::write_tensor;
 use super::wire::{self, GraphWire};
 use super::ShrinkTotals;
@@ -88,8 +89,9 @@ impl GraphEdit {
         Ok(())
     }
 
-    /// Parameter counts (elements of floating-point constants) before and after the edit.
-    pub fn totals(&self, model: &Model) -> ShrinkTotals {
+    /// Parameter counts (elements of floating-point constants) and bytes on disk before and
+    /// after the edit.
+    pub fn totals(&self, model: &Model) -> Result<ShrinkTotals> {
         let gone = self.removed_graphs(model);
         let mut before = 0;
         let mut after = 0;
@@ -108,10 +110,15 @@ impl GraphEdit {
                 None => t.elements,
             };
         }
-        ShrinkTotals {
+        let wire = wire::scan(model)?;
+        let (splice, external) = self.splices(model, &wire)?;
+        let (bytes_before, bytes_after) = bytes_before_after(model, &splice, &external);
+        Ok(ShrinkTotals {
             params_before: before,
             params_after: after,
-        }
+            bytes_before,
+            bytes_after,
+        })
     }
 
     /// The graphs held by removed nodes, at any depth.
@@ -144,7 +151,8 @@ impl GraphEdit {
         let bytes = model.bytes();
         let graph = wire.graph;
         let mut splice = Splice::default();
-        let mut external = external_splices(model);
+        // New values of tensors in external data files, laid out once every edit is known.
+        let mut external_values = BTreeMap::new();
         for &n in &self.remove_nodes {
             splice.replace(
                 wire.nodes[n].span.clone(),
@@ -211,12 +219,12 @@ impl GraphEdit {
             let tensor = &model.tensors()[t];
             write_tensor(
                 model,
-                tensor,
+                t,
                 dims,
                 data.clone(),
                 &mut splice,
-                &mut external,
-            )?;
+                &mut external_values,
+            );
             new_dims.insert(tensor.name.as_str(), (tensor.dtype.code(), dims));
         }
         let declared = [
@@ -238,6 +246,7 @@ impl GraphEdit {
                 splice.replace(v.span.clone(), Patch::Bytes(patch), vec![graph]);
             }
         }
+        let external = lay_out(model, external_values, &self.remove_tensors, &mut splice)?;
         Ok((splice, external))
     }
 
@@ -258,11 +267,25 @@ impl GraphEdit {
         Ok(out)
     }
 
-    /// Writes the edited model to `to` (external data beside it), atomically.
-    pub fn save(&self, model: &Model, to: &Path) -> Result<Vec<WrittenFile>> {
-        let targets = output_files(model, Destination::File(to))?;
+    /// Prepares the edited model for `to` (external data beside it) among `outputs`; it is in
+    /// place once `outputs` are committed.
+    pub fn stage(
+        &self,
+        outputs: &mut Outputs,
+        model: &Model,
+        to: &Path,
+    ) -> Result<Vec<WrittenFile>> {
         let wire = wire::scan(model)?;
         let (splice, external) = self.splices(model, &wire)?;
-        write_spliced(model, &targets, splice, external)
+        stage_spliced(outputs, model, Destination::File(to), splice, external)
+    }
+
+    /// Writes the edited model to `to` (external data beside it), atomically.
+    pub fn save(&self, model: &Model, to: &Path) -> Result<Vec<WrittenFile>> {
+        let mut outputs = Outputs::scratch();
+        let mut files = self.stage(&mut outputs, model, to)?;
+        outputs.commit()?;
+        committed(&mut files);
+        Ok(files)
     }
 }

@@ -27,6 +27,7 @@ mod analyze;
 mod choose;
 mod edit;
 mod encode;
+mod external;
 mod flow;
 mod index_maps;
 pub mod layers;
@@ -49,7 +50,9 @@ pub use edit::GraphEdit;
 pub use macs::{mac_values, macs};
 pub use refit::{refit, RefitOutcome, MAX_REFIT_COLS};
 pub use report::{GroupOutcome, ShrinkReport, ShrinkReportTotals};
-pub use save::{save_shrunk, shrink_bytes, shrink_totals, zeroed_bytes, ShrinkTotals, Side};
+pub use save::{
+    save_shrunk, shrink_bytes, shrink_totals, stage_shrunk, zeroed_bytes, ShrinkTotals, Side,
+};
 
 /// A channel dependency group: channels that must be removed together from every member.
 #[derive(Debug, Clone, Serialize)]

@@ -35,6 +35,10 @@ pub struct ShrinkReportTotals {
     pub macs_before: Option<u64>,
     /// And after.
     pub macs_after: Option<u64>,
+    /// Bytes on disk of the model file and its external data files before.
+    pub bytes_before: u64,
+    /// And after (what `-o` wrote, or what it would write).
+    pub bytes_after: u64,
 }
 
 /// The report of one shrink.
@@ -91,6 +95,8 @@ impl ShrinkReport {
                 params_after: totals.params_after,
                 macs_before: macs.map(|m| m.0),
                 macs_after: macs.map(|m| m.1),
+                bytes_before: totals.bytes_before,
+                bytes_after: totals.bytes_after,
             },
             refits: Vec::new(),
         }

@@ -7,31 +7,36 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use onnx_splice::{fields, LenField, Patch, Splice, Value};
+use onnx_splice::{fields, Patch, Splice, Value};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::values::dense_bytes;
-use crate::model::{Model, Payload, Tensor};
+use crate::model::{Model, Payload};
 use crate::proto::{self, DataType};
 use crate::write::{
-    changed_copy, external_splices, output_files, typed_field, write_spliced, Destination, Edit,
-    WrittenFile,
+    changed_copy, committed, stage_spliced, typed_field, Destination, Edit, Outputs, WrittenFile,
 };
 
 use super::analyze::{Count, CutKind, Recount};
 use super::encode::{explicit_split, packed_ints, value_info, varint_field};
+use super::external::{bytes_before_after, lay_out};
 use super::layout::Owner;
 use super::wire::{self, GraphWire};
 use super::Analysis;
 
-/// Parameter counts (elements of floating-point constants) before and after.
+/// Parameter counts (elements of floating-point constants) and file sizes before and after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ShrinkTotals {
     /// Before.
     pub params_before: u64,
     /// After.
     pub params_after: u64,
+    /// Bytes of the model file and its external data files before.
+    pub bytes_before: u64,
+    /// After: those written, or those a write would give (the names of external data files
+    /// aside, which the write chooses).
+    pub bytes_after: u64,
 }
 
 /// What changes, tensor by tensor and attribute by attribute.
@@ -192,26 +197,27 @@ impl Slicer<'_> {
     }
 }
 
-/// Replaces a tensor's `dims` (when they change) and its data.
+/// Replaces a tensor's `dims` (when they change) and its data: in the model, or, for data in
+/// an external file, noted in `external` for [`lay_out`].
 pub(super) fn write_tensor<'m>(
     model: &'m Model,
-    tensor: &Tensor,
+    t: usize,
     dims: &[i64],
     data: Vec<u8>,
     splice: &mut Splice<'m>,
-    external: &mut BTreeMap<&'m str, Splice<'m>>,
-) -> Result<()> {
+    external: &mut BTreeMap<usize, Vec<u8>>,
+) {
+    let tensor = &model.tensors()[t];
     let own = *tensor.enclosing.last().expect("a tensor's own field");
     let bytes = model.bytes();
-    let parts: Vec<_> = fields(
-        &bytes[own.payload_start..own.payload_end],
-        own.payload_start,
-    )
-    .filter_map(|f| f.ok())
-    .collect();
     if dims != tensor.dims.as_slice() {
         let mut first = true;
-        for f in parts.iter().filter(|f| f.number == proto::tensor::DIMS) {
+        let parts = fields(
+            &bytes[own.payload_start..own.payload_end],
+            own.payload_start,
+        )
+        .filter_map(|f| f.ok());
+        for f in parts.filter(|f| f.number == proto::tensor::DIMS) {
             let patch = if first {
                 packed_ints(proto::tensor::DIMS, dims)
             } else {
@@ -243,48 +249,11 @@ pub(super) fn write_tensor<'m>(
                 splice.replace(piece.span.clone(), patch, tensor.enclosing.clone());
             }
         }
-        Payload::External {
-            location, offset, ..
-        } => {
-            // The data takes the start of its old range; the external file keeps its layout.
-            let start = *offset as usize;
-            let len = data.len();
-            let file = external
-                .get_mut(location.as_str())
-                .expect("mapped external file");
-            file.replace(start..start + len, Patch::Bytes(data), Vec::new());
-            for entry in parts
-                .iter()
-                .filter(|f| f.number == proto::tensor::EXTERNAL_DATA)
-            {
-                let Some(payload) = entry.payload() else {
-                    continue;
-                };
-                let inner: Vec<_> = fields(&bytes[payload.clone()], payload.start)
-                    .filter_map(|f| f.ok())
-                    .collect();
-                let key = inner.iter().find(|f| f.number == proto::entry::KEY);
-                let value = inner.iter().find(|f| f.number == proto::entry::VALUE);
-                let is_length = key
-                    .and_then(|k| k.payload())
-                    .is_some_and(|r| &bytes[r] == b"length");
-                if let (true, Some(value)) = (is_length, value) {
-                    let (Some(e), Some(v)) = (LenField::of(entry), LenField::of(value)) else {
-                        continue;
-                    };
-                    let mut enclosing = tensor.enclosing.clone();
-                    enclosing.extend([e, v]);
-                    splice.replace(
-                        v.payload_start..v.payload_end,
-                        Patch::Bytes(len.to_string().into_bytes()),
-                        enclosing,
-                    );
-                }
-            }
+        Payload::External { .. } => {
+            external.insert(t, data);
         }
         Payload::Empty => {}
     }
-    Ok(())
 }
 
 /// The splices that shrink `model`, and its parameter totals.
@@ -310,7 +279,7 @@ fn splices<'m>(
         );
     }
     let mut splice = Splice::default();
-    let mut external = external_splices(model);
+    let mut external: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
     let params_before: u64 = model
         .tensors()
         .iter()
@@ -337,19 +306,12 @@ fn splices<'m>(
             .collect();
         let elements = (data.len() / size) as u64;
         params_after -= tensor.elements - elements;
-        write_tensor(model, tensor, &shrunk, data, &mut splice, &mut external)?;
+        write_tensor(model, t, &shrunk, data, &mut splice, &mut external);
         new_dims.insert(tensor.name.as_str(), (tensor.dtype.code(), shrunk));
     }
     for (t, data) in replaced {
-        let tensor = &model.tensors()[t];
-        write_tensor(
-            model,
-            tensor,
-            &tensor.dims.clone(),
-            data,
-            &mut splice,
-            &mut external,
-        )?;
+        let dims = model.tensors()[t].dims.clone();
+        write_tensor(model, t, &dims, data, &mut splice, &mut external);
     }
     for (&t, values) in &plan.ints {
         let tensor = &model.tensors()[t];
@@ -360,14 +322,7 @@ fn splices<'m>(
                 .flat_map(|&v| (v as i32).to_le_bytes())
                 .collect(),
         };
-        write_tensor(
-            model,
-            tensor,
-            &tensor.dims.clone(),
-            data,
-            &mut splice,
-            &mut external,
-        )?;
+        write_tensor(model, t, &tensor.dims, data, &mut splice, &mut external);
     }
     for (node, attr, values, list) in &plan.attrs {
         let Some(a) = wire.nodes[*node].attributes.get(*attr) else {
@@ -419,12 +374,16 @@ fn splices<'m>(
             splice.replace(v.span.clone(), Patch::Bytes(patch), vec![wire.graph]);
         }
     }
+    let external = lay_out(model, external, &BTreeSet::new(), &mut splice)?;
+    let (bytes_before, bytes_after) = bytes_before_after(model, &splice, &external);
     Ok((
         splice,
         external,
         ShrinkTotals {
             params_before,
             params_after,
+            bytes_before,
+            bytes_after,
         },
     ))
 }
@@ -463,6 +422,22 @@ pub fn shrink_totals(
     Ok(splices(model, &wire, analysis, removed, &[])?.2)
 }
 
+/// Prepares the shrunk model for `to` (external data beside it) among `outputs`, with `edits`
+/// applied before slicing (see [`shrink_bytes`]); it is in place once `outputs` are committed.
+pub fn stage_shrunk(
+    outputs: &mut Outputs,
+    model: &Model,
+    (analysis, removed): (&Analysis, &[Vec<usize>]),
+    edits: &[Edit],
+    to: &Path,
+) -> Result<(Vec<WrittenFile>, ShrinkTotals)> {
+    let wire = wire::scan(model)?;
+    let (splice, external, mut totals) = splices(model, &wire, analysis, removed, edits)?;
+    let files = stage_spliced(outputs, model, Destination::File(to), splice, external)?;
+    totals.bytes_after = files.iter().map(|f| f.bytes).sum();
+    Ok((files, totals))
+}
+
 /// Writes the shrunk model to `to` (external data beside it), atomically, with `edits` applied
 /// before slicing (see [`shrink_bytes`]).
 pub fn save_shrunk(
@@ -472,10 +447,11 @@ pub fn save_shrunk(
     edits: &[Edit],
     to: &Path,
 ) -> Result<(Vec<WrittenFile>, ShrinkTotals)> {
-    let targets = output_files(model, Destination::File(to))?;
-    let wire = wire::scan(model)?;
-    let (splice, external, totals) = splices(model, &wire, analysis, removed, edits)?;
-    Ok((write_spliced(model, &targets, splice, external)?, totals))
+    let mut outputs = Outputs::scratch();
+    let (mut files, totals) = stage_shrunk(&mut outputs, model, (analysis, removed), edits, to)?;
+    outputs.commit()?;
+    committed(&mut files);
+    Ok((files, totals))
 }
 
 /// Which members' weights [`zeroed_bytes`] zeroes.

@@ -26,6 +26,9 @@ pub fn real_output_path(path: &Path, flag: &str) -> Result<PathBuf> {
     if path.as_os_str() == "-" {
         return refuse("writing to standard output is not supported; name a file".into());
     }
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return refuse("ends with `/`, so it names a directory, not a file; name a file".into());
+    }
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let file_name = match path.file_name() {
@@ -56,6 +59,56 @@ pub fn real_output_path(path: &Path, flag: &str) -> Result<PathBuf> {
                 "is {kind}, not a regular file; onnx-prune writes only regular files"
             )),
         },
+    }
+}
+
+/// Checks that the output `real` (the real path of `path`, named by `flag`) can be written
+/// before any work: its directory must take new files (the output is written beside it, then
+/// renamed) and, when it exists, the file itself must be writable by the user, as `cp` asks.
+/// Root passes both, as it does for `cp`, except on a read-only file system.
+pub fn check_writable(flag: &str, path: &Path, real: &Path) -> Result<()> {
+    let fail = |why: String, error: std::io::Error| {
+        Error::write_output(flag, path, std::io::Error::new(error.kind(), why))
+    };
+    let dir = match real.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Err(e) = access(dir, libc::W_OK | libc::X_OK) {
+        return Err(fail(
+            format!("cannot create files in `{}` ({e})", dir.display()),
+            e,
+        ));
+    }
+    match access(real, libc::W_OK) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            let mode = std::fs::metadata(real)
+                .map(|m| {
+                    format!(
+                        ", mode {:o}",
+                        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777
+                    )
+                })
+                .unwrap_or_default();
+            Err(fail(
+                format!("the file is not writable for you ({e}{mode}); make it writable first, as `cp` would need"),
+                e,
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether the user may access `path` as `how` (`W_OK`, ...), by effective ids.
+fn access(path: &Path, how: libc::c_int) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: a NUL-terminated path.
+    let allowed = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), how, libc::AT_EACCESS) };
+    if allowed == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -165,6 +218,7 @@ mod tests {
             (Path::new("/dev/null"), "is a device"),
             (dangling.as_path(), "does not exist"),
             (&dir.path().join("missing/r.json"), "does not exist"),
+            (&dir.path().join("new.onnx/"), "ends with `/`"),
         ] {
             let error = real_output_path(path, "-o").unwrap_err().to_string();
             assert!(error.contains(why), "{}: {error}", path.display());
