@@ -99,6 +99,33 @@ fn auto_prunes_the_robust_layers_most_and_ships_a_model_that_passes() {
     assert!(summary["sparsity"].as_f64().unwrap() > 0.5, "{summary}");
     // What was written passes its own tolerance, checked afresh.
     assert_passes_one_point(dir.path());
+    // Never below the best uniform sparsity, which passes the same check when pruned alone.
+    let uniform = summary["uniform_sparsity"].as_f64().unwrap();
+    assert!(
+        summary["sparsity"].as_f64().unwrap() >= uniform - 1e-9,
+        "{summary}"
+    );
+    let tried = summary["tried"].as_array().unwrap();
+    assert!(tried
+        .iter()
+        .any(|t| t["line"] == "uniform" && t["passed"] == true));
+    assert!(tried.len() as u64 == summary["search_checks"].as_u64().unwrap());
+    let pruned = dir.path().join("uniform.onnx");
+    let prune = run(&[
+        "prune",
+        arg(&sample("dense.onnx")),
+        "--sparsity",
+        &uniform.to_string(),
+        "-o",
+        arg(&pruned),
+    ]);
+    assert!(
+        prune.status.success(),
+        "{}",
+        String::from_utf8_lossy(&prune.stderr)
+    );
+    let (test_set, labels) = sample_test_set();
+    assert_within_one_point(&sample("dense.onnx"), &pruned, &test_set, &labels);
 
     // The same model whatever the thread count.
     let first = std::fs::read(dir.path().join("auto.onnx")).unwrap();

@@ -317,9 +317,18 @@ fn bad_input_exits_2_and_writes_nothing() {
     refused(&[model, "--sparsity", "1"], "--sparsity must be in [0, 1)");
     refused(&[model, "--sparsity=-0.1"], "--sparsity must be in [0, 1)");
     refused(&[model, "--round-to", "0"], "--round-to must be at least 1");
+    // Flags that select nothing or change nothing are mistakes, not no-ops.
     refused(
         &[model, "--include", "no such node"],
-        "--include/--exclude select no open channel group",
+        "--include `no such node` matches no channel group's producer",
+    );
+    refused(
+        &[model, "--sparsity", "0.5", "--exclude", "Conv_9999"],
+        "--exclude `Conv_9999` matches no channel group's producer",
+    );
+    refused(
+        &[model, "--sparsity", "0.5", "--round-to", "4096"],
+        "--round-to 4096 keeps every channel of every selected group",
     );
     refused(
         &[model, "--scope", "global"],

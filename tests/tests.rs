@@ -21,6 +21,7 @@ mod roundtrip;
 mod saves;
 mod sensitivity;
 mod shrink;
+mod shrink_exporters;
 mod shrink_layers;
 mod shrink_on_disk;
 mod shrink_refit;

@@ -384,6 +384,10 @@ fn flags_without_effect_are_errors() {
             "--dry-run",
         ),
         (
+            vec!["--sparsity", "0.5", "--dry-run"],
+            "--dry-run writes nothing: drop -o",
+        ),
+        (
             vec!["--sparsity", "0.5", "--inputs", "x.npz"],
             "only take effect with --check",
         ),

@@ -71,7 +71,8 @@ pub fn finish_rewrite(
 
 /// When no allocation above zero passed: prints the figures of the smallest one tried and
 /// gives the failed check's exit code (nothing is written).
-pub fn nothing_passed(found: Found) -> Result<ExitCode> {
+pub fn nothing_passed(found: Found<CheckReport>) -> Result<ExitCode> {
+    print_notes(&found.notes);
     let Some(failure) = found.smallest_failure else {
         anyhow::bail!("no allocation was tried");
     };

@@ -19,7 +19,7 @@ use crate::options::{
 };
 use crate::outcome::{check_model, finish_rewrite, nothing_passed};
 use crate::progress::Bar;
-use crate::render::print_notes;
+use crate::render::{print_notes, render_searched};
 use crate::stdout;
 
 pub fn run(args: PruneArgs) -> Result<ExitCode> {
@@ -33,6 +33,10 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     let (selection, config) = prune_config(&args)?;
     if args.dry_run && args.check {
         bail!("--dry-run writes nothing, so there is nothing for --check to check");
+    }
+    if args.dry_run && (args.output.is_some() || args.in_place) {
+        let flag = if args.in_place { "--in-place" } else { "-o" };
+        bail!("--dry-run writes nothing: drop {flag} or --dry-run");
     }
     let check_options = check_options_if(args.check, &args.check_flags)?;
     let progress = Bar::start();
@@ -185,20 +189,17 @@ fn auto(
         Outcome::Passed(searched) => *searched,
         Outcome::NothingPassed(found) => return nothing_passed(*found),
     };
+    print_notes(&searched.notes);
     let summary = searched.summary(("layers", "id"), selected.iter().map(|w| w.id.clone()));
+    let headline = render_searched(&searched, "overall");
     let (plan, saved) = searched.written;
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
     let mut report = RewriteReport::new(&model, plan.outcomes, Some(&saved))?;
     report.method = Some(method.name());
-    stdout::print(format!(
-        "--sparsity auto: {:.2}% overall ({} sensitivity runs, {} search checks, metric {})\n",
-        100.0 * searched.best.overall,
-        searched.sensitivity_runs,
-        searched.evaluations,
-        metric.label()
-    ))?;
+    stdout::print(headline)?;
+
     let json = args.rewrite.report.as_deref();
     finish_rewrite(
         outputs,

@@ -24,7 +24,9 @@ use crate::options::{
 };
 use crate::outcome::{check_model, finish_check, nothing_passed, stage_json};
 use crate::progress::Bar;
-use crate::render::{print_notes, render_layers, render_shrink, render_totals, render_vocab};
+use crate::render::{
+    print_notes, render_layers, render_searched, render_shrink, render_totals, render_vocab,
+};
 use crate::stdout;
 
 /// Timed runs per model for the latency `--check` reports (after one warm-up run).
@@ -110,6 +112,16 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
             }
             Err(e) => bail!("{e}\n{}", analysis.describe().trim_end()),
         };
+        let fraction = args.fraction().filter(|&s| s > 0.0);
+        if let (Some(s), true) = (fraction, request.round_to > 1) {
+            if removed.iter().all(Vec::is_empty) {
+                bail!(
+                    "--round-to {} keeps every channel of every selected group at --sparsity \
+                     {s}: nothing would be removed (try a smaller --round-to)",
+                    request.round_to
+                );
+            }
+        }
         let (edits, refits) = match (calibration, &args.output) {
             (Some(calibration), Some(_)) if !args.no_refit => {
                 shrink::refit(model, &analysis, &removed, |bytes, taps| {
@@ -412,6 +424,7 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
         Outcome::Passed(searched) => *searched,
         Outcome::NothingPassed(found) => return nothing_passed(*found),
     };
+    print_notes(&searched.notes);
     let summary = searched.summary(("groups", "producer"), units.iter().map(|u| u.name.clone()));
     let (removed, totals) = &searched.written;
     let macs = counted_macs(&model, &outputs.staged(output)?, &options.shapes);
@@ -423,14 +436,11 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
         stage_json(&mut outputs, path, &value)?;
     }
     outputs.commit()?;
-    stdout::print(format!(
-        "--sparsity auto: shares allocated for {:.2}% of the groups' parameters ({} sensitivity \
-         runs, {} search checks, metric {})\n",
-        100.0 * searched.best.overall,
-        searched.sensitivity_runs,
-        searched.evaluations,
-        metric.label()
+    stdout::print(render_searched(
+        &searched,
+        "shares allocated for the groups' parameters,",
     ))?;
+
     stdout::print(render_shrink(&analysis, &report))?;
     finish_check(Some(&searched.check))
 }

@@ -14,6 +14,6 @@ pub use inspect::render_inspection;
 pub use passes::{render_layers, render_totals, render_vocab};
 pub use plot::{sensitivity_svg, steps_svg};
 pub use rewrite::render_rewrite;
-pub use sensitivity::render_sensitivity;
+pub use sensitivity::{render_searched, render_sensitivity};
 pub use shrink::render_shrink;
 pub use table::{bytes, percent, shape, table};

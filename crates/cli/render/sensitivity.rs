@@ -1,5 +1,7 @@
 //! A sensitivity analysis for people: units down, sparsities across.
 
+use onnx_prune_tune::search::Line;
+use onnx_prune_tune::Searched;
 use onnx_prune_tune::Sensitivity;
 
 use super::table;
@@ -31,5 +33,26 @@ pub fn render_sensitivity(result: &Sensitivity) -> String {
         result.how(),
         result.unit(),
         table(&header, rows, &right)
+    )
+}
+
+/// The line an `--sparsity auto` search ends with: what it found, on which line, against
+/// the best uniform sparsity, and the checks it took.
+pub fn render_searched<T>(searched: &Searched<T>, found: &str) -> String {
+    let line = match searched.best.line {
+        Line::Uniform => "every unit alike",
+        Line::Curves => "drawn from the curves",
+    };
+    let uniform = match searched.best_uniform {
+        Some(u) => format!("the best uniform passing is {:.2}%", 100.0 * u),
+        None => "no uniform sparsity passed".to_string(),
+    };
+    format!(
+        "--sparsity auto: {found} {:.2}%, {line} ({uniform}; {} sensitivity runs, {} search \
+         checks, metric {})\n",
+        100.0 * searched.best.overall,
+        searched.sensitivity_runs,
+        searched.evaluations,
+        searched.metric.label()
     )
 }

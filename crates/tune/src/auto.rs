@@ -12,19 +12,26 @@ use onnx_prune_verify::CheckReport;
 use regex::Regex;
 
 use crate::baseline::Baseline;
-use crate::error::Result;
+use crate::budget::LayerCurve;
+use crate::error::{Error, Result};
 use crate::groups::{allocation, measure_groups, GroupUnit};
 use crate::metric::Metric;
 use crate::planner::Planner;
 use crate::progress::Progress;
-use crate::search::{curves, search_allocation, Found, Tried, GRID};
+use crate::search::{curves, search_allocation, Found, Line, Tried, GRID};
 use crate::sensitivity::measure_weights;
 
 /// A search that found an allocation passing the check, and what it wrote.
 #[derive(Debug)]
 pub struct Searched<T> {
     /// The allocation written.
-    pub best: Tried,
+    pub best: Tried<CheckReport>,
+    /// The largest uniform sparsity that passed, if any.
+    pub best_uniform: Option<f64>,
+    /// Every candidate checked: its line, overall sparsity and whether it passed.
+    pub history: Vec<(Line, f64, bool)>,
+    /// Where the curves and the joint checks disagreed.
+    pub notes: Vec<String>,
     /// The metric the curves measured.
     pub metric: Metric,
     /// Checks run to measure the curves.
@@ -43,7 +50,7 @@ pub enum Outcome<T> {
     /// An allocation above zero passed; it was written and checked again.
     Passed(Box<Searched<T>>),
     /// Nothing above zero passed; nothing was written.
-    NothingPassed(Box<Found>),
+    NothingPassed(Box<Found<CheckReport>>),
 }
 
 impl<T> Searched<T> {
@@ -58,13 +65,63 @@ impl<T> Searched<T> {
             .zip(&self.best.sparsities)
             .map(|(id, s)| serde_json::json!({ id_key: id, "sparsity": s }))
             .collect();
+        let tried: Vec<serde_json::Value> = self
+            .history
+            .iter()
+            .map(|(line, sparsity, passed)| {
+                serde_json::json!({ "line": line, "sparsity": sparsity, "passed": passed })
+            })
+            .collect();
         serde_json::json!({
             "metric": self.metric,
             "sparsity": self.best.overall,
+            "line": self.best.line,
+            "uniform_sparsity": self.best_uniform,
             "sensitivity_runs": self.sensitivity_runs,
             "search_checks": self.evaluations,
+            "tried": tried,
+            "notes": self.notes,
             units_key: units,
         })
+    }
+}
+
+/// Searches over `curves`: each candidate is written by `write(sparsities, path)` to a scratch
+/// file and checked against `baseline`.
+fn search_scratch(
+    curves: &[LayerCurve],
+    max_evaluations: usize,
+    (baseline, progress): (&Baseline, &dyn Progress),
+    write: impl Fn(&[f64], &Path) -> Result<()>,
+) -> Result<Found<CheckReport>> {
+    let scratch = tempfile::tempdir().map_err(Error::Scratch)?;
+    let candidate = scratch.path().join("candidate.onnx");
+    search_allocation(curves, max_evaluations, progress, |sparsities| {
+        write(sparsities, &candidate)?;
+        let report = baseline.check(&candidate)?;
+        Ok((report.passed, report))
+    })
+}
+
+impl<T> Searched<T> {
+    /// The search `found` with `best` (its best) written as `written` and checked as `check`.
+    fn new(
+        (found, best): (Found<CheckReport>, Tried<CheckReport>),
+        (metric, sensitivity_runs): (Metric, usize),
+        written: T,
+        check: CheckReport,
+    ) -> Self {
+        Searched {
+            best,
+            best_uniform: found.best_uniform,
+            history: found.history,
+            notes: found.notes,
+            metric,
+            sensitivity_runs,
+            evaluations: found.evaluations,
+            written,
+            check,
+        }
     }
 }
 
@@ -125,7 +182,7 @@ pub fn search_weights(
         .map(|w| model.tensors()[w.tensor].elements)
         .collect();
     let curves = curves(&params, &reports, search.metric);
-    let found = search_allocation(
+    let found = search_scratch(
         &curves,
         search.max_evaluations,
         (baseline, progress),
@@ -151,14 +208,12 @@ pub fn search_weights(
         search.storage,
     )?;
     let check = baseline.compare(&outputs.staged(output)?)?;
-    Ok(Outcome::Passed(Box::new(Searched {
-        best,
-        metric: search.metric,
-        sensitivity_runs: reports.len(),
-        evaluations: found.evaluations,
-        written: (plan, saved),
+    Ok(Outcome::Passed(Box::new(Searched::new(
+        (found, best),
+        (search.metric, reports.len()),
+        (plan, saved),
         check,
-    })))
+    ))))
 }
 
 /// The channel groups a `shrink --sparsity auto` search shrinks, and how.
@@ -197,7 +252,7 @@ pub fn search_groups(
             &allocation(analysis, search.units, sparsities, search.round_to),
         )
     };
-    let found = search_allocation(
+    let found = search_scratch(
         &curves,
         search.max_evaluations,
         (baseline, progress),
@@ -212,12 +267,10 @@ pub fn search_groups(
     let removed = removal(&best.sparsities)?;
     let (_, totals) = shrink::stage_shrunk(outputs, model, (analysis, &removed), &[], output)?;
     let check = baseline.compare(&outputs.staged(output)?)?;
-    Ok(Outcome::Passed(Box::new(Searched {
-        best,
-        metric: search.metric,
-        sensitivity_runs: reports.len(),
-        evaluations: found.evaluations,
-        written: (removed, totals),
+    Ok(Outcome::Passed(Box::new(Searched::new(
+        (found, best),
+        (search.metric, reports.len()),
+        (removed, totals),
         check,
-    })))
+    ))))
 }

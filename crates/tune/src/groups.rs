@@ -62,6 +62,7 @@ pub fn group_units(
     include: &[Regex],
     exclude: &[Regex],
 ) -> Result<Vec<GroupUnit>> {
+    shrink::patterns_match(analysis, include, exclude)?;
     let matches = |patterns: &[Regex], producers: &[String]| {
         producers
             .iter()

@@ -68,6 +68,13 @@ pub(crate) enum Recount {
     },
     /// A constant integer tensor (Split sizes, Slice bounds, Reshape target, Resize sizes).
     Tensor { tensor: usize, counts: Vec<Count> },
+    /// Such a tensor that other nodes read too: input `input` of `node` gets its own copy.
+    Input {
+        node: usize,
+        input: usize,
+        tensor: usize,
+        counts: Vec<Count>,
+    },
     /// Sizes for a Split that splits equally without giving them: added when they change (an
     /// input from opset 13, the `split` attribute before), replacing `num_outputs`.
     SplitSizes { node: usize, counts: Vec<Count> },
@@ -97,6 +104,8 @@ pub(crate) struct Builder<'m> {
     consts: HashMap<&'m str, usize>,
     /// How many node inputs (any graph) name each tensor.
     uses: HashMap<&'m str, usize>,
+    /// The main graph's node making each tensor.
+    producers: HashMap<&'m str, usize>,
     pub layouts: HashMap<String, Layout>,
     pub raw: Vec<RawGroup>,
     pub cuts: Vec<Cut>,
@@ -106,6 +115,13 @@ pub(crate) struct Builder<'m> {
     pub recounts: Vec<Recount>,
     /// The node being handled: (index, label, op).
     pub here: (usize, String, String),
+    /// Why the current node blocked, the first time it did.
+    blocked_here: Option<String>,
+    /// The upstream cause the current node's block names, if it names one.
+    blamed: Option<String>,
+    /// Activations that carry no channel layout because a node upstream blocked: where and
+    /// why (`` `label` (op), blocked because ... ``), and whether that node made them.
+    lost: HashMap<String, (String, bool)>,
 }
 
 impl<'m> Builder<'m> {
@@ -129,16 +145,26 @@ impl<'m> Builder<'m> {
                 }
             }
         }
+        let producers = model.graphs()[0]
+            .nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.outputs.iter().map(move |o| (o.as_str(), i)))
+            .collect();
         Builder {
             model,
             consts,
             uses,
+            producers,
             layouts: HashMap::new(),
             raw: Vec::new(),
             cuts: Vec::new(),
             clauses: Vec::new(),
             recounts: Vec::new(),
             here: (0, String::new(), String::new()),
+            blocked_here: None,
+            blamed: None,
+            lost: HashMap::new(),
         }
     }
 
@@ -218,8 +244,22 @@ impl<'m> Builder<'m> {
 
     /// Blocks the groups of `layout` at the current node.
     pub fn block_here(&mut self, layout: &Layout, what: &str) {
+        self.blocked_here.get_or_insert_with(|| what.to_string());
         let why = format!("{} ({}): {what}", self.here.1, self.here.2);
         self.block(layout, &why);
+    }
+
+    /// Why `name`, read where channels are expected, carries none: the node upstream that
+    /// blocked and its reason, or that it is in no channel group.
+    pub fn no_channels(&mut self, name: &str) -> String {
+        if let Some((origin, _)) = self.lost.get(name) {
+            self.blamed.get_or_insert_with(|| origin.clone());
+        }
+        match self.lost.get(name) {
+            Some((origin, true)) => format!("`{name}`, which comes from {origin}"),
+            Some((origin, false)) => format!("`{name}`, which depends on {origin}"),
+            None => format!("`{name}`, which is in no channel group"),
+        }
     }
 
     /// The current node as `label (op)`.
@@ -283,10 +323,43 @@ impl<'m> Builder<'m> {
         (self.uses.get(name) == Some(&1)).then(|| &self.model.tensors()[index])
     }
 
+    /// How many node inputs (any graph) read `name`.
+    pub fn uses_of(&self, name: &str) -> usize {
+        self.uses.get(name).copied().unwrap_or(0)
+    }
+
+    /// The main graph's node that makes `name`.
+    pub fn producer_of(&self, name: &str) -> Option<usize> {
+        self.producers.get(name).copied()
+    }
+
+    /// Index of the constant tensor `name` of the main graph.
+    pub fn const_index(&self, name: &str) -> Option<usize> {
+        self.consts.get(name).copied()
+    }
+
     /// Index of the constant tensor `name`, when only one node input uses it.
     pub fn own_const_index(&self, name: &str) -> Option<usize> {
         self.own_const(name)?;
         self.consts.get(name).copied()
+    }
+
+    /// Records that the constant integer input `input` of `node` follows the channels as
+    /// `counts`: the tensor is rewritten when only this node reads it, else the node gets its
+    /// own copy. `None` when that input is not a constant of the main graph.
+    pub fn recount_input(&mut self, node: usize, input: usize, counts: Vec<Count>) -> Option<()> {
+        let name = self.model.graphs()[0].nodes[node].inputs.get(input)?;
+        let tensor = *self.consts.get(name.as_str())?;
+        self.recounts.push(match self.own_const_index(name) {
+            Some(_) => Recount::Tensor { tensor, counts },
+            None => Recount::Input {
+                node,
+                input,
+                tensor,
+                counts,
+            },
+        });
+        Some(())
     }
 
     /// Whether `name` is a constant of the main graph.
@@ -383,6 +456,7 @@ impl<'m> Builder<'m> {
                 Recount::Int { count, .. } => std::slice::from_mut(count),
                 Recount::Ints { counts, .. }
                 | Recount::Tensor { counts, .. }
+                | Recount::Input { counts, .. }
                 | Recount::SplitSizes { counts, .. } => counts,
             };
             for count in counts {
@@ -441,13 +515,21 @@ pub(crate) fn analyze(model: &Model, outputs: &[String]) -> Result<Analysis> {
 
 /// Dispatches one node: ops the tool understands, or blocking.
 fn handle(b: &mut Builder, index: usize, node: &Node) -> Result<()> {
+    b.blocked_here = None;
+    b.blamed = None;
     let inputs: Vec<Option<Layout>> = node
         .inputs
         .iter()
         .map(|name| b.layouts.get(name).cloned())
         .collect();
     if inputs.iter().all(Option::is_none) && !super::ops::is_producer(node) {
-        return Ok(()); // nothing of any group reaches this node
+        // Nothing of any group reaches this node; what a blocked node upstream lost, it loses.
+        if let Some((origin, _)) = node.inputs.iter().find_map(|i| b.lost.get(i)).cloned() {
+            for output in node.outputs.iter().filter(|o| !o.is_empty()) {
+                b.lost.insert(output.clone(), (origin.clone(), false));
+            }
+        }
+        return Ok(());
     }
     let foreign = !node.domain.is_empty() && node.domain != "ai.onnx";
     let outputs = if foreign || !node.subgraphs.is_empty() {
@@ -455,20 +537,41 @@ fn handle(b: &mut Builder, index: usize, node: &Node) -> Result<()> {
     } else {
         super::ops::apply(b, index, node, &inputs)?
     };
-    match outputs {
-        Some(outputs) => {
-            for (name, layout) in node.outputs.iter().zip(outputs) {
-                if let Some(layout) = layout {
-                    if !name.is_empty() {
-                        b.layouts.insert(name.clone(), layout);
-                    }
-                }
-            }
-        }
+    let outputs = match outputs {
+        Some(outputs) => outputs,
         None => {
             for layout in inputs.into_iter().flatten() {
                 b.block_here(&layout, "an op this tool does not pass channels through");
             }
+            Vec::new()
+        }
+    };
+    // Outputs without channels name the first node that blocked on the way: this one, unless
+    // it blocked because of one upstream.
+    let upstream = node.inputs.iter().find_map(|i| b.lost.get(i));
+    let origin = match (&b.blamed, &b.blocked_here, upstream) {
+        (Some(origin), _, _) => Some((origin.clone(), false)),
+        (None, Some(why), _) => Some((
+            format!("`{}` ({}), blocked because {why}", b.here.1, b.here.2),
+            true,
+        )),
+        (None, None, Some((origin, _))) => Some((origin.clone(), false)),
+        (None, None, None) => None,
+    };
+    let mut outputs = outputs.into_iter();
+    for name in &node.outputs {
+        let layout = outputs.next().flatten();
+        if name.is_empty() {
+            continue;
+        }
+        match (layout, &origin) {
+            (Some(layout), _) => {
+                b.layouts.insert(name.clone(), layout);
+            }
+            (None, Some(origin)) => {
+                b.lost.insert(name.clone(), origin.clone());
+            }
+            (None, None) => {}
         }
     }
     Ok(())

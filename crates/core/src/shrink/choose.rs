@@ -89,6 +89,52 @@ struct Scores {
     dead: Vec<Vec<bool>>,
 }
 
+/// Refuses an `--include` or `--exclude` pattern that matches no group's producer (blocked
+/// groups included): a flag that selects nothing is a mistake, not a no-op.
+pub fn patterns_match(analysis: &Analysis, include: &[Regex], exclude: &[Regex]) -> Result<()> {
+    for (flag, patterns) in [("--include", include), ("--exclude", exclude)] {
+        let unmatched = patterns.iter().find(|r| {
+            !analysis
+                .groups
+                .iter()
+                .any(|g| g.producers.iter().any(|p| r.is_match(p)))
+        });
+        if let Some(r) = unmatched {
+            return Err(Error::Usage(format!(
+                "{flag} `{r}` matches no channel group's producer (--dry-run lists them)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Why no group is selected: none found (and where the weights are, when a subgraph holds
+/// them), all blocked, or none matching `--include`/`--exclude`.
+fn nothing_selected(model: &Model, analysis: &Analysis) -> String {
+    let nested = model.graphs()[0]
+        .nodes
+        .iter()
+        .enumerate()
+        .find(|(_, n)| !n.subgraphs.is_empty());
+    match nested {
+        Some((i, node)) if analysis.groups.is_empty() => format!(
+            "found no channel group in the main graph: its weights are inside the subgraphs of \
+             `{}` ({}), and shrink does not enter subgraphs",
+            node.label(i),
+            node.op_type
+        ),
+        _ if analysis.groups.is_empty() => "found no channel group: no Conv, ConvTranspose, \
+            Gemm or MatMul has a constant weight of its own"
+            .to_string(),
+        _ if analysis.open().next().is_none() => "every channel group is blocked (see \
+            --dry-run for the node that blocks each)"
+            .to_string(),
+        _ => "--include/--exclude select no open channel group (see --dry-run for their \
+            producers)"
+            .to_string(),
+    }
+}
+
 fn scores(
     model: &Model,
     analysis: &Analysis,
@@ -164,6 +210,7 @@ fn scores(
 /// The channels to remove from each group (sorted; empty for blocked or unselected groups).
 /// Errors when the selection matches no open group.
 pub fn choose(model: &Model, analysis: &Analysis, request: &Request) -> Result<Vec<Vec<usize>>> {
+    patterns_match(analysis, &request.include, &request.exclude)?;
     let round = request.round_to.max(1);
     let selected: Vec<bool> = analysis
         .groups
@@ -180,14 +227,7 @@ pub fn choose(model: &Model, analysis: &Analysis, request: &Request) -> Result<V
         })
         .collect();
     if !selected.iter().any(|&s| s) {
-        let why = if analysis.groups.is_empty() {
-            "found no channel group: no Conv, ConvTranspose, Gemm or MatMul has a constant weight of its own"
-        } else if analysis.open().next().is_none() {
-            "every channel group is blocked (see --dry-run for the node that blocks each)"
-        } else {
-            "--include/--exclude select no open channel group (see --dry-run for their producers)"
-        };
-        return Err(Error::Usage(why.to_string()));
+        return Err(Error::Usage(nothing_selected(model, analysis)));
     }
     let scores = scores(model, analysis, request.activations.as_ref())?;
     // Units kept must be a multiple of `step` so that kept channels are a multiple of `round`.

@@ -137,5 +137,31 @@ pub(crate) fn explicit_split(
     }
 }
 
+/// Gives input `input` of `node` its own copy of the shared integer tensor `tensor`, holding
+/// `values`: a new initializer named after the tensor and the node's first output.
+pub(crate) fn own_copy(
+    model: &Model,
+    wire: &GraphWire,
+    (node, input): (usize, usize),
+    (tensor, values): (usize, &[i64]),
+    splice: &mut Splice,
+) {
+    let shared = &model.tensors()[tensor];
+    let graph_node = &model.graphs()[0].nodes[node];
+    let name = format!("{}_shrink_{}", shared.name, graph_node.outputs[0]);
+    let int32 = shared.dtype == crate::proto::DataType::Other(6);
+    let field = int_initializer(&name, &shared.dims, values, int32);
+    let end = wire.graph.payload_end;
+    splice.replace(end..end, Patch::Bytes(field), vec![wire.graph]);
+    let n = &wire.nodes[node];
+    let mut field = Vec::new();
+    message(proto::node::INPUT, name.as_bytes(), &mut field);
+    splice.replace(
+        n.inputs[input].clone(),
+        Patch::Bytes(field),
+        vec![wire.graph, n.field],
+    );
+}
+
 /// `AttributeProto.type`; 7 is `INTS`.
 const ATTRIBUTE_TYPE: u32 = 20;

@@ -129,8 +129,12 @@ fn concat(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Output
                         });
                         None
                     }
-                    _ => Some(format!(
+                    _ if b.is_const(name) => Some(format!(
                         "it joins the channels with `{name}`, whose channel count is unknown"
+                    )),
+                    _ => Some(format!(
+                        "it joins the channels with {}",
+                        b.no_channels(name)
                     )),
                 }
             }
@@ -189,19 +193,6 @@ fn split(b: &mut Builder, index: usize, node: &Node, x: Layout) -> Result<Output
     if sizes.iter().sum::<i64>() != x.total() as i64 || x.flat != Flat::No {
         return Err(b.inconsistent(format!("split sizes {sizes:?} for {} channels", x.total())));
     }
-    let tensor = match from_input {
-        Some(name) => match b.own_const_index(name) {
-            Some(t) => Some(t),
-            None => {
-                b.block_here(
-                    &x,
-                    &format!("its sizes `{name}` are shared with other nodes"),
-                );
-                return Ok(Some(vec![None; outs]));
-            }
-        },
-        None => None,
-    };
     let mut at = 0;
     let mut layouts = Vec::new();
     let mut counts = Vec::new();
@@ -211,18 +202,21 @@ fn split(b: &mut Builder, index: usize, node: &Node, x: Layout) -> Result<Output
         layouts.push(Some(part));
         at += size as usize;
     }
-    b.recounts.push(match tensor {
-        Some(tensor) => Recount::Tensor { tensor, counts },
-        None if implicit => Recount::SplitSizes {
+    if from_input.is_some() {
+        // The sizes are a constant: `ints` read them.
+        b.recount_input(index, 1, counts).expect("constant sizes");
+    } else if implicit {
+        b.recounts.push(Recount::SplitSizes {
             node: index,
             counts,
-        },
-        None => Recount::Ints {
+        });
+    } else {
+        b.recounts.push(Recount::Ints {
             node: index,
             attr: "split",
             counts,
-        },
-    });
+        });
+    }
     b.member(&x, CutKind::Param);
     Ok(Some(layouts))
 }
@@ -273,11 +267,8 @@ fn slice(
     for (i, values, bound, attr) in [(1, &starts, from, "starts"), (2, &ends, to, "ends")] {
         let counts = bound_counts(values, bound);
         if opset10 {
-            let name = &node.inputs[i];
-            let tensor = b
-                .own_const_index(name)
-                .ok_or(format!("its {attr} `{name}` are shared with other nodes"))?;
-            b.recounts.push(Recount::Tensor { tensor, counts });
+            b.recount_input(index, i, counts)
+                .ok_or(format!("its {attr} are not constant"))?;
         } else {
             b.recounts.push(Recount::Ints {
                 node: index,
@@ -325,13 +316,9 @@ fn reshape(b: &mut Builder, node: &Node, x: Layout) -> std::result::Result<Layou
         -1 if target[0] >= 0 => Flat::Unknown,
         k if k > 0 && total > 0 && k as usize % total == 0 => {
             let cols = k as usize / total;
-            let tensor = b
-                .own_const_index(name)
-                .ok_or(format!("its target `{name}` is shared with other nodes"))?;
-            b.recounts.push(Recount::Tensor {
-                tensor,
-                counts: vec![Count::Fixed(target[0]), Count::Kept(x.owners(cols))],
-            });
+            let counts = vec![Count::Fixed(target[0]), Count::Kept(x.owners(cols))];
+            b.recount_input(b.here.0, 1, counts)
+                .ok_or("its target shape is not constant")?;
             Flat::Cols(cols)
         }
         _ => {
@@ -434,9 +421,6 @@ fn resize(b: &mut Builder, node: &Node, x: Layout) -> std::result::Result<Layout
         if sizes.get(pos) != Some(&(x.total() as i64)) {
             return Err(format!("its sizes {sizes:?} change the channel axis"));
         }
-        let tensor = b
-            .own_const_index(name)
-            .ok_or(format!("its sizes `{name}` are shared with other nodes"))?;
         let counts = sizes
             .iter()
             .enumerate()
@@ -448,7 +432,8 @@ fn resize(b: &mut Builder, node: &Node, x: Layout) -> std::result::Result<Layout
                 }
             })
             .collect();
-        b.recounts.push(Recount::Tensor { tensor, counts });
+        b.recount_input(b.here.0, 3, counts)
+            .ok_or("its sizes are not constant")?;
         return Ok(x);
     }
     let scales = match node.inputs.get(scales_at).filter(|n| !n.is_empty()) {

@@ -26,9 +26,11 @@
 mod analyze;
 mod choose;
 mod edit;
+mod elementwise;
 mod encode;
 mod external;
 mod flow;
+mod fold;
 mod index_maps;
 pub mod layers;
 mod layout;
@@ -45,7 +47,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::model::Model;
 
-pub use choose::{choose, Importance, Request, ShrinkScope};
+pub use choose::{choose, patterns_match, Importance, Request, ShrinkScope};
 pub use edit::GraphEdit;
 pub use macs::{mac_values, macs};
 pub use refit::{refit, RefitOutcome, MAX_REFIT_COLS};

@@ -1,15 +1,15 @@
 //! The ops that carry channels, by family: producers (Conv, ConvTranspose, Gemm, MatMul with a
 //! constant weight), per-channel pass-through (normalisation, activations, pooling),
-//! coupling (element-wise ops merging their inputs' groups). Index maps are in
-//! [`super::index_maps`]. An op missing here blocks every group that reaches it.
+//! coupling (element-wise ops merging their inputs' groups, in [`super::elementwise`]). Index
+//! maps are in [`super::index_maps`]. An op missing here blocks every group that reaches it.
 
 use crate::error::Result;
 use crate::model::Node;
 use num_integer::gcd;
 
 use super::analyze::{Builder, Count, CutKind, Recount};
-use super::index_maps;
 use super::layout::{Flat, Layout, Owner};
+use super::{elementwise, index_maps};
 
 /// The outputs' layouts of a node this module understands (`None` entries: no group), or
 /// `None` when it does not understand the node.
@@ -76,10 +76,10 @@ pub(crate) fn apply(
         "Gemm" => gemm(b, node, ins),
         "MatMul" => matmul(b, node, ins),
         "BatchNormalization" | "InstanceNormalization" => norm(b, node, ins),
-        "PRelu" => prelu(b, node, ins),
-        "Clip" => clip(b, node, ins),
+        "PRelu" => elementwise::prelu(b, node, ins),
+        "Clip" => elementwise::clip(b, node, ins),
         "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Sum" | "Where" => {
-            elementwise(b, node, ins)
+            elementwise::elementwise(b, node, ins)
         }
         _ if KEEP_ZERO.contains(&op) || NOT_ZERO.contains(&op) => {
             let mut out = unary(ins);
@@ -168,8 +168,22 @@ fn produce(
 }
 
 fn conv(b: &mut Builder, index: usize, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs> {
-    let (Ok(Some(w)), Ok(bias)) = (own_input(b, node, 1), own_input(b, node, 2)) else {
+    let Ok(Some(w)) = own_input(b, node, 1) else {
         return Ok(None);
+    };
+    // A bias this node cannot slice on its own still lets the Conv read its input's channels;
+    // only its own output channels are blocked.
+    let (bias, bias_blocks) = match own_input(b, node, 2) {
+        Ok(bias) => (bias, None),
+        Err(()) => {
+            let name = &node.inputs[2];
+            let why = if b.is_const(name) {
+                format!("its bias `{name}` is shared with other nodes")
+            } else {
+                format!("its bias `{name}` is computed, not a constant")
+            };
+            (None, Some(why))
+        }
     };
     let tensors = b.model.tensors();
     let dims: Vec<usize> = tensors[w].dims.iter().map(|&d| d.max(0) as usize).collect();
@@ -212,6 +226,10 @@ fn conv(b: &mut Builder, index: usize, node: &Node, ins: &[Option<Layout>]) -> R
         let Some(x) = x else {
             return Ok(Some(vec![None]));
         };
+        if let Some(why) = bias_blocks {
+            b.block_here(&x, &why);
+            return Ok(Some(vec![None]));
+        }
         b.member(&x, CutKind::Param);
         let owners = x.owners(1);
         b.cut(w, 0, owners.clone(), CutKind::Param);
@@ -268,6 +286,9 @@ fn conv(b: &mut Builder, index: usize, node: &Node, ins: &[Option<Layout>]) -> R
         (0, whole.owners(1))
     };
     produce(b, w, axis, owners, bias, &whole);
+    if let Some(why) = bias_blocks {
+        b.block_here(&whole, &why);
+    }
     Ok(Some(vec![Some(whole)]))
 }
 
@@ -397,191 +418,4 @@ fn norm(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs>
         b.clauses.push(vec![cuts[2], cuts[0]]);
     }
     Ok(Some(vec![Some(x)]))
-}
-
-/// How a constant operand broadcasts against a layout.
-enum Broadcast {
-    /// One value per channel: the cut made.
-    PerChannel(usize),
-    /// The same for every channel.
-    Across,
-    /// Not understood (another size on the channel axis, a shared constant, a flattened axis).
-    Bad(String),
-}
-
-fn broadcast(b: &mut Builder, x: &Layout, name: &str) -> Broadcast {
-    let Some(t) = b
-        .model
-        .tensors()
-        .iter()
-        .find(|t| t.graph == 0 && t.name == name)
-    else {
-        return Broadcast::Bad(format!("`{name}` is not a constant"));
-    };
-    if t.elements == 1 {
-        return Broadcast::Across;
-    }
-    let k = t.dims.len() as i64;
-    if x.flat != Flat::No || x.rank.is_some_and(|r| k > r as i64) {
-        return Broadcast::Bad(format!(
-            "constant `{name}` of shape {:?} does not broadcast per channel",
-            t.dims
-        ));
-    }
-    let at = k + x.neg;
-    if at < 0 || t.dims[at as usize] == 1 {
-        return Broadcast::Across;
-    }
-    if t.dims[at as usize] != x.total() as i64 {
-        return Broadcast::Bad(format!(
-            "constant `{name}` of shape {:?} does not broadcast per channel",
-            t.dims
-        ));
-    }
-    match b.own_const_index(name) {
-        Some(i) => Broadcast::PerChannel(b.cut(i, at as usize, x.owners(1), CutKind::Param)),
-        None => Broadcast::Bad(format!("constant `{name}` is shared with other nodes")),
-    }
-}
-
-fn prelu(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs> {
-    let Some(Some(x)) = unary(ins) else {
-        return Ok(unary(ins).map(|x| vec![x]));
-    };
-    if let Broadcast::Bad(why) = broadcast(b, &x, &node.inputs[1]) {
-        b.block_here(&x, &why);
-        return Ok(Some(vec![None]));
-    }
-    b.member(&x, CutKind::Param);
-    Ok(Some(vec![Some(x)]))
-}
-
-fn clip(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs> {
-    let Some(Some(mut x)) = unary(ins) else {
-        return Ok(unary(ins).map(|x| vec![x]));
-    };
-    let bound = |i: usize, attr: &str| -> Option<Option<f32>> {
-        match node.inputs.get(i).filter(|n| !n.is_empty()) {
-            Some(name) => b
-                .const_floats(name)
-                .and_then(|v| v.first().copied())
-                .map(Some),
-            None => Some(node.floats.get(attr).copied()),
-        }
-    };
-    let (Some(lo), Some(hi)) = (bound(1, "min"), bound(2, "max")) else {
-        return Ok(None);
-    };
-    if lo.is_some_and(|v| v > 0.0) || hi.is_some_and(|v| v < 0.0) {
-        b.not_zero(&mut x);
-    }
-    b.member(&x, CutKind::Param);
-    Ok(Some(vec![Some(x)]))
-}
-
-/// Merges `a` and `o` channel for channel; false when they do not line up.
-fn merge(b: &mut Builder, a: &Layout, o: &Layout) -> bool {
-    if a.total() != o.total() || a.flat != o.flat || a.neg != o.neg || a.segs.len() != o.segs.len()
-    {
-        return false;
-    }
-    for (sa, so) in a.segs.iter().zip(&o.segs) {
-        if sa.len != so.len {
-            return false;
-        }
-        match (sa.group, so.group) {
-            (None, None) => {}
-            (Some(ga), Some(go)) => {
-                let ((ra, offa), (ro, offo)) = (b.find_off(ga), b.find_off(go));
-                let (at_a, at_o) = (sa.start + offa, so.start + offo);
-                if ra == ro && at_a == at_o {
-                    continue;
-                }
-                // One side must be a whole group: it becomes that range of the other.
-                if ra != ro && at_a == 0 && sa.len == b.raw[ra].size {
-                    b.embed(ra, ro, at_o);
-                } else if ra != ro && at_o == 0 && so.len == b.raw[ro].size {
-                    b.embed(ro, ra, at_a);
-                } else {
-                    return false;
-                }
-            }
-            _ => return false,
-        }
-    }
-    true
-}
-
-fn elementwise(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs> {
-    let op = node.op_type.as_str();
-    let mut layouts = Vec::new();
-    let mut consts = Vec::new();
-    for (i, name) in node
-        .inputs
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| !n.is_empty())
-    {
-        match &ins[i] {
-            Some(l) => layouts.push((i, l.clone())),
-            None if b.is_const(name) => consts.push((i, name.clone())),
-            None => {
-                for l in ins.iter().flatten() {
-                    b.block_here(
-                        l,
-                        &format!(
-                            "it mixes the channels with `{name}`, which is in no channel group"
-                        ),
-                    );
-                }
-                return Ok(Some(vec![None]));
-            }
-        }
-    }
-    let Some((first_at, mut first)) = layouts.first().cloned() else {
-        return Ok(Some(vec![None]));
-    };
-    if op == "Where" && first_at == 0 {
-        return Ok(None);
-    }
-    for (_, other) in &layouts[1..] {
-        if !merge(b, &first, other) {
-            for (_, l) in &layouts {
-                b.block_here(l, "its inputs' channels do not line up");
-            }
-            return Ok(Some(vec![None]));
-        }
-    }
-    let additive = matches!(op, "Add" | "Sub" | "Sum" | "Max" | "Min" | "Where");
-    // 0 times anything is 0: a product is zero when one factor is; a sum when all terms are.
-    first.nonzero = if op == "Mul" && layouts.iter().any(|(_, l)| l.nonzero.is_none()) {
-        None
-    } else {
-        layouts.iter().find_map(|(_, l)| l.nonzero.clone())
-    };
-    for (i, name) in consts {
-        let numerator = op == "Div" && i == 0;
-        match broadcast(b, &first, &name) {
-            Broadcast::Bad(why) => {
-                b.block_here(&first, &why);
-                return Ok(Some(vec![None]));
-            }
-            Broadcast::PerChannel(cut) if additive => b.clauses.push(vec![cut]),
-            Broadcast::PerChannel(_) if numerator => b.not_zero(&mut first),
-            Broadcast::PerChannel(_) => {}
-            Broadcast::Across => {
-                let zero = b
-                    .const_floats(&name)
-                    .is_some_and(|v| v.iter().all(|&x| x == 0.0));
-                if (additive || numerator) && !zero {
-                    b.not_zero(&mut first);
-                }
-            }
-        }
-    }
-    if op == "Div" && layouts.iter().any(|(i, _)| *i == 1) {
-        b.not_zero(&mut first); // 0 / 0
-    }
-    b.member(&first, CutKind::Param);
-    Ok(Some(vec![Some(first)]))
 }

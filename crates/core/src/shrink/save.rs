@@ -19,7 +19,7 @@ use crate::write::{
 };
 
 use super::analyze::{Count, CutKind, Recount};
-use super::encode::{explicit_split, packed_ints, value_info, varint_field};
+use super::encode::{explicit_split, own_copy, packed_ints, value_info, varint_field};
 use super::external::{bytes_before_after, lay_out};
 use super::layout::Owner;
 use super::wire::{self, GraphWire};
@@ -46,6 +46,8 @@ pub(super) struct Plan {
     pub slices: BTreeMap<usize, Vec<Option<Vec<bool>>>>,
     /// Integer tensors with new values.
     ints: BTreeMap<usize, Vec<i64>>,
+    /// Shared integer tensors read with new values by one node: (node, input, tensor, values).
+    copies: Vec<(usize, usize, usize, Vec<i64>)>,
     /// (node, attribute, values, whether a list).
     attrs: Vec<(usize, &'static str, Vec<i64>, bool)>,
     /// Activations whose recorded shapes go stale.
@@ -72,6 +74,15 @@ pub(super) fn plan(model: &Model, analysis: &Analysis, removed: &[Vec<usize>]) -
     let count = |c: &Count| match c {
         Count::Fixed(v) => *v,
         Count::Kept(owners) => kept(owners),
+    };
+    // The new values of counts some of whose kept positions are removed.
+    let changed = |counts: &[Count]| {
+        let values: Vec<i64> = counts.iter().map(count).collect();
+        counts
+            .iter()
+            .zip(&values)
+            .any(|(c, v)| matches!(c, Count::Kept(o) if o.len() as i64 != *v))
+            .then_some(values)
     };
     let mut plan = Plan::default();
     for cut in &analysis.cuts {
@@ -114,13 +125,18 @@ pub(super) fn plan(model: &Model, analysis: &Analysis, removed: &[Vec<usize>]) -
                 }
             }
             Recount::Tensor { tensor, counts } => {
-                let values: Vec<i64> = counts.iter().map(count).collect();
-                let changed = counts
-                    .iter()
-                    .zip(&values)
-                    .any(|(c, v)| matches!(c, Count::Kept(o) if o.len() as i64 != *v));
-                if changed {
+                if let Some(values) = changed(counts) {
                     plan.ints.insert(*tensor, values);
+                }
+            }
+            Recount::Input {
+                node,
+                input,
+                tensor,
+                counts,
+            } => {
+                if let Some(values) = changed(counts) {
+                    plan.copies.push((*node, *input, *tensor, values));
                 }
             }
         }
@@ -256,6 +272,34 @@ pub(super) fn write_tensor<'m>(
     }
 }
 
+/// Removes the shared initializers that every reader now reads a copy of.
+fn drop_copied(
+    model: &Model,
+    wire: &GraphWire,
+    copies: &[(usize, usize, usize, Vec<i64>)],
+    splice: &mut Splice,
+) {
+    let mut copied: BTreeMap<usize, usize> = BTreeMap::new();
+    for (_, _, tensor, _) in copies {
+        *copied.entry(*tensor).or_default() += 1;
+    }
+    for (t, count) in copied {
+        let tensor = &model.tensors()[t];
+        let readers = model
+            .graphs()
+            .iter()
+            .flat_map(|g| &g.nodes)
+            .flat_map(|n| &n.inputs)
+            .filter(|i| **i == tensor.name)
+            .count();
+        let declared = wire.inputs.iter().any(|v| v.name == tensor.name);
+        if count == readers && !declared && tensor.source == crate::model::Source::Initializer {
+            let parents = tensor.enclosing[..tensor.enclosing.len() - 1].to_vec();
+            splice.replace(tensor.field.clone(), Patch::Bytes(Vec::new()), parents);
+        }
+    }
+}
+
 /// The splices that shrink `model`, and its parameter totals.
 fn splices<'m>(
     model: &'m Model,
@@ -356,6 +400,10 @@ fn splices<'m>(
     for (node, sizes) in &plan.split_sizes {
         explicit_split(model, wire, *node, sizes, &mut splice);
     }
+    for (node, input, tensor, values) in &plan.copies {
+        own_copy(model, wire, (*node, *input), (*tensor, values), &mut splice);
+    }
+    drop_copied(model, wire, &plan.copies, &mut splice);
     // Declared shapes: of changed weights (initializers listed as inputs, value_info of
     // weights) updated, of activations whose channels changed dropped.
     let declared = [

@@ -37,6 +37,8 @@ pub(crate) struct NodeWire {
     pub attributes: BTreeMap<String, AttributeWire>,
     /// Where the node's last `input` field ends (where another input goes).
     pub inputs_end: usize,
+    /// Each `input` field, in order.
+    pub inputs: Vec<std::ops::Range<usize>>,
 }
 
 /// A `ValueInfoProto` of the main graph (a declared input, output or intermediate).
@@ -118,9 +120,11 @@ pub(crate) fn scan(model: &Model) -> Result<GraphWire> {
                 let mut attributes = BTreeMap::new();
                 let payload = f.payload().unwrap_or_default();
                 let mut inputs_end = payload.start;
+                let mut inputs = Vec::new();
                 for part in message(bytes, &f) {
                     if part.number == proto::node::INPUT {
                         inputs_end = part.span.end;
+                        inputs.push(part.span.clone());
                     }
                     if part.number != proto::node::ATTRIBUTE {
                         continue;
@@ -137,6 +141,7 @@ pub(crate) fn scan(model: &Model) -> Result<GraphWire> {
                     span: f.span.clone(),
                     attributes,
                     inputs_end,
+                    inputs,
                 });
             }
             GRAPH_VALUE_INFO => wire.value_info.push(value(&f)),
