@@ -104,3 +104,15 @@ pub fn model_bytes(graph: onnx_protobuf::GraphProto) -> Vec<u8> {
     model.graph = protobuf::MessageField::some(graph);
     model.write_to_bytes().unwrap()
 }
+
+/// Asserts two JSON numbers agree to a relative `1e-5` (tract's kernels differ between CPUs
+/// and batch sizes in the last bits), or are equal when not numbers.
+pub fn assert_close(a: &serde_json::Value, b: &serde_json::Value, what: &str) {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => assert!(
+            (x - y).abs() <= 1e-5 * x.abs().max(y.abs()).max(1e-6),
+            "{what}: {x} vs {y}"
+        ),
+        _ => assert_eq!(a, b, "{what}"),
+    }
+}
