@@ -389,7 +389,7 @@ fn flags_without_effect_are_errors() {
         ),
         (
             vec!["--sparsity", "0.5", "--inputs", "x.npz"],
-            "only take effect with --check",
+            "--inputs only takes effect with --check; add --check or drop it",
         ),
         (vec!["--pattern", "2:3"], "fits none"),
         (
@@ -611,4 +611,29 @@ fn one_of_four_keeps_one_in_every_group() {
             assert_eq!(kept, [largest], "column {column}, rows {start}..");
         }
     }
+}
+
+/// Issue 23 item 11: messages read as one sentence, without runs of spaces left by a string
+/// continuation.
+#[test]
+fn messages_hold_no_runs_of_spaces() {
+    let (dir, model) = copied("mlp_gemm.onnx", &[]);
+    let out = dir.path().join("out.onnx");
+    let method = run(&[
+        "prune",
+        arg(&model),
+        "-o",
+        arg(&out),
+        "--sparsity",
+        "0.5",
+        "--method",
+        "wanda",
+    ]);
+    let stderr = String::from_utf8_lossy(&method.stderr);
+    assert_eq!(method.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("give calibration samples with --calibration"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("  "), "{stderr}");
 }

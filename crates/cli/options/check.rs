@@ -92,8 +92,12 @@ pub fn check_options_if(check: bool, flags: &CheckFlags) -> Result<Option<CheckO
     }
     let given = flags.given();
     if !given.is_empty() {
+        let (verb, them) = match given.len() {
+            1 => ("takes", "it"),
+            _ => ("take", "them"),
+        };
         bail!(
-            "{} only take effect with --check; add --check or drop them",
+            "{} only {verb} effect with --check; add --check or drop {them}",
             given.join(", ")
         );
     }

@@ -98,7 +98,7 @@ pub fn calibration(
     if flags.calibration.is_empty() {
         if method != Method::Magnitude {
             bail!(
-                "--method {} scores weights by their input activations: give calibration                  samples with --calibration FILE.npz (or a test-data DIR, or NAME=FILE.npy)",
+                "--method {} scores weights by their input activations: give calibration samples with --calibration FILE.npz (or a test-data DIR, or NAME=FILE.npy)",
                 method.name()
             );
         }

@@ -62,7 +62,7 @@ impl FileBytes {
         if !meta.is_file() {
             return Err(Error::invalid(
                 shown,
-                "is a pipe or a device, not a file: onnx-prune maps its inputs and reads them                  more than once; save the model to a file first",
+                "is a pipe or a device, not a file: onnx-prune maps its inputs and reads them more than once; save the model to a file first",
             ));
         }
         if meta.len() == 0 {
