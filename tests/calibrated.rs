@@ -531,7 +531,35 @@ fn calibration_data_that_does_not_fit_is_refused_naming_it() {
     refused(
         &model,
         &[&sparsegpt[..], &[arg(&wrong_name)]].concat(),
-        "no data for input `x`",
+        "--calibration: no array named `x`, the model's input (",
+    );
+    // The message names the file and what it holds (issue 23 item 7).
+    refused(
+        &model,
+        &[&sparsegpt[..], &[arg(&wrong_name)]].concat(),
+        "name.npz holds images",
+    );
+    let no_arrays = dir.path().join("no_arrays.npz");
+    // An empty zip archive: only its end-of-central-directory record.
+    let mut eocd = b"PK\x05\x06".to_vec();
+    eocd.resize(22, 0);
+    std::fs::write(&no_arrays, eocd).unwrap();
+    refused(
+        &model,
+        &[&sparsegpt[..], &[arg(&no_arrays)]].concat(),
+        "no_arrays.npz holds no array",
+    );
+    let bare = dir.path().join("bare.npy");
+    std::fs::write(&bare, b"not read").unwrap();
+    refused(
+        &model,
+        &[&sparsegpt[..], &[arg(&bare)]].concat(),
+        "a .npy holds one array; say which input it is with NAME=",
+    );
+    refused(
+        &model,
+        &[&sparsegpt[..], &["y=nothere.npy"]].concat(),
+        "--calibration y=nothere.npy: the model has no input `y`",
     );
     let wrong_width = npz_with(dir.path(), "width.npz", "x", &[4, 199], vec![0.5; 796]);
     refused(

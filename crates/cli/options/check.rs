@@ -75,6 +75,7 @@ pub fn sample_options(flags: &SampleFlags) -> Result<CheckOptions> {
     }
     Ok(CheckOptions {
         inputs,
+        inputs_flag: None,
         random: flags.random.map(|n| (n, flags.seed)),
         shapes,
         labels: flags.labels.clone(),

@@ -59,6 +59,7 @@ impl Calibration {
         let specs = input_specs(model)?;
         let check_options = CheckOptions {
             inputs: options.inputs.clone(),
+            inputs_flag: Some("--calibration"),
             ..CheckOptions::default()
         };
         let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();

@@ -87,6 +87,9 @@ impl Default for Tolerances {
 pub struct CheckOptions {
     /// Input files; they may be combined (e.g. one `.npy` per input).
     pub inputs: Vec<InputSource>,
+    /// The flag that gave `inputs`, for messages: `--inputs` when `None` (`--calibration` for
+    /// calibration data).
+    pub inputs_flag: Option<&'static str>,
     /// Random samples instead: (count, seed).
     pub random: Option<(usize, u64)>,
     /// Full shapes of inputs drawn at random, by name (their free dimensions).

@@ -203,14 +203,30 @@ impl Samples {
                 seed: 0,
             });
         }
+        let flag = options.inputs_flag.unwrap_or("--inputs");
         let mut files = BTreeMap::new();
+        // What each .npz holds, for a message naming the file when an input is missing.
+        let mut held: Vec<(PathBuf, Vec<String>)> = Vec::new();
         for source in &options.inputs {
             match source {
-                InputSource::Npz(path) => files.extend(read_npz(path)?),
+                InputSource::Npz(path) if path.extension().is_some_and(|e| e == "npy") => {
+                    return Err(Error::Usage(format!(
+                        "{flag} {}: a .npy holds one array; say which input it is with \
+                         NAME={} (the model's inputs: {})",
+                        path.display(),
+                        path.display(),
+                        names.join(", ")
+                    )));
+                }
+                InputSource::Npz(path) => {
+                    let arrays = read_npz(path)?;
+                    held.push((path.clone(), arrays.keys().cloned().collect()));
+                    files.extend(arrays);
+                }
                 InputSource::Npy { name, path } => {
                     if !names.contains(name) {
                         return Err(Error::Usage(format!(
-                            "--inputs {name}={}: the model has no input `{name}` (its inputs: {})",
+                            "{flag} {name}={}: the model has no input `{name}` (its inputs: {})",
                             path.display(),
                             names.join(", ")
                         )));
@@ -233,10 +249,7 @@ impl Samples {
             .collect();
         let Some((count, seed)) = options.random else {
             if let Some((_, spec)) = drawn.first() {
-                return Err(Error::Usage(format!(
-                    "no data for input `{}` (give --inputs or --random)",
-                    spec.name
-                )));
+                return Err(missing_input(flag, &spec.name, &held));
             }
             return Self::from_files(files, specs, notes);
         };
@@ -398,4 +411,26 @@ impl Samples {
         }
         Ok(inputs)
     }
+}
+
+/// The error for input `name` that no file given with `flag` holds: the files and the arrays
+/// each holds, or how to give data when none was.
+fn missing_input(flag: &str, name: &str, held: &[(PathBuf, Vec<String>)]) -> Error {
+    if held.is_empty() {
+        return Error::Usage(format!(
+            "no data for input `{name}` (give {flag} or --random)"
+        ));
+    }
+    let files: Vec<String> = held
+        .iter()
+        .map(|(path, keys)| match keys.is_empty() {
+            true => format!("{} holds no array", path.display()),
+            false => format!("{} holds {}", path.display(), keys.join(", ")),
+        })
+        .collect();
+    Error::Usage(format!(
+        "{flag}: no array named `{name}`, the model's input ({}); name the arrays after the \
+         inputs, or give one as {name}=FILE.npy",
+        files.join("; ")
+    ))
 }
