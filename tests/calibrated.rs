@@ -573,7 +573,7 @@ fn calibration_data_that_does_not_fit_is_refused_naming_it() {
     refused(
         &model,
         &[&sparsegpt[..], &[arg(&nan)]].concat(),
-        "layer `w`: activation `x` holds a NaN",
+        "nan.npz: array `x` holds NaN at sample 0 (element 7)",
     );
     let empty = dir.path().join("empty.npz");
     std::fs::write(&empty, b"").unwrap();

@@ -133,7 +133,9 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
         .into_iter()
         .map(|name| {
             let tensor = npz_array(&mut reader, &name, path)?;
-            Ok((name.trim_end_matches(".npy").to_string(), tensor))
+            let name = name.trim_end_matches(".npy").to_string();
+            finite(path, &name, &tensor)?;
+            Ok((name, tensor))
         })
         .collect()
 }
@@ -141,12 +143,42 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
 /// One `.npy` file, for input (or labels) `name`.
 pub fn read_npy(name: &str, path: &Path) -> Result<Tensor> {
     let bytes = std::fs::read(path).map_err(|e| invalid(path, e.to_string()))?;
-    read_any(&mut &bytes[..]).ok_or_else(|| {
+    let tensor = read_any(&mut &bytes[..]).ok_or_else(|| {
         invalid(
             path,
             format!("{name}: not a readable .npy of float16/32/64, integers or bool"),
         )
-    })
+    })?;
+    finite(path, name, &tensor)?;
+    Ok(tensor)
+}
+
+/// Refuses a float array holding a NaN or an infinity, naming the array and the sample (its
+/// index on the first axis): found when the data is read, before any model runs on it.
+fn finite(path: &Path, name: &str, tensor: &Tensor) -> Result<()> {
+    if !tensor.datum_type().is_float() || tensor.len() == 0 {
+        return Ok(());
+    }
+    let values = tensor
+        .cast_to::<f64>()
+        .map_err(|e| invalid(path, format!("array `{name}`: {e}")))?;
+    let values = values
+        .to_plain_array_view::<f64>()
+        .map_err(|e| invalid(path, format!("array `{name}`: {e}")))?;
+    let Some((at, value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) else {
+        return Ok(());
+    };
+    let per_sample = match tensor.shape().first() {
+        Some(&n) if n > 0 => tensor.len() / n,
+        _ => tensor.len(),
+    };
+    Err(invalid(
+        path,
+        format!(
+            "array `{name}` holds {value} at sample {} (element {at}): the data must be finite",
+            at / per_sample
+        ),
+    ))
 }
 
 /// One data set of an ONNX test-data directory: its `input_<N>.pb` files in the order of N.
