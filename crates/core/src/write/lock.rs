@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::write::temp::dir_of;
-use crate::write::unfinished::Pending;
+use crate::write::unfinished::{listed_at_once, Pending};
 
 /// A held lock on an output.
 pub(crate) struct Lock {
@@ -43,24 +43,27 @@ impl Lock {
         let path = lock_path(target);
         let fail = |e: io::Error| Error::write_output(flag, target, e);
         loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(&path)
-                .map_err(fail)?;
-            // SAFETY: a valid descriptor.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    return Err(fail(io::Error::other(format!(
-                        "another onnx-prune run is writing it (it holds `{}`); wait for it \
-                         to finish",
-                        path.display()
-                    ))));
+            // Listed for removal on interruption as soon as it is ours.
+            let (file, pending) = listed_at_once(|| {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create(true)
+                    .open(&path)?;
+                // SAFETY: a valid descriptor.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                    return Err(io::Error::last_os_error());
                 }
-                return Err(fail(e));
-            }
+                Ok((file, Pending::new(&path)))
+            })
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::WouldBlock => fail(io::Error::other(format!(
+                    "another onnx-prune run is writing it (it holds `{}`); wait for it to \
+                     finish",
+                    path.display()
+                ))),
+                _ => fail(e),
+            })?;
             // The lock file may have been removed by the run that held it before we locked
             // it: then ours is not the file that others open; start again.
             let ours = file.metadata().map_err(fail)?;
@@ -70,7 +73,7 @@ impl Lock {
             }
             let mut lock = Lock {
                 file,
-                _pending: Pending::new(&path),
+                _pending: pending,
                 path,
             };
             lock.clean(target, inputs).map_err(fail)?;

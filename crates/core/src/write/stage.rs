@@ -17,7 +17,7 @@ use crate::write::outputs::Outputs;
 use crate::write::pause::pause;
 use crate::write::targets::{plan_data, DataPlan, InputFiles};
 use crate::write::temp::{Mode, Temp};
-use crate::write::unfinished::Pending;
+use crate::write::unfinished::{listed_at_once, Pending};
 use crate::write::{Destination, WrittenFile};
 
 /// A data file created under a new name for a model not yet committed: removed when dropped,
@@ -165,19 +165,22 @@ fn create_fresh(
         lock.note(&path)
             .and_then(|()| lock.sync())
             .map_err(|e| Error::write(target, e))?;
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(bits)
-            .open(&path)
-        {
-            Ok(file) => {
+        let created = listed_at_once(|| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(bits)
+                .open(&path)
+                .map(|file| (file, Pending::new(&path)))
+        });
+        match created {
+            Ok((file, pending)) => {
                 if let Mode::Exact(bits) = mode {
                     use std::os::unix::fs::PermissionsExt;
                     file.set_permissions(std::fs::Permissions::from_mode(bits))
                         .map_err(|e| Error::write(&path, e))?;
                 }
-                let pending = Some(Pending::new(&path));
+                let pending = Some(pending);
                 return Ok((NewFile { path, pending }, name.clone(), file));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

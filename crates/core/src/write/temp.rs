@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::write::lock::Lock;
-use crate::write::unfinished::Pending;
+use crate::write::unfinished::{listed_at_once, Pending};
 
 /// Prefix of temporary file names.
 pub(crate) const TEMP_PREFIX: &str = ".onnx-prune-";
@@ -84,21 +84,24 @@ impl Temp {
                 named: None,
             });
         }
-        let temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .make_in(dir, |path| {
-                lock.note(path)?;
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode.bits())
-                    .open(path)
-            })
-            .map_err(fail)?;
-        let (file, path) = temp.into_parts();
+        let (file, path, pending) = listed_at_once(|| {
+            let temp = tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .make_in(dir, |path| {
+                    lock.note(path)?;
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .mode(mode.bits())
+                        .open(path)
+                })?;
+            let (file, path) = temp.into_parts();
+            let pending = Pending::new(&path);
+            Ok::<_, std::io::Error>((file, path, pending))
+        })
+        .map_err(fail)?;
         mode.apply(&file).map_err(fail)?;
-        let pending = Pending::new(&path);
         Ok(Temp {
             file,
             target: target.to_path_buf(),

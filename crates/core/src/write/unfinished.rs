@@ -107,6 +107,14 @@ pub fn interrupted_too_late() -> bool {
     LATE.load(Ordering::SeqCst)
 }
 
+/// Runs `create`, which makes a file and lists it ([`Pending`]), with interruptions held off:
+/// an interruption (handled on another thread) waits until the file is listed, and so removes
+/// it, instead of falling between its creation and its listing.
+pub(crate) fn listed_at_once<T>(create: impl FnOnce() -> T) -> T {
+    let _held = COMMITTING.lock().unwrap_or_else(|e| e.into_inner());
+    create()
+}
+
 /// Marks the beginning of the run's commit; waits for (and never returns after) an
 /// interruption being handled.
 pub(crate) fn begin_commit() {
