@@ -621,3 +621,40 @@ fn one_sample_is_enough_for_a_dampened_hessian() {
     assert_eq!(w.iter().filter(|v| **v == 0.0).count(), 2400);
     assert!(w.iter().all(|v| v.is_finite()));
 }
+
+/// Issue 23 item 8: float64 calibration data is cast with the note `check` gives, on stderr and
+/// in the report's `notes`.
+#[test]
+fn float64_calibration_data_is_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("f64.npz");
+    let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(&data).unwrap());
+    let values: Vec<f64> = (0..16 * 64).map(|i| (i % 17) as f64 / 17.0).collect();
+    npz.add_array(
+        "pixels",
+        &ArrayD::from_shape_vec(vec![16, 64], values).unwrap(),
+    )
+    .unwrap();
+    npz.finish().unwrap();
+    let report = dir.path().join("r.json");
+    let out = run(&[
+        "prune",
+        arg(&crate::common::sample("dense.onnx")),
+        "-o",
+        arg(&dir.path().join("o.onnx")),
+        "--sparsity",
+        "0.5",
+        "--method",
+        "wanda",
+        "--calibration",
+        arg(&data),
+        "--report",
+        arg(&report),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let note = "input `pixels`: F64 data cast to F32, the model's type";
+    assert!(stderr.contains(&format!("note: {note}")), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["notes"], serde_json::json!([note]));
+}

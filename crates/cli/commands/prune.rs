@@ -71,6 +71,7 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     let mut outputs = files.check()?;
     let weights = discover_with(&model, args.min_params);
     let selected = select(&model, &weights, &selection)?;
+    let mut notes = Vec::new();
     let plan = match &calibrated {
         None => {
             progress.phase("choosing what to zero");
@@ -79,6 +80,7 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
         Some((request, options)) => {
             progress.phase("reading calibration data");
             let calibration = Calibration::load(&model, options)?;
+            notes.clone_from(&calibration.notes);
             progress.phase("calibrating through tract");
             plan_calibrated(&model, &selected, &config, request, |bytes, taps| {
                 Ok::<_, anyhow::Error>(calibration.statistics(bytes, taps)?)
@@ -97,6 +99,8 @@ pub fn run(args: PruneArgs) -> Result<ExitCode> {
     progress.phase("measuring sizes");
     let mut report = RewriteReport::new(&model, plan.outcomes, written.as_ref())?;
     report.method = Some(method.name());
+    print_notes(&notes);
+    report.notes = notes;
     progress.phase("checking through tract");
     let checked = match (&check_options, &args.output, args.dry_run) {
         (Some(options), Some(output), false) => {

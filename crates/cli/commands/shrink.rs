@@ -149,6 +149,10 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
             None,
         );
         report.refits = refits;
+        if let Some(calibration) = calibration {
+            print_notes(&calibration.notes);
+            report.notes.clone_from(&calibration.notes);
+        }
         channel_pass = Some((analysis, report));
     } else if let (Some(planned), Some(output)) = (&planned, &args.output) {
         planned.edit.stage(&mut outputs, &input, output)?;

@@ -43,6 +43,9 @@ pub struct RewriteReport {
     pub input: FileSizes,
     /// The output files (absent for a dry run).
     pub output: Option<FileSizes>,
+    /// What the run noted about its data (calibration data cast to the model's type).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl RewriteReport {
@@ -97,6 +100,7 @@ impl RewriteReport {
             totals,
             input,
             output,
+            notes: Vec::new(),
         })
     }
 }

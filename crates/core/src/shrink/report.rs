@@ -56,6 +56,9 @@ pub struct ShrinkReport {
     /// without `--no-refit`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub refits: Vec<RefitOutcome>,
+    /// What the run noted about its data (calibration data cast to the model's type).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl ShrinkReport {
@@ -99,6 +102,7 @@ impl ShrinkReport {
                 bytes_after: totals.bytes_after,
             },
             refits: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }
