@@ -24,7 +24,8 @@ pub struct SampleFlags {
     pub seed: u64,
 
     /// Shape of an input drawn by --random that has dynamic dimensions, batch first
-    /// (repeatable; it must agree with the dimensions the model fixes).
+    /// (repeatable; it must agree with the dimensions the model fixes). shrink also counts MACs
+    /// at it, with or without --check (else free dimensions count as 1).
     /// Example: --shape images=1,3,224,224
     #[arg(long = "shape", value_name = "NAME=D,D,...")]
     pub shapes: Vec<String>,

@@ -19,8 +19,8 @@ use tempfile::TempDir;
 use crate::args::{ShrinkArgs, ShrinkScopeArg, SparsityArg};
 use crate::files::{preflight_check, source_path, Files};
 use crate::options::{
-    check_options_if, max_evaluations, regexes, search_check, shrink_calibration, shrink_request,
-    Passes,
+    check_options_if, max_evaluations, regexes, search_check, shapes, shrink_calibration,
+    shrink_request, Passes,
 };
 use crate::outcome::{check_model, finish_check, nothing_passed, stage_json};
 use crate::progress::Bar;
@@ -51,7 +51,16 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
     if args.dry_run && args.check {
         bail!("--dry-run writes nothing, so there is nothing for --check to check");
     }
-    let check_options = check_options_if(args.check, &args.check_flags)?;
+    // --shape also sets the input shapes MACs are counted at, without --check.
+    let mac_shapes = shapes(&args.check_flags.samples.shapes)?;
+    let check_options = match args.check {
+        true => check_options_if(true, &args.check_flags)?,
+        false => {
+            let mut others = args.check_flags.clone();
+            others.samples.shapes.clear();
+            check_options_if(false, &others)?
+        }
+    };
     let input = Model::load(&args.model)?;
     let mut files = Files::default();
     files.read_model(&input);
@@ -178,8 +187,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
     };
     let given = check_options
         .as_ref()
-        .map(|o| o.shapes.clone())
-        .unwrap_or_default();
+        .map_or(mac_shapes, |o| o.shapes.clone());
     let macs = written
         .as_ref()
         .and_then(|shrunk| counted_macs(&input, shrunk, &given));

@@ -42,21 +42,7 @@ pub fn check_options(flags: &CheckFlags) -> Result<CheckOptions> {
 /// The check options of the samples the flags describe, with the default tolerances.
 pub fn sample_options(flags: &SampleFlags) -> Result<CheckOptions> {
     let inputs = flags.inputs.iter().map(|spec| input_source(spec)).collect();
-    let shapes = flags
-        .shapes
-        .iter()
-        .map(|spec| {
-            let (name, dims) = spec
-                .split_once('=')
-                .with_context(|| format!("--shape `{spec}` is not NAME=D,D,..."))?;
-            let dims = dims
-                .split(',')
-                .map(|d| d.trim().parse::<usize>())
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("--shape `{spec}`: dimensions must be numbers"))?;
-            Ok((name.to_string(), dims))
-        })
-        .collect::<Result<BTreeMap<_, _>>>()?;
+    let shapes = shapes(&flags.shapes)?;
     let fixes = flags
         .fixes
         .iter()
@@ -139,4 +125,22 @@ pub fn search_check(flags: &CheckFlags) -> Result<(CheckOptions, Metric)> {
     // The curves measure what the tolerances bound.
     let metric = Metric::bounded_by(&options.tolerances);
     Ok((options, metric))
+}
+
+/// `--shape NAME=D,D,...` flags, by input name.
+pub fn shapes(specs: &[String]) -> Result<BTreeMap<String, Vec<usize>>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (name, dims) = spec
+                .split_once('=')
+                .with_context(|| format!("--shape `{spec}` is not NAME=D,D,..."))?;
+            let dims = dims
+                .split(',')
+                .map(|d| d.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("--shape `{spec}`: dimensions must be numbers"))?;
+            Ok((name.to_string(), dims))
+        })
+        .collect()
 }

@@ -9,7 +9,9 @@ mod shrink;
 use anyhow::{Context, Result};
 use regex::Regex;
 
-pub use check::{check_options, check_options_if, input_source, sample_options, search_check};
+pub use check::{
+    check_options, check_options_if, input_source, sample_options, search_check, shapes,
+};
 pub use passes::Passes;
 pub use prune::{calibration, parse_pattern, parse_sparsities, prune_config, selection};
 pub use shrink::{shrink_calibration, shrink_request};
