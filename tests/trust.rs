@@ -673,3 +673,15 @@ fn shrink_counts_macs_at_the_shape_given_without_check() {
     let four = macs(&["--shape", "input=4,1,8,8"]);
     assert_eq!((four.0, four.1), (4 * one.0, 4 * one.1));
 }
+
+/// Issue 23 item 13: `sensitivity --help` lists --report and --plot under an output heading,
+/// not among the calibration flags.
+#[test]
+fn sensitivity_help_puts_its_outputs_under_their_own_heading() {
+    let help = stdout_ok(&["sensitivity", "--help"]);
+    let heading = help.find("\nOutput:\n").expect("an Output heading");
+    for flag in ["--report <FILE>", "--plot <FILE.svg>"] {
+        assert!(help.find(flag).unwrap() > heading, "{flag} in:\n{help}");
+    }
+    assert!(help.find("\nCalibration:\n").unwrap() < heading, "{help}");
+}

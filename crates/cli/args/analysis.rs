@@ -134,10 +134,10 @@ pub struct SensitivityArgs {
 
     /// Also write the curves as JSON to FILE (keys: metric, pattern, sparsities, weights,
     /// samples).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub report: Option<PathBuf>,
 
     /// Also draw the curves as SVG to FILE: one line per weight, labelled at its end.
-    #[arg(long, value_name = "FILE.svg")]
+    #[arg(long, value_name = "FILE.svg", help_heading = "Output")]
     pub plot: Option<PathBuf>,
 }
