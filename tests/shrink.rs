@@ -502,7 +502,7 @@ fn check_compares_outputs_and_times_both_models() {
 }
 
 /// The report of a shrink of `model` with `args`.
-fn shrink_report(model: &Path, args: &[&str]) -> serde_json::Value {
+pub fn shrink_report(model: &Path, args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
     let mut all = vec![

@@ -70,6 +70,25 @@ fn second_halves(analysis: &shrink::Analysis) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// Shrinks the second half of every open group of `name` and checks the result computes what
+/// the original with those channels' consumer weights zeroed computes, on the fixture's inputs.
+fn assert_second_halves_shrink_as_masked(name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::load(real(name)).unwrap();
+    let analysis = shrink::analyze(&model).unwrap();
+    let removed = second_halves(&analysis);
+    let (bytes, _) = shrink::shrink_bytes(&model, &analysis, &removed, &[]).unwrap();
+    let masked =
+        shrink::zeroed_bytes(&model, &analysis, &removed, shrink::Side::Consumers).unwrap();
+    let (a, b) = (
+        dir.path().join("masked.onnx"),
+        dir.path().join("shrunk.onnx"),
+    );
+    std::fs::write(&a, masked).unwrap();
+    std::fs::write(&b, bytes).unwrap();
+    assert_same_on(&a, &b, &real(&name.replace(".onnx", "_inputs.npz")));
+}
+
 #[test]
 fn shared_split_sizes_get_a_copy_per_split() {
     // `onnx::Split_157` feeds /model.4/Split and /model.15/Split, `onnx::Split_184` five more:
@@ -86,21 +105,8 @@ fn shared_split_sizes_get_a_copy_per_split() {
 
 #[test]
 fn a_shrunk_yolo_export_computes_what_its_masked_original_computes() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = Model::load(real("yolov8_tiny.onnx")).unwrap();
-    let analysis = shrink::analyze(&model).unwrap();
     // Split sizes change in every C2f.
-    let removed = second_halves(&analysis);
-    let (bytes, _) = shrink::shrink_bytes(&model, &analysis, &removed, &[]).unwrap();
-    let masked =
-        shrink::zeroed_bytes(&model, &analysis, &removed, shrink::Side::Consumers).unwrap();
-    let (a, b) = (
-        dir.path().join("masked.onnx"),
-        dir.path().join("shrunk.onnx"),
-    );
-    std::fs::write(&a, masked).unwrap();
-    std::fs::write(&b, bytes).unwrap();
-    assert_same_on(&a, &b, &real("yolov8_tiny_inputs.npz"));
+    assert_second_halves_shrink_as_masked("yolov8_tiny.onnx");
 }
 
 #[test]
@@ -108,20 +114,7 @@ fn reshaped_constant_biases_fold_into_their_groups() {
     // Paddle2ONNX adds each squeeze-excite Conv's bias as Reshape(Constant, Identity(Constant)):
     // folded, 14 of 16 groups open.
     assert_eq!(open_groups("ppocr_cls_tiny.onnx"), (14, 16));
-    let dir = tempfile::tempdir().unwrap();
-    let model = Model::load(real("ppocr_cls_tiny.onnx")).unwrap();
-    let analysis = shrink::analyze(&model).unwrap();
-    let removed = second_halves(&analysis);
-    let (bytes, _) = shrink::shrink_bytes(&model, &analysis, &removed, &[]).unwrap();
-    let masked =
-        shrink::zeroed_bytes(&model, &analysis, &removed, shrink::Side::Consumers).unwrap();
-    let (a, b) = (
-        dir.path().join("masked.onnx"),
-        dir.path().join("shrunk.onnx"),
-    );
-    std::fs::write(&a, masked).unwrap();
-    std::fs::write(&b, bytes).unwrap();
-    assert_same_on(&a, &b, &real("ppocr_cls_tiny_inputs.npz"));
+    assert_second_halves_shrink_as_masked("ppocr_cls_tiny.onnx");
     shrink_runs("ppocr_cls_tiny.onnx", "0.3");
 }
 
