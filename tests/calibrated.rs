@@ -528,16 +528,14 @@ fn calibration_data_that_does_not_fit_is_refused_naming_it() {
         "--scope global",
     );
     let wrong_name = npz_with(dir.path(), "name.npz", "images", &[4, 200], vec![0.5; 800]);
+    // The message names the flag, the file and what it holds (issue 23 item 7).
     refused(
         &model,
         &[&sparsegpt[..], &[arg(&wrong_name)]].concat(),
-        "--calibration: no array named `x`, the model's input (",
-    );
-    // The message names the file and what it holds (issue 23 item 7).
-    refused(
-        &model,
-        &[&sparsegpt[..], &[arg(&wrong_name)]].concat(),
-        "name.npz holds images",
+        &format!(
+            "--calibration: no array named `x`, the model's input ({} holds images)",
+            wrong_name.display()
+        ),
     );
     let no_arrays = dir.path().join("no_arrays.npz");
     // An empty zip archive: only its end-of-central-directory record.

@@ -53,14 +53,11 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
     }
     // --shape also sets the input shapes MACs are counted at, without --check.
     let mac_shapes = shapes(&args.check_flags.samples.shapes)?;
-    let check_options = match args.check {
-        true => check_options_if(true, &args.check_flags)?,
-        false => {
-            let mut others = args.check_flags.clone();
-            others.samples.shapes.clear();
-            check_options_if(false, &others)?
-        }
-    };
+    let mut check_flags = args.check_flags.clone();
+    if !args.check {
+        check_flags.samples.shapes.clear();
+    }
+    let check_options = check_options_if(args.check, &check_flags)?;
     let input = Model::load(&args.model)?;
     let mut files = Files::default();
     files.read_model(&input);
@@ -121,15 +118,13 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
             }
             Err(e) => bail!("{e}\n{}", analysis.describe().trim_end()),
         };
-        let fraction = args.fraction().filter(|&s| s > 0.0);
-        if let (Some(s), true) = (fraction, request.round_to > 1) {
-            if removed.iter().all(Vec::is_empty) {
-                bail!(
-                    "--round-to {} keeps every channel of every selected group at --sparsity \
-                     {s}: nothing would be removed (try a smaller --round-to)",
-                    request.round_to
-                );
-            }
+        let nothing_removed = request.round_to > 1 && removed.iter().all(Vec::is_empty);
+        if let Some(s) = args.fraction().filter(|&s| s > 0.0 && nothing_removed) {
+            bail!(
+                "--round-to {} keeps every channel of every selected group at --sparsity {s}: \
+                 nothing would be removed (try a smaller --round-to)",
+                request.round_to
+            );
         }
         let (edits, refits) = match (calibration, &args.output) {
             (Some(calibration), Some(_)) if !args.no_refit => {

@@ -54,6 +54,26 @@ pub enum Outcome<T> {
 }
 
 impl<T> Searched<T> {
+    /// The search `found` with `best` (its best) written as `written` and checked as `check`.
+    fn new(
+        (found, best): (Found<CheckReport>, Tried<CheckReport>),
+        (metric, sensitivity_runs): (Metric, usize),
+        written: T,
+        check: CheckReport,
+    ) -> Self {
+        Searched {
+            best,
+            best_uniform: found.best_uniform,
+            history: found.history,
+            notes: found.notes,
+            metric,
+            sensitivity_runs,
+            evaluations: found.evaluations,
+            written,
+            check,
+        }
+    }
+
     /// The report's `auto` key: the metric, the overall sparsity, the runs and checks it took,
     /// and under `units_key` each unit (named by `id_key`, ids in unit order) with its share.
     pub fn summary(
@@ -101,28 +121,6 @@ fn search_scratch(
         let report = baseline.check(&candidate)?;
         Ok((report.passed, report))
     })
-}
-
-impl<T> Searched<T> {
-    /// The search `found` with `best` (its best) written as `written` and checked as `check`.
-    fn new(
-        (found, best): (Found<CheckReport>, Tried<CheckReport>),
-        (metric, sensitivity_runs): (Metric, usize),
-        written: T,
-        check: CheckReport,
-    ) -> Self {
-        Searched {
-            best,
-            best_uniform: found.best_uniform,
-            history: found.history,
-            notes: found.notes,
-            metric,
-            sensitivity_runs,
-            evaluations: found.evaluations,
-            written,
-            check,
-        }
-    }
 }
 
 /// The weights a `prune --sparsity auto` search prunes, and how.

@@ -252,13 +252,13 @@ impl<'m> Builder<'m> {
     /// Why `name`, read where channels are expected, carries none: the node upstream that
     /// blocked and its reason, or that it is in no channel group.
     pub fn no_channels(&mut self, name: &str) -> String {
-        if let Some((origin, _)) = self.lost.get(name) {
-            self.blamed.get_or_insert_with(|| origin.clone());
-        }
-        match self.lost.get(name) {
-            Some((origin, true)) => format!("`{name}`, which comes from {origin}"),
-            Some((origin, false)) => format!("`{name}`, which depends on {origin}"),
-            None => format!("`{name}`, which is in no channel group"),
+        let Some((origin, made_here)) = self.lost.get(name) else {
+            return format!("`{name}`, which is in no channel group");
+        };
+        self.blamed.get_or_insert_with(|| origin.clone());
+        match made_here {
+            true => format!("`{name}`, which comes from {origin}"),
+            false => format!("`{name}`, which depends on {origin}"),
         }
     }
 
