@@ -22,6 +22,7 @@ mod saves;
 mod sensitivity;
 mod shrink;
 mod shrink_exporters;
+mod shrink_heads;
 mod shrink_layers;
 mod shrink_on_disk;
 mod shrink_refit;

@@ -78,7 +78,7 @@ pub fn group_units(
             // Every unit of a group (a channel, or one per group of a grouped Conv) holds as
             // many parameters as any other: count one unit's removal and scale.
             let mut removed = vec![Vec::new(); analysis.groups.len()];
-            removed[g.id] = (0..g.channels).step_by(g.units()).collect();
+            removed[g.id] = g.channels_of(0).collect();
             let totals = shrink::shrink_totals(model, analysis, &removed).map_err(|e| {
                 crate::Error::from(e).context(format!("measuring channel group `{}`", g.name()))
             })?;

@@ -89,6 +89,8 @@ pub(crate) struct RawGroup {
     pub size: usize,
     /// Channels `c` and `c + period` are removed together (grouped convolutions).
     pub period: usize,
+    /// Channels go in runs of `block` within a period (attention heads).
+    pub block: usize,
     pub blocked: Vec<String>,
     pub not_zero: Vec<String>,
     pub producers: BTreeSet<String>,
@@ -122,6 +124,8 @@ pub(crate) struct Builder<'m> {
     /// Activations that carry no channel layout because a node upstream blocked: where and
     /// why (`` `label` (op), blocked because ... ``), and whether that node made them.
     lost: HashMap<String, (String, bool)>,
+    /// Head counts in Reshape targets, by (node, input, element), and the heads each counts.
+    pub head_counts: HashMap<(usize, usize, usize), Layout>,
 }
 
 impl<'m> Builder<'m> {
@@ -165,6 +169,7 @@ impl<'m> Builder<'m> {
             blocked_here: None,
             blamed: None,
             lost: HashMap::new(),
+            head_counts: HashMap::new(),
         }
     }
 
@@ -201,6 +206,7 @@ impl<'m> Builder<'m> {
             parent: id,
             size,
             period: size,
+            block: 1,
             first_node: self.here.0,
             ..RawGroup::default()
         });
@@ -218,6 +224,7 @@ impl<'m> Builder<'m> {
         if moved.period != moved.size {
             root.period = gcd(gcd(root.period, moved.period), root.size);
         }
+        root.block = num_integer::lcm(root.block, moved.block.max(1));
         root.first_node = root.first_node.min(moved.first_node);
         root.blocked.extend(moved.blocked);
         root.not_zero.extend(moved.not_zero);
@@ -260,6 +267,11 @@ impl<'m> Builder<'m> {
             true => format!("`{name}`, which comes from {origin}"),
             false => format!("`{name}`, which depends on {origin}"),
         }
+    }
+
+    /// Whether `name` lost its channels to a node upstream that blocked.
+    pub fn is_lost(&self, name: &str) -> bool {
+        self.lost.contains_key(name)
     }
 
     /// The current node as `label (op)`.
@@ -442,7 +454,8 @@ impl<'m> Builder<'m> {
             for owner in owners.iter_mut() {
                 if let Some((g, c)) = *owner {
                     let (root, offset) = b.find_off(g);
-                    *owner = Some((index[&root], (c + offset) % b.raw[root].period));
+                    let raw = &b.raw[root];
+                    *owner = Some((index[&root], (c + offset) % raw.period / raw.block));
                 }
             }
         };
@@ -484,6 +497,7 @@ impl<'m> Builder<'m> {
                     id,
                     channels: raw.size,
                     period: raw.period,
+                    block: raw.block,
                     producers: raw.producers.iter().cloned().collect(),
                     consumers: raw.consumers.iter().cloned().collect(),
                     members: raw.members.iter().cloned().collect(),
@@ -534,6 +548,8 @@ fn handle(b: &mut Builder, index: usize, node: &Node) -> Result<()> {
     let foreign = !node.domain.is_empty() && node.domain != "ai.onnx";
     let outputs = if foreign || !node.subgraphs.is_empty() {
         None
+    } else if super::heads::reads_heads(&inputs) {
+        super::heads::apply(b, index, node, &inputs)?
     } else {
         super::ops::apply(b, index, node, &inputs)?
     };

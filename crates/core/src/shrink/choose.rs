@@ -140,7 +140,7 @@ fn scores(
     analysis: &Analysis,
     activations: Option<&BTreeMap<String, Vec<f64>>>,
 ) -> Result<Scores> {
-    let units: Vec<usize> = analysis.groups.iter().map(|g| g.period).collect();
+    let units: Vec<usize> = analysis.groups.iter().map(|g| g.units()).collect();
     let mut importance: Vec<Vec<f64>> = units.iter().map(|&u| vec![0.0; u]).collect();
     let mut unread: Vec<Vec<bool>> = units.iter().map(|&u| vec![true; u]).collect();
     let mut read: Vec<Vec<bool>> = units.iter().map(|&u| vec![false; u]).collect();
@@ -178,7 +178,7 @@ fn scores(
     let mut made_zero: Vec<Vec<bool>> = analysis
         .groups
         .iter()
-        .map(|g| vec![g.not_zero.is_none(); g.period])
+        .map(|g| vec![g.not_zero.is_none(); g.units()])
         .collect();
     for clause in &analysis.clauses {
         let mut touched: BTreeMap<(usize, usize), bool> = BTreeMap::new();
@@ -233,17 +233,17 @@ pub fn choose(model: &Model, analysis: &Analysis, request: &Request) -> Result<V
     // Units kept must be a multiple of `step` so that kept channels are a multiple of `round`.
     let step = |g: usize| {
         let group = &analysis.groups[g];
-        let per_unit = group.channels / group.period;
+        let per_unit = group.channels / group.units();
         let step = round / gcd(round, per_unit);
-        if step <= group.period {
+        if step <= group.units() {
             step
         } else {
-            group.period
+            group.units()
         }
     };
     let keep_rounded = |g: usize, keep: usize| {
         let s = step(g);
-        (keep.div_ceil(s) * s).clamp(s, analysis.groups[g].period)
+        (keep.div_ceil(s) * s).clamp(s, analysis.groups[g].units())
     };
     let mut remove_units: Vec<Vec<usize>> = vec![Vec::new(); analysis.groups.len()];
     let ranked = |g: usize| -> Vec<usize> {
@@ -255,18 +255,17 @@ pub fn choose(model: &Model, analysis: &Analysis, request: &Request) -> Result<V
     match request.sparsity {
         None => {
             for g in (0..analysis.groups.len()).filter(|&g| selected[g]) {
-                let dead: Vec<usize> = (0..analysis.groups[g].period)
-                    .filter(|&u| scores.dead[g][u])
-                    .collect();
-                let keep = keep_rounded(g, analysis.groups[g].period - dead.len());
-                let n = analysis.groups[g].period - keep;
+                let units = analysis.groups[g].units();
+                let dead: Vec<usize> = (0..units).filter(|&u| scores.dead[g][u]).collect();
+                let keep = keep_rounded(g, units - dead.len());
+                let n = units - keep;
                 remove_units[g] = dead[dead.len() - n..].to_vec();
             }
         }
         Some(s) if request.scope == ShrinkScope::Group => {
             for g in (0..analysis.groups.len()).filter(|&g| selected[g]) {
                 let s = request.group_sparsity.as_ref().map_or(s, |all| all[g]);
-                let units = analysis.groups[g].period;
+                let units = analysis.groups[g].units();
                 let remove = round_half_even(s * units as f64);
                 let keep = keep_rounded(g, units - remove.min(units - 1));
                 remove_units[g] = ranked(g)[..units - keep].to_vec();
@@ -282,7 +281,7 @@ pub fn choose(model: &Model, analysis: &Analysis, request: &Request) -> Result<V
                 let mean = imp.iter().sum::<f64>() / imp.len() as f64;
                 for (u, &v) in imp.iter().enumerate() {
                     let normalised = if mean > 0.0 { v / mean } else { 0.0 };
-                    all.push((normalised, g, u, group.channels / group.period));
+                    all.push((normalised, g, u, group.channels / group.units()));
                 }
             }
             all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
@@ -292,16 +291,16 @@ pub fn choose(model: &Model, analysis: &Analysis, request: &Request) -> Result<V
                 if removed >= target {
                     break;
                 }
-                if analysis.groups[g].period - remove_units[g].len() > step(g) {
+                if analysis.groups[g].units() - remove_units[g].len() > step(g) {
                     remove_units[g].push(u);
                     removed += channels;
                 }
             }
             for (g, units) in remove_units.iter_mut().enumerate() {
-                let period = analysis.groups[g].period;
-                let keep = keep_rounded(g, period - units.len());
+                let all = analysis.groups[g].units();
+                let keep = keep_rounded(g, all - units.len());
                 // The least important of those picked stay removed.
-                units.truncate(period - keep);
+                units.truncate(all - keep);
             }
         }
     }
@@ -311,7 +310,7 @@ pub fn choose(model: &Model, analysis: &Analysis, request: &Request) -> Result<V
         .zip(remove_units)
         .map(|(group, units)| {
             let mut channels: Vec<usize> = (0..group.channels)
-                .filter(|c| units.contains(&(c % group.period)))
+                .filter(|&c| units.contains(&group.unit_of(c)))
                 .collect();
             channels.sort_unstable();
             channels

@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::model::Node;
 
 use super::analyze::{Builder, Count, CutKind, Recount};
+use super::heads;
 use super::layout::{Flat, Layout, Seg};
 use super::ops::{unary, Outputs};
 
@@ -43,6 +44,20 @@ pub(crate) fn apply(
     let Some(Some(x)) = unary(ins) else {
         return Ok(unary(ins).map(|x| vec![x]));
     };
+    if op == "Reshape" {
+        // Targets computed from run-time shapes, as transformers' exporters write them.
+        match heads::reshape_channels(b, index, &x) {
+            Some(Ok(layout)) => {
+                b.member(&layout, CutKind::Param);
+                return Ok(Some(vec![Some(layout)]));
+            }
+            Some(Err(why)) => {
+                b.block_here(&x, &why);
+                return Ok(Some(vec![None]));
+            }
+            None => {}
+        }
+    }
     if node
         .inputs
         .iter()

@@ -25,6 +25,16 @@ pub(crate) enum Flat {
     Cols(usize),
 }
 
+/// Channels that sit on an attention head axis: each position of the axis holds `per`
+/// consecutive channels (one head), the head's own positions on other axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Head {
+    /// Channels per position (the head size).
+    pub per: usize,
+    /// The head axis is merged with the batch axis before it (position `b * heads + h`).
+    pub folded: bool,
+}
+
 /// The channel layout of one tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Layout {
@@ -39,6 +49,8 @@ pub(crate) struct Layout {
     /// The first op on the way that does not map 0 to 0 (`label (op)`), if any: a channel of
     /// this tensor may then be nonzero though its producers' weights are zero.
     pub nonzero: Option<String>,
+    /// Set when the channel axis holds heads rather than single channels.
+    pub head: Option<Head>,
 }
 
 /// Which group channel a position of a weight's axis carries: (raw group, channel).
@@ -57,6 +69,7 @@ impl Layout {
             neg,
             flat: Flat::No,
             nonzero: None,
+            head: None,
         }
     }
 
@@ -95,6 +108,11 @@ impl Layout {
             segs,
             ..self.clone()
         }
+    }
+
+    /// The owner of each head's first channel, one per head (per position of a head axis).
+    pub fn head_owners(&self, per: usize) -> Vec<Owner> {
+        self.owners(1).into_iter().step_by(per.max(1)).collect()
     }
 
     /// The owner of every position, each channel spread over `cols` positions.

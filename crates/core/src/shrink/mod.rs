@@ -31,6 +31,7 @@ mod encode;
 mod external;
 mod flow;
 mod fold;
+mod heads;
 mod index_maps;
 pub mod layers;
 mod layout;
@@ -39,6 +40,7 @@ mod ops;
 mod refit;
 mod report;
 mod save;
+mod shape_expr;
 pub mod vocab;
 mod wire;
 
@@ -65,6 +67,9 @@ pub struct Group {
     pub channels: usize,
     /// Channels `c` and `c + period` go together (grouped convolutions); `channels` otherwise.
     pub period: usize,
+    /// Channels go in runs of `block` within a period (an attention head's columns); 1 for
+    /// channels that go one by one.
+    pub block: usize,
     /// Nodes that make the channels (their weights' out-channel axis).
     pub producers: Vec<String>,
     /// Nodes that read the channels (their weights' reduction axis).
@@ -84,9 +89,20 @@ impl Group {
         self.producers.first().map_or("", String::as_str)
     }
 
-    /// Removal units: channels that can go one by one (`period`).
+    /// Removal units: channels, grouped-convolution periods or attention heads that can go
+    /// one by one.
     pub fn units(&self) -> usize {
-        self.period
+        self.period / self.block
+    }
+
+    /// The removal unit channel `c` belongs to.
+    pub fn unit_of(&self, c: usize) -> usize {
+        (c % self.period) / self.block
+    }
+
+    /// The channels of unit `u`.
+    pub fn channels_of(&self, u: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.channels).filter(move |&c| self.unit_of(c) == u)
     }
 }
 
@@ -145,10 +161,10 @@ impl Analysis {
             } else {
                 "blocked"
             };
-            let period = if g.period != g.channels {
-                format!(", removed in steps of {} (grouped)", g.channels / g.period)
-            } else {
-                String::new()
+            let period = match (g.block, g.period != g.channels) {
+                (1, true) => format!(", removed in steps of {} (grouped)", g.channels / g.period),
+                (1, false) => String::new(),
+                (block, _) => format!(", {} heads of {block}", g.units()),
             };
             let _ = writeln!(
                 out,

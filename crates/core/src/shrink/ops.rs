@@ -16,7 +16,7 @@ use super::{elementwise, index_maps};
 pub(crate) type Outputs = Option<Vec<Option<Layout>>>;
 
 /// Element-wise ops that map 0 to 0.
-const KEEP_ZERO: &[&str] = &[
+pub(crate) const KEEP_ZERO: &[&str] = &[
     "Relu",
     "LeakyRelu",
     "Elu",
@@ -52,7 +52,7 @@ const KEEP_ZERO: &[&str] = &[
 ];
 
 /// Element-wise ops that do not map 0 to 0 (a channel through them is constant, not dead).
-const NOT_ZERO: &[&str] = &["Sigmoid", "HardSigmoid", "Softplus", "Exp", "Cos"];
+pub(crate) const NOT_ZERO: &[&str] = &["Sigmoid", "HardSigmoid", "Softplus", "Exp", "Cos"];
 
 /// Whether the node makes channels from a constant weight (and so starts a group even when
 /// nothing of a group reaches it).
@@ -76,7 +76,10 @@ pub(crate) fn apply(
         "Gemm" => gemm(b, node, ins),
         "MatMul" => matmul(b, node, ins),
         "BatchNormalization" | "InstanceNormalization" => norm(b, node, ins),
+        // A run-time shape follows whatever the channels become.
+        "Shape" | "Size" => Ok(Some(vec![None])),
         "PRelu" => elementwise::prelu(b, node, ins),
+        "Pow" => pow(b, node, ins),
         "Clip" => elementwise::clip(b, node, ins),
         "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Sum" | "Where" => {
             elementwise::elementwise(b, node, ins)
@@ -93,6 +96,20 @@ pub(crate) fn apply(
         }
         _ => index_maps::apply(b, index, node, ins),
     }
+}
+
+/// `x ^ e` with one constant exponent (GELU's tanh form cubes): per channel; 0 stays 0 for
+/// a positive exponent.
+fn pow(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs> {
+    let exponent = node.inputs.get(1).and_then(|e| b.const_floats(e));
+    let (Some(Some(mut x)), Some([e])) = (unary(ins), exponent.as_deref()) else {
+        return Ok(None);
+    };
+    if *e <= 0.0 {
+        b.not_zero(&mut x);
+    }
+    b.member(&x, CutKind::Param);
+    Ok(Some(vec![Some(x)]))
 }
 
 /// The layout of a one-input op's first output: its input's. `None` when another input

@@ -19,6 +19,15 @@ pub struct GroupOutcome {
     pub channels_after: usize,
     /// Removed channel indices (in the producers' numbering).
     pub removed: Vec<usize>,
+    /// Attention heads before, for a group of heads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heads_before: Option<usize>,
+    /// And after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heads_after: Option<usize>,
+    /// Removed heads (in the producers' numbering), for a group of heads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed_heads: Option<Vec<usize>>,
     /// What blocks the group, if anything.
     pub blocked: Vec<String>,
 }
@@ -75,14 +84,25 @@ impl ShrinkReport {
             .groups
             .iter()
             .zip(removed)
-            .map(|(g, removed)| GroupOutcome {
-                id: g.id,
-                producers: g.producers.clone(),
-                consumers: g.consumers.clone(),
-                channels_before: g.channels,
-                channels_after: g.channels - removed.len(),
-                removed: removed.clone(),
-                blocked: g.blocked.clone(),
+            .map(|(g, removed)| {
+                let heads = (g.block > 1).then(|| {
+                    let mut units: Vec<usize> = removed.iter().map(|&c| g.unit_of(c)).collect();
+                    units.sort_unstable();
+                    units.dedup();
+                    units
+                });
+                GroupOutcome {
+                    id: g.id,
+                    producers: g.producers.clone(),
+                    consumers: g.consumers.clone(),
+                    channels_before: g.channels,
+                    channels_after: g.channels - removed.len(),
+                    removed: removed.clone(),
+                    heads_before: heads.as_ref().map(|_| g.units()),
+                    heads_after: heads.as_ref().map(|h| g.units() - h.len()),
+                    removed_heads: heads,
+                    blocked: g.blocked.clone(),
+                }
             })
             .collect();
         ShrinkReport {

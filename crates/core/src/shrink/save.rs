@@ -62,9 +62,9 @@ pub(super) fn plan(model: &Model, analysis: &Analysis, removed: &[Vec<usize>]) -
         .iter()
         .zip(removed)
         .map(|(g, channels)| {
-            let mut units = vec![false; g.period];
+            let mut units = vec![false; g.units()];
             for &c in channels {
-                units[c % g.period] = true;
+                units[g.unit_of(c)] = true;
             }
             units
         })

@@ -1,0 +1,148 @@
+//! `shrink` of attention heads on real transformer exports (`fixtures/transformers/`, both torch
+//! exporters): the head groups found in each, and shrunk heads computing what the original
+//! computes with those heads' output-projection rows zeroed.
+
+use std::path::{Path, PathBuf};
+
+use onnx_prune_core::shrink::{self, Analysis};
+use onnx_prune_core::Model;
+
+use crate::common::{arg, fixture, stdout_ok};
+use crate::shrink::assert_same_on;
+
+fn dir() -> PathBuf {
+    fixture("transformers")
+}
+
+/// The facts `fixtures/transformers/export.py` recorded, per fixture.
+fn facts() -> Vec<(String, serde_json::Value)> {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir().join("expected.json")).unwrap()).unwrap();
+    json["fixtures"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The open groups of `analysis` that remove whole heads.
+fn head_groups(analysis: &Analysis) -> Vec<&shrink::Group> {
+    analysis.open().filter(|g| g.block > 1).collect()
+}
+
+/// Exports whose attention is written out op by op with as many K/V heads as query heads.
+/// torch.nn.MultiheadAttention (`digits_vit_*`) packs Q, K and V on an axis of their own and
+/// stays whole.
+fn unfused_multi_head() -> Vec<(String, serde_json::Value)> {
+    facts()
+        .into_iter()
+        .filter(|(name, f)| {
+            !name.contains("_ort_")
+                && !name.starts_with("digits_vit")
+                && f["heads"] == f["kv_heads"]
+        })
+        .collect()
+}
+
+#[test]
+fn attention_heads_of_each_export() {
+    insta::glob!("../fixtures/transformers", "*.onnx", |path| {
+        let analysis = shrink::analyze(&Model::load(path).unwrap()).unwrap();
+        insta::assert_snapshot!(analysis.describe());
+    });
+    // Every attention block of an unfused multi-head export is one open group of whole heads.
+    for (name, facts) in unfused_multi_head() {
+        let analysis = shrink::analyze(&Model::load(dir().join(&name)).unwrap()).unwrap();
+        let heads: Vec<u64> = head_groups(&analysis)
+            .iter()
+            .map(|g| g.units() as u64)
+            .collect();
+        let expected: Vec<u64> = facts["heads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_u64().unwrap())
+            .collect();
+        assert_eq!(heads, expected, "{name}: {}", analysis.describe());
+        let hidden = facts["hidden_size"].as_u64().unwrap() as usize;
+        for g in head_groups(&analysis) {
+            assert_eq!(g.block * g.units(), hidden, "{name}: {}", g.name());
+        }
+    }
+}
+
+/// The second half of every open group's units (heads, or channels) removed.
+fn second_halves(analysis: &Analysis) -> Vec<Vec<usize>> {
+    analysis
+        .groups
+        .iter()
+        .map(|g| match g.blocked.is_empty() {
+            true => (0..g.channels)
+                .filter(|&c| g.unit_of(c) >= g.units().div_ceil(2))
+                .collect(),
+            false => Vec::new(),
+        })
+        .collect()
+}
+
+/// Shrinks the second half of every open group of `model` and checks that it computes what
+/// the original computes with those units' consumer weights zeroed, on `inputs`.
+fn assert_second_halves_shrink_as_masked(model: &Path, inputs: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let loaded = Model::load(model).unwrap();
+    let analysis = shrink::analyze(&loaded).unwrap();
+    let removed = second_halves(&analysis);
+    let (bytes, _) = shrink::shrink_bytes(&loaded, &analysis, &removed, &[]).unwrap();
+    let masked =
+        shrink::zeroed_bytes(&loaded, &analysis, &removed, shrink::Side::Consumers).unwrap();
+    let (a, b) = (
+        tmp.path().join("masked.onnx"),
+        tmp.path().join("shrunk.onnx"),
+    );
+    std::fs::write(&a, masked).unwrap();
+    std::fs::write(&b, bytes).unwrap();
+    assert_same_on(&a, &b, inputs);
+}
+
+#[test]
+fn shrunk_heads_compute_what_zeroed_heads_compute() {
+    for (name, facts) in unfused_multi_head() {
+        if name.contains("external") {
+            continue; // the same graph as bert_dynamo.onnx
+        }
+        let inputs = dir().join(facts["inputs_file"].as_str().unwrap());
+        assert_second_halves_shrink_as_masked(&dir().join(&name), &inputs);
+    }
+}
+
+#[test]
+fn shrink_reports_heads_before_and_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, report) = (tmp.path().join("out.onnx"), tmp.path().join("r.json"));
+    stdout_ok(&[
+        "shrink",
+        arg(&dir().join("bert_torchscript.onnx")),
+        "-o",
+        arg(&out),
+        "--sparsity",
+        "0.5",
+        "--report",
+        arg(&report),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let heads: Vec<(u64, u64)> = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["heads_before"].is_u64())
+        .map(|g| {
+            (
+                g["heads_before"].as_u64().unwrap(),
+                g["heads_after"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(heads, vec![(4, 2), (4, 2)], "{report:#}");
+}
