@@ -13,8 +13,7 @@ use std::collections::HashSet;
 use num_integer::{gcd, lcm};
 
 use crate::error::Result;
-use crate::model::{Node, Source};
-use crate::proto::DataType;
+use crate::model::Node;
 
 use super::analyze::{Builder, Count, CutKind};
 use super::layout::{Flat, Head, Layout, Owner};
@@ -420,42 +419,37 @@ fn elementwise(
 
 /// Whether the computed tensor `name` (an attention mask, rotary tables) is the same for
 /// every head: it is made only from graph inputs, constants and run-time shapes, and no
-/// integer constant on the way holds the head count (which could broadcast it per head).
+/// constant shape on the way (of a Reshape, Expand, Tile or ConstantOfShape) holds the head
+/// count, which could give it a head axis of its own.
 fn same_for_every_head(b: &Builder, name: &str, heads: usize) -> bool {
     let graph = &b.model.graphs()[0];
     let mut todo = vec![name.to_string()];
     let mut seen = HashSet::new();
     while let Some(name) = todo.pop() {
-        if !seen.insert(name.clone()) || seen.len() > 4096 {
-            if seen.len() > 4096 {
-                return false;
-            }
+        if seen.len() > 4096 {
+            return false;
+        }
+        if !seen.insert(name.clone()) || b.is_const(&name) {
             continue;
         }
         if b.layouts.contains_key(&name) || b.is_lost(&name) {
             return false;
         }
-        if let Some(t) = b.const_index(&name) {
-            let tensor = &b.model.tensors()[t];
-            let int = matches!(tensor.dtype, DataType::Other(6 | 7));
-            if int
-                && b.const_ints(&name)
-                    .is_some_and(|v| v.contains(&(heads as i64)))
-            {
-                return false;
-            }
-            if matches!(tensor.source, Source::Constant(_) | Source::Initializer) {
-                continue;
-            }
-        }
         let Some(p) = b.producer_of(&name) else {
             continue; // a graph input
         };
         let producer = &graph.nodes[p];
-        if matches!(producer.op_type.as_str(), "Shape" | "Size") {
-            continue;
-        }
-        if !producer.subgraphs.is_empty() {
+        let shape_input = match producer.op_type.as_str() {
+            "Shape" | "Size" => continue,
+            "Reshape" | "Expand" | "Tile" => Some(1),
+            "ConstantOfShape" => Some(0),
+            _ => None,
+        };
+        let holds_heads = shape_input
+            .and_then(|i| producer.inputs.get(i))
+            .and_then(|shape| b.const_ints(shape))
+            .is_some_and(|dims| dims.contains(&(heads as i64)));
+        if holds_heads || !producer.subgraphs.is_empty() {
             return false;
         }
         todo.extend(producer.inputs.iter().filter(|i| !i.is_empty()).cloned());
