@@ -215,3 +215,51 @@ fn calibrated_heads_keep_the_accuracy_that_weight_norms_lose() {
         "{calibrated} vs {by_weights}"
     );
 }
+
+#[test]
+fn fused_attention_ops_keep_num_heads_with_their_weights() {
+    // onnxruntime's optimizer fuses the attention of bert_eager_torchscript.onnx into one
+    // com.microsoft Attention (packed Q|K|V weight) or a MultiHeadAttention over three
+    // projections. tract does not run them: their numbers are checked against onnxruntime in
+    // bench/transformers/fused_heads.py (shrunk and masked originals agree exactly).
+    // Half the heads go: Attention's packed weight [32, 96] becomes [32, 48]; the packed
+    // biases of both, [96], become [48].
+    for name in ["bert_ort_attention.onnx", "bert_ort_mha.onnx"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join(name);
+        stdout_ok(&[
+            "shrink",
+            arg(&dir().join(name)),
+            "-o",
+            arg(&out),
+            "--sparsity",
+            "0.5",
+        ]);
+        let model = Model::load(&out).unwrap();
+        let graph = &model.graphs()[0];
+        let fused: Vec<&onnx_prune_core::model::Node> = graph
+            .nodes
+            .iter()
+            .filter(|n| n.domain == "com.microsoft" && n.op_type.ends_with("Attention"))
+            .collect();
+        assert_eq!(fused.len(), 2, "{name}");
+        for node in fused {
+            assert_eq!(node.ints["num_heads"], 2, "{name}: {}", node.name);
+            let dims = |input: usize| {
+                let name = &node.inputs[input];
+                model
+                    .tensors()
+                    .iter()
+                    .find(|t| &t.name == name)
+                    .map(|t| t.dims.clone())
+            };
+            match node.op_type.as_str() {
+                "Attention" => {
+                    assert_eq!(dims(1), Some(vec![32, 48]), "{name}: {}", node.name);
+                    assert_eq!(dims(2), Some(vec![48]), "{name}: {}", node.name);
+                }
+                _ => assert_eq!(dims(3), Some(vec![48]), "{name}: {}", node.name),
+            }
+        }
+    }
+}

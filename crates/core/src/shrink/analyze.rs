@@ -546,8 +546,10 @@ fn handle(b: &mut Builder, index: usize, node: &Node) -> Result<()> {
         return Ok(());
     }
     let foreign = !node.domain.is_empty() && node.domain != "ai.onnx";
-    let outputs = if foreign || !node.subgraphs.is_empty() {
+    let outputs = if !node.subgraphs.is_empty() {
         None
+    } else if foreign {
+        super::fused::apply(b, index, node, &inputs)?
     } else if super::heads::reads_heads(&inputs) {
         super::heads::apply(b, index, node, &inputs)?
     } else {

@@ -125,7 +125,7 @@ fn count_place(b: &mut Builder, place: Place, heads: &Layout) -> bool {
 
 /// Merges `a` and `o` channel for channel (the same heads go from both); false when they do
 /// not line up.
-fn merge(b: &mut Builder, a: &Layout, o: &Layout) -> bool {
+pub(crate) fn merge(b: &mut Builder, a: &Layout, o: &Layout) -> bool {
     let per = |l: &Layout| l.head.map(|h| h.per);
     if a.total() != o.total() || per(a) != per(o) || a.segs.len() != o.segs.len() {
         return false;

@@ -31,6 +31,7 @@ mod encode;
 mod external;
 mod flow;
 mod fold;
+mod fused;
 mod heads;
 mod index_maps;
 pub mod layers;

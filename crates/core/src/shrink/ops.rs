@@ -60,7 +60,7 @@ pub(crate) fn is_producer(node: &Node) -> bool {
     matches!(
         node.op_type.as_str(),
         "Conv" | "ConvTranspose" | "Gemm" | "MatMul"
-    )
+    ) || super::fused::is_producer(node)
 }
 
 /// Handles one node; see [`Outputs`].
@@ -123,7 +123,11 @@ pub(crate) fn unary(ins: &[Option<Layout>]) -> Option<Option<Layout>> {
 
 /// The tensor index of the constant input `i`, when only this node uses it; `Err(())` when the
 /// input is given but is not such a constant; `Ok(None)` when it is not given.
-fn own_input(b: &Builder, node: &Node, i: usize) -> std::result::Result<Option<usize>, ()> {
+pub(crate) fn own_input(
+    b: &Builder,
+    node: &Node,
+    i: usize,
+) -> std::result::Result<Option<usize>, ()> {
     match node.inputs.get(i).filter(|n| !n.is_empty()) {
         None => Ok(None),
         Some(name) => b.own_const_index(name).map(Some).ok_or(()),
@@ -131,7 +135,7 @@ fn own_input(b: &Builder, node: &Node, i: usize) -> std::result::Result<Option<u
 }
 
 /// Records that `x` is read by a weight's reduction axis `axis` of length `k`.
-fn consume(
+pub(crate) fn consume(
     b: &mut Builder,
     (input, x): (&str, Option<&Layout>),
     w: usize,

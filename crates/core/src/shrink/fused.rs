@@ -1,0 +1,182 @@
+//! The fused ops of onnxruntime's transformer optimizer (`com.microsoft`): `Attention` (one
+//! packed Q|K|V weight, a group of heads made here), `MultiHeadAttention` (Q, K and V from
+//! three projections, merged into one group of heads), and `BiasGelu`/`FastGelu` (per-channel
+//! bias and activation). `num_heads` and `qkv_hidden_sizes` follow the heads kept.
+
+use num_integer::lcm;
+
+use crate::error::Result;
+use crate::model::Node;
+
+use super::analyze::{Builder, Count, CutKind, Recount};
+use super::layout::{Layout, Owner};
+use super::ops::{consume, own_input, Outputs};
+
+/// Whether the node makes a group of its own (a packed QKV weight).
+pub(crate) fn is_producer(node: &Node) -> bool {
+    node.domain == "com.microsoft" && node.op_type == "Attention"
+}
+
+/// Handles one `com.microsoft` node; `None` for ops this module does not know.
+pub(crate) fn apply(
+    b: &mut Builder,
+    index: usize,
+    node: &Node,
+    ins: &[Option<Layout>],
+) -> Result<Outputs> {
+    if node.domain != "com.microsoft" {
+        return Ok(None);
+    }
+    match node.op_type.as_str() {
+        "Attention" => attention(b, index, node, ins),
+        "MultiHeadAttention" => multi_head(b, index, node, ins),
+        "BiasGelu" | "FastGelu" => bias_gelu(b, node, ins),
+        _ => Ok(None),
+    }
+}
+
+/// `owners` once for each of Q, K and V.
+fn thrice(owners: Vec<Owner>) -> Vec<Owner> {
+    owners.repeat(3)
+}
+
+/// The number of heads, when the node gives one that divides `channels`.
+fn heads(node: &Node, channels: usize) -> Option<usize> {
+    let heads = usize::try_from(*node.ints.get("num_heads")?).ok()?;
+    (heads > 0 && channels % heads == 0).then_some(heads)
+}
+
+/// Records that `num_heads` (and `qkv_hidden_sizes`, when given) follow the heads of `x`.
+fn recount_heads(b: &mut Builder, index: usize, node: &Node, x: &Layout, per: usize) {
+    b.recounts.push(Recount::Int {
+        node: index,
+        attr: "num_heads",
+        count: Count::Kept(x.head_owners(per)),
+    });
+    if node.int_lists.contains_key("qkv_hidden_sizes") {
+        b.recounts.push(Recount::Ints {
+            node: index,
+            attr: "qkv_hidden_sizes",
+            counts: vec![Count::Kept(x.owners(1)); 3],
+        });
+    }
+}
+
+/// Sets the heads of `per` channels on every group of `x`.
+fn set_block(b: &mut Builder, x: &Layout, per: usize) {
+    for g in x.groups().collect::<Vec<_>>() {
+        let root = b.find(g);
+        b.raw[root].block = lcm(b.raw[root].block, per);
+    }
+}
+
+/// `Attention(input, weights [K, 3N], bias [3N], mask, ...)`: the weight reads the input's
+/// channels and makes N channels of `num_heads` heads, Q, K and V alike.
+fn attention(
+    b: &mut Builder,
+    index: usize,
+    node: &Node,
+    ins: &[Option<Layout>],
+) -> Result<Outputs> {
+    let (Ok(Some(w)), Ok(bias)) = (own_input(b, node, 1), own_input(b, node, 2)) else {
+        return Ok(None);
+    };
+    let dims = b.model.tensors()[w].dims.clone();
+    let sizes = node.int_lists.get("qkv_hidden_sizes");
+    let equal = sizes.is_none_or(|s| s.len() == 3 && s[0] == s[1] && s[1] == s[2]);
+    let outputs = node.outputs.iter().filter(|o| !o.is_empty()).count();
+    if dims.len() != 2 || dims[1] % 3 != 0 || !equal || ins.iter().skip(1).any(Option::is_some) {
+        return Ok(None);
+    }
+    let (k, n) = (dims[0] as usize, dims[1] as usize / 3);
+    let Some(heads) = heads(node, n) else {
+        return Ok(None);
+    };
+    consume(b, (&node.inputs[0], ins[0].as_ref()), w, 0, k)?;
+    let group = b.new_group(n);
+    let whole = Layout::whole(group, n, Some(3), -1);
+    let per = n / heads;
+    set_block(b, &whole, per);
+    let c = b.cut(w, 1, thrice(whole.owners(1)), CutKind::Producer);
+    b.clauses.push(vec![c]);
+    if let Some(bias) = bias {
+        let c = b.cut(bias, 0, thrice(whole.owners(1)), CutKind::Producer);
+        b.clauses.push(vec![c]);
+    }
+    recount_heads(b, index, node, &whole, per);
+    if outputs > 1 {
+        b.block_here(
+            &whole,
+            "it also outputs a KV cache, part of the model's interface",
+        );
+    }
+    Ok(Some(vec![Some(whole)]))
+}
+
+/// `MultiHeadAttention(query, key, value, bias [3N], ...)` over three projections: their
+/// groups merge head for head.
+fn multi_head(
+    b: &mut Builder,
+    index: usize,
+    node: &Node,
+    ins: &[Option<Layout>],
+) -> Result<Outputs> {
+    let (Some(Some(q)), Some(Some(k)), Some(Some(v))) = (ins.first(), ins.get(1), ins.get(2))
+    else {
+        return Ok(None);
+    };
+    let outputs = node.outputs.iter().filter(|o| !o.is_empty()).count();
+    let rest_carries = ins.iter().skip(3).any(Option::is_some);
+    let Some(heads) = heads(node, q.total()) else {
+        return Ok(None);
+    };
+    if rest_carries || q.neg != -1 || !super::heads::merge(b, q, k) || !super::heads::merge(b, q, v)
+    {
+        for l in [q, k, v] {
+            b.block_here(l, "its query, key and value heads do not line up");
+        }
+        return Ok(Some(vec![None; node.outputs.len()]));
+    }
+    let per = q.total() / heads;
+    set_block(b, q, per);
+    match own_input(b, node, 3) {
+        Ok(Some(bias)) if b.model.tensors()[bias].elements == 3 * q.total() as u64 => {
+            let c = b.cut(bias, 0, thrice(q.owners(1)), CutKind::Producer);
+            b.clauses.push(vec![c]);
+        }
+        Ok(None) => {}
+        _ => {
+            b.block_here(q, "its bias is not one packed constant of Q, K and V");
+            return Ok(Some(vec![None; node.outputs.len()]));
+        }
+    }
+    b.member(q, CutKind::Param);
+    recount_heads(b, index, node, q, per);
+    if outputs > 1 {
+        b.block_here(
+            q,
+            "it also outputs a KV cache, part of the model's interface",
+        );
+    }
+    Ok(Some(vec![Some(q.clone())]))
+}
+
+/// `BiasGelu(x, bias)` and `FastGelu(x, bias?)`: a per-channel bias, then GELU.
+fn bias_gelu(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs> {
+    let Some(Some(x)) = ins.first() else {
+        return Ok(Some(vec![None]));
+    };
+    if ins.iter().skip(1).any(Option::is_some) || x.neg != -1 {
+        return Ok(None);
+    }
+    match own_input(b, node, 1) {
+        Ok(Some(bias)) if b.model.tensors()[bias].elements == x.total() as u64 => {
+            let c = b.cut(bias, 0, x.owners(1), CutKind::Param);
+            b.clauses.push(vec![c]);
+        }
+        Ok(None) => {}
+        _ => return Ok(None),
+    }
+    b.member(x, CutKind::Param);
+    Ok(Some(vec![Some(x.clone())]))
+}
