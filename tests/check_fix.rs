@@ -170,13 +170,23 @@ fn a_condition_on_a_concrete_shape_is_folded() {
 fn bad_fix_values_are_exit_2_naming_the_flag_and_input() {
     let model = check_fixture("if_sample_rate.onnx");
     for (fix, expected) in [
-        ("nope=1", "--fix nope=1: the model has no input `nope` (its inputs: x, sr)"),
-        ("sr=abc", "--fix sr=abc: `abc` is not an integer (input `sr` is I64)"),
+        (
+            "nope=1",
+            "--fix nope=1: the model has no input `nope` (its inputs: x, sr)",
+        ),
+        (
+            "sr=abc",
+            "--fix sr=abc: `abc` is not an integer (input `sr` is I64)",
+        ),
         ("sr=1.5", "--fix sr=1.5: `1.5` is not an integer"),
-        ("x=1,2", "--fix x=1,2: 2 values do not fill input `x` of shape [?, 16]"),
+        (
+            "x=1,2",
+            "--fix x=1,2: 2 values do not fill input `x` of shape [?, 16]",
+        ),
+        // #23 item 10: a scalar given two values said an `If` branched on a Bool of shape [2].
         (
             "sr=16000,8000",
-            "--fix sr: `If` node `sr_branch` then branches on a Bool of shape [2], not on one boolean",
+            "--fix sr=16000,8000: input `sr` is a scalar and 2 values were given",
         ),
         ("sr", "--fix `sr` is not NAME=VALUE"),
     ] {

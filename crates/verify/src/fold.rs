@@ -21,13 +21,18 @@ use crate::runner::{inside_tract, InputSpec, Shapes};
 pub type Fixed = BTreeMap<String, Tensor>;
 
 /// The value of `--fix NAME=VALUE` for input `spec`: comma-separated values of the input's
-/// element type, shaped as the input declares (a scalar when it declares no dimension).
+/// element type, shaped as the input declares; with no declared shape, one value is a scalar
+/// and more are a vector.
 pub fn parse_fix(spec: &InputSpec, value: &str) -> Result<Tensor> {
     let name = &spec.name;
     let bad = |msg: String| Error::Usage(format!("--fix {name}={value}: {msg}"));
     let items: Vec<&str> = value.split(',').map(str::trim).collect();
     let n = items.len();
-    let shape: Vec<usize> = if spec.dims.is_empty() {
+    let shape: Vec<usize> = if spec.scalar && n > 1 {
+        return Err(bad(format!(
+            "input `{name}` is a scalar and {n} values were given"
+        )));
+    } else if spec.dims.is_empty() {
         if n == 1 {
             vec![]
         } else {

@@ -25,6 +25,8 @@ pub struct InputSpec {
     pub datum: DatumType,
     /// Declared dimensions; `None` where symbolic or unknown.
     pub dims: Vec<Option<usize>>,
+    /// Declared a scalar (a shape with no dimension), not merely without a shape.
+    pub scalar: bool,
 }
 
 /// How tract is asked to read a model. The first lets tract run the most real exports: stored
@@ -105,6 +107,7 @@ pub fn input_specs(model: &Model) -> Result<Vec<InputSpec>> {
                 name: input.name.clone(),
                 datum,
                 dims: input.dims.iter().map(|d| d.map(|d| d as usize)).collect(),
+                scalar: input.has_shape && input.dims.is_empty(),
             })
         })
         .collect()

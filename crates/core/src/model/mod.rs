@@ -120,8 +120,11 @@ pub struct ValueInfo {
     pub name: String,
     /// `TensorProto.DataType` number; 0 when not a tensor or not given.
     pub elem_type: i32,
-    /// Dimensions: `None` where symbolic or not given. Empty when no shape is given.
+    /// Dimensions: `None` where symbolic or not given. Empty when no shape is given, and for a
+    /// scalar.
     pub dims: Vec<Option<u64>>,
+    /// Whether a shape is declared: with `dims` empty, a scalar rather than an unknown rank.
+    pub has_shape: bool,
 }
 
 /// A node, with what weight discovery needs of it.

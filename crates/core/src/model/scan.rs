@@ -184,6 +184,7 @@ impl Scanner<'_> {
             name: String::new(),
             elem_type: 0,
             dims: Vec::new(),
+            has_shape: false,
         };
         // The message each level's field of interest is in, found by field number.
         let nested = |field: &Field, number: u32| -> ScanResult<Vec<Field>> {
@@ -202,6 +203,7 @@ impl Scanner<'_> {
                             match part.number {
                                 v::ELEM_TYPE => info.elem_type = varint(&part)? as i32,
                                 v::SHAPE => {
+                                    info.has_shape = true;
                                     for dim in nested(&part, v::DIM)? {
                                         let value = nested(&dim, v::DIM_VALUE)?;
                                         let value = value.last().map(varint).transpose()?;
