@@ -1,29 +1,28 @@
 //! `sensitivity`: one weight pruned at a time, measured through tract on real data.
 
-use crate::common::{arg, run, run_with_env, sample, sample_test_set};
+use crate::common::{arg, fixture, run, sample, sample_test_set, stdout_ok};
 
-/// The PyTorch sample at two sparsities, with labels: the JSON report.
+/// The PyTorch sample at two sparsities, with labels, on `--jobs threads`: the JSON report.
 fn report(dir: &std::path::Path, threads: &str) -> Vec<u8> {
     let (test_set, labels) = sample_test_set();
     let report = dir.join(format!("sensitivity_{threads}.json"));
     let plot = dir.join(format!("sensitivity_{threads}.svg"));
-    let out = run_with_env(
-        &[
-            "sensitivity",
-            arg(&sample("dense.onnx")),
-            "--inputs",
-            arg(&test_set),
-            "--labels",
-            &labels,
-            "--sparsities",
-            "0.9,0.5",
-            "--report",
-            arg(&report),
-            "--plot",
-            arg(&plot),
-        ],
-        &[("RAYON_NUM_THREADS", threads)],
-    );
+    let out = run(&[
+        "sensitivity",
+        arg(&sample("dense.onnx")),
+        "--jobs",
+        threads,
+        "--inputs",
+        arg(&test_set),
+        "--labels",
+        &labels,
+        "--sparsities",
+        "0.9,0.5",
+        "--report",
+        arg(&report),
+        "--plot",
+        arg(&plot),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -265,4 +264,111 @@ fn channel_groups_shrunk_one_at_a_time() {
     ]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--pattern"));
+}
+
+/// The candidates of `sensitivity` run in one loaded model, fed each pruned weight's values:
+/// each measures what a `check` of the candidate written to a file measures.
+#[test]
+fn candidates_run_in_the_loaded_model_measure_what_a_check_of_their_file_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = fixture("shrink/real");
+    let (model, inputs) = (
+        real.join("yolov8_tiny.onnx"),
+        real.join("yolov8_tiny_inputs.npz"),
+    );
+    let report = dir.path().join("sensitivity.json");
+    let out = run(&[
+        "sensitivity",
+        arg(&model),
+        "--inputs",
+        arg(&inputs),
+        "--sparsities",
+        "0.5,0.9",
+        "--report",
+        arg(&report),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["metric"], "cosine_drop");
+    let curves = json["weights"].as_array().unwrap();
+    assert!(curves.len() >= 3, "{json}");
+    // The first, a middle and the last weight, each at both sparsities.
+    for curve in [
+        &curves[0],
+        &curves[curves.len() / 2],
+        &curves[curves.len() - 1],
+    ] {
+        let id = curve["id"].as_str().unwrap();
+        for (s, sparsity) in ["0.5", "0.9"].into_iter().enumerate() {
+            let (pruned, checked) = (
+                dir.path().join("pruned.onnx"),
+                dir.path().join("check.json"),
+            );
+            let include = format!("^{}$", regex::escape(id));
+            stdout_ok(&[
+                "prune",
+                arg(&model),
+                "-o",
+                arg(&pruned),
+                "--include",
+                &include,
+                "--sparsity",
+                sparsity,
+            ]);
+            let check = run(&[
+                "check",
+                arg(&model),
+                arg(&pruned),
+                "--inputs",
+                arg(&inputs),
+                "--min-cosine=-1",
+                "--report",
+                arg(&checked),
+            ]);
+            assert!(
+                check.status.success(),
+                "{}",
+                String::from_utf8_lossy(&check.stderr)
+            );
+            let check: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&checked).unwrap()).unwrap();
+            let cosine = check["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["cosine"].as_f64().unwrap())
+                .fold(1.0, f64::min);
+            let measured = curve["values"][s].as_f64().unwrap();
+            // The same computation, tract's kernels grouping sums differently with the weight
+            // an input: equal to float32 rounding.
+            assert!(
+                (measured - (1.0 - cosine)).abs() <= 1e-6 + 1e-3 * measured.abs(),
+                "`{id}` at {sparsity}: {measured} in the loaded model, {} from its file",
+                1.0 - cosine
+            );
+        }
+    }
+}
+
+/// `--jobs 0` runs nothing: bad usage, naming the flag.
+#[test]
+fn jobs_zero_is_refused_naming_the_flag() {
+    let (test_set, _) = sample_test_set();
+    for command in ["sensitivity", "prune", "shrink"] {
+        let out = run(&[
+            command,
+            arg(&sample("dense.onnx")),
+            "--inputs",
+            arg(&test_set),
+            "--jobs",
+            "0",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(stderr.contains("--jobs"), "{command}: {stderr}");
+    }
 }

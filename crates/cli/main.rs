@@ -46,6 +46,16 @@ fn main() -> ExitCode {
     });
     // An input truncated by another program while it is read: a message, not a bus error.
     onnx_prune_core::model::catch_changed_inputs(EXIT_BAD_INPUT.into());
+    if let Some(jobs) = cli.command.jobs() {
+        // Before any parallel work: the global pool runs everything, candidates and samples.
+        if let Err(error) = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs)
+            .build_global()
+        {
+            eprintln!("error: --jobs {jobs}: {error}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    }
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Prune(args) => prune::run(args),

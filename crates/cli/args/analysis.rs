@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CalibrationFlags, CheckFlags, OutputArgs, SampleFlags};
+use super::{CalibrationFlags, CheckFlags, JobsFlag, OutputArgs, SampleFlags};
 
 /// What `sensitivity` prunes at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -125,6 +125,9 @@ pub struct SensitivityArgs {
     /// Weights with fewer elements are left out (see `prune --help`).
     #[arg(long, value_name = "N", default_value_t = onnx_prune_core::DEFAULT_MIN_PARAMS)]
     pub min_params: u64,
+
+    #[command(flatten)]
+    pub jobs: JobsFlag,
 
     #[command(flatten)]
     pub samples: SampleFlags,

@@ -204,3 +204,33 @@ fn parse_sparsity(text: &str) -> Result<SparsityArg, String> {
         .map(SparsityArg::Value)
         .map_err(|_| format!("`{text}` is neither a number in [0, 1) nor `auto`"))
 }
+
+/// How many threads a command runs on.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct JobsFlag {
+    /// Run on N threads (candidates of a sensitivity analysis or an auto search in parallel,
+    /// and the samples of each check). Default: every core. Results do not depend on N.
+    /// Example: --jobs 4
+    #[arg(long, value_name = "N", value_parser = parse_jobs)]
+    pub jobs: Option<usize>,
+}
+
+fn parse_jobs(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 thread".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number of threads")),
+    }
+}
+
+impl Command {
+    /// The threads `--jobs` asks for, on the commands that have it.
+    pub fn jobs(&self) -> Option<usize> {
+        match self {
+            Command::Prune(args) => args.jobs.jobs,
+            Command::Shrink(args) => args.jobs.jobs,
+            Command::Sensitivity(args) => args.jobs.jobs,
+            _ => None,
+        }
+    }
+}

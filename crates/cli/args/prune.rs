@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{parse_sparsity, CheckFlags, OutputArgs, SparsityArg};
+use super::{parse_sparsity, CheckFlags, JobsFlag, OutputArgs, SparsityArg};
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
@@ -82,6 +82,9 @@ pub struct PruneArgs {
     /// Print what would be pruned and write nothing (-o is then not needed).
     #[arg(long)]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub jobs: JobsFlag,
 
     #[command(flatten)]
     pub calibration: CalibrationFlags,

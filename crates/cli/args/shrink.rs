@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{parse_sparsity, CheckFlags, SparsityArg};
+use super::{parse_sparsity, CheckFlags, JobsFlag, SparsityArg};
 
 #[derive(Debug, Args)]
 pub struct ShrinkArgs {
@@ -102,6 +102,9 @@ pub struct ShrinkArgs {
     /// and their influence instead, with --vocab the embedding tables; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub jobs: JobsFlag,
 
     /// Write a JSON report: per group producers, consumers, channels_before, channels_after
     /// and removed; totals params_before/after, bytes_before/after (the model and its external

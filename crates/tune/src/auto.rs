@@ -7,7 +7,7 @@ use std::path::Path;
 use onnx_prune_core::prune::{Pattern, Plan, PruneConfig};
 use onnx_prune_core::shrink::{self, Analysis, ShrinkTotals};
 use onnx_prune_core::write::{Outputs, Saved};
-use onnx_prune_core::{save, Destination, Model, Storage, Weight};
+use onnx_prune_core::{Destination, Model, Storage, Weight};
 use onnx_prune_verify::CheckReport;
 use regex::Regex;
 
@@ -19,7 +19,7 @@ use crate::metric::Metric;
 use crate::planner::Planner;
 use crate::progress::Progress;
 use crate::search::{curves, search_allocation, Found, Line, Tried, GRID};
-use crate::sensitivity::measure_weights;
+use crate::sensitivity::{check_plan, measure_swapped, tensors_of};
 
 /// A search that found an allocation passing the check, and what it wrote.
 #[derive(Debug)]
@@ -106,19 +106,17 @@ impl<T> Searched<T> {
     }
 }
 
-/// Searches over `curves`: each candidate is written by `write(sparsities, path)` to a scratch
-/// file and checked against `baseline`.
+/// Searches over `curves`: each candidate is checked by `check(sparsities, scratch path)`.
 fn search_scratch(
     curves: &[LayerCurve],
     max_evaluations: usize,
-    (baseline, progress): (&Baseline, &dyn Progress),
-    write: impl Fn(&[f64], &Path) -> Result<()>,
+    progress: &dyn Progress,
+    check: impl Fn(&[f64], &Path) -> Result<CheckReport>,
 ) -> Result<Found<CheckReport>> {
     let scratch = tempfile::tempdir().map_err(Error::Scratch)?;
     let candidate = scratch.path().join("candidate.onnx");
     search_allocation(curves, max_evaluations, progress, |sparsities| {
-        write(sparsities, &candidate)?;
-        let report = baseline.check(&candidate)?;
+        let report = check(sparsities, &candidate)?;
         Ok((report.passed, report))
     })
 }
@@ -168,9 +166,10 @@ pub fn search_weights(
     progress: &dyn Progress,
 ) -> Result<Outcome<(Plan, Saved)>> {
     let model = search.planner.model();
-    let reports = measure_weights(
+    let swappable = baseline.swappable(model, &tensors_of(search.selected));
+    let reports = measure_swapped(
         search.planner,
-        baseline,
+        (baseline, swappable.as_ref()),
         (search.selected, &GRID, search.pattern),
         progress,
     )?;
@@ -183,16 +182,14 @@ pub fn search_weights(
     let found = search_scratch(
         &curves,
         search.max_evaluations,
-        (baseline, progress),
+        progress,
         |sparsities, candidate| {
             let plan = plan_for(search, sparsities)?;
-            save(
-                model,
-                &plan.edits,
-                Destination::File(candidate),
-                search.storage,
-            )?;
-            Ok(())
+            check_plan(
+                (baseline, swappable.as_ref()),
+                (model, &plan.edits, search.storage),
+                candidate,
+            )
         },
     )?;
     let Some(best) = found.best.clone() else {
@@ -253,10 +250,10 @@ pub fn search_groups(
     let found = search_scratch(
         &curves,
         search.max_evaluations,
-        (baseline, progress),
+        progress,
         |sparsities, candidate| {
             shrink::save_shrunk(model, analysis, &removal(sparsities)?, &[], candidate)?;
-            Ok(())
+            baseline.check(candidate)
         },
     )?;
     let Some(best) = found.best.clone() else {

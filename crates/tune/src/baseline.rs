@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use onnx_prune_core::Model;
-use onnx_prune_verify::{CheckOptions, CheckReport, Keep, Reference};
+use onnx_prune_core::{Edit, Model};
+use onnx_prune_verify::{CheckOptions, CheckReport, Keep, Reference, Swappable};
 
 use crate::error::Result;
 
@@ -30,6 +30,24 @@ impl Baseline {
     /// Checks the model at `candidate` against the reference.
     pub fn check(&self, candidate: &Path) -> Result<CheckReport> {
         self.compare(&Model::load(candidate)?)
+    }
+
+    /// The reference's `model` loaded once with the weights at `tensors` (indices in
+    /// [`Model::tensors`]) as inputs, so that candidates changing only them run without a
+    /// file of their own ([`Baseline::compare_edits`]); `None` when tract cannot load it so,
+    /// and every candidate is then written and loaded.
+    pub fn swappable(&self, model: &Model, tensors: &[usize]) -> Option<Swappable> {
+        self.reference.swappable(model, tensors).ok()
+    }
+
+    /// Checks the reference's model changed by `edits` against the reference, run in
+    /// `swappable`; `None` when `edits` change more than it swaps.
+    pub fn compare_edits(
+        &self,
+        swappable: &Swappable,
+        edits: &[Edit],
+    ) -> Result<Option<CheckReport>> {
+        Ok(self.reference.compare_swapped(swappable, edits)?)
     }
 
     /// Checks `candidate` (a model loaded, or prepared and not yet in place) against the

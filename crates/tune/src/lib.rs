@@ -1,8 +1,10 @@
 //! Tuning pruning against a check: what each weight or channel group costs (sensitivity
 //! curves), and the largest pruning that still passes (budget searches), for any front end.
 //!
-//! The dense model is loaded into tract and run once ([`Baseline`]); every candidate is
-//! written to a scratch file and checked against it. Calibration statistics are gathered once
+//! The dense model is loaded into tract and run once ([`Baseline`]). A weight candidate runs
+//! in one more load of that model, with the selected weights as inputs fed its values; a
+//! candidate that changes more (a new bias, shapes) is written to a scratch file and checked
+//! against it. Calibration statistics are gathered once
 //! and reused for every candidate ([`Planner`]). Progress reaches the caller through
 //! [`Progress`]; nothing is printed.
 //!

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use onnx_prune_core::prune::{Pattern, PruneConfig};
-use onnx_prune_core::{save, Destination, Storage, Weight};
-use onnx_prune_verify::CheckReport;
+use onnx_prune_core::{save, Destination, Edit, Model, Storage, Weight};
+use onnx_prune_verify::{CheckReport, Swappable};
 use rayon::prelude::*;
 
 use crate::baseline::Baseline;
@@ -108,8 +108,8 @@ impl Sensitivity {
 
 /// Runs `check(unit, sparsity, scratch path)` for every unit at every sparsity, in parallel,
 /// counting the checks on `progress` under `what`: the report of unit `u` at sparsity `s` is
-/// at `u * sparsities.len() + s`. Each candidate is written to its own scratch file and
-/// removed once checked.
+/// at `u * sparsities.len() + s`. Each candidate has its own scratch path, removed once
+/// checked if `check` wrote it.
 pub(crate) fn each_candidate(
     (units, sparsities): (usize, &[f64]),
     (what, progress): (&'static str, &dyn Progress),
@@ -133,10 +133,33 @@ pub(crate) fn each_candidate(
 
 /// Checks the planner's model against `baseline` with each selected weight alone pruned at
 /// each sparsity, in parallel, counting the checks on `progress`: the report of weight `w` at
-/// sparsity `s` is at `w * sparsities.len() + s`.
+/// sparsity `s` is at `w * sparsities.len() + s`. The model is loaded once with the selected
+/// weights as inputs and each candidate runs there, fed its pruned values; a candidate that
+/// changes more than them (a bias correction) is written and loaded as a file.
 pub fn measure_weights(
     planner: &Planner,
     baseline: &Baseline,
+    (selected, sparsities, pattern): (&[&Weight], &[f64], Pattern),
+    progress: &dyn Progress,
+) -> Result<Vec<CheckReport>> {
+    let swappable = baseline.swappable(planner.model(), &tensors_of(selected));
+    measure_swapped(
+        planner,
+        (baseline, swappable.as_ref()),
+        (selected, sparsities, pattern),
+        progress,
+    )
+}
+
+/// The tensors the weights are held in.
+pub(crate) fn tensors_of(selected: &[&Weight]) -> Vec<usize> {
+    selected.iter().map(|w| w.tensor).collect()
+}
+
+/// [`measure_weights`] with candidates run in `swappable` where they can.
+pub(crate) fn measure_swapped(
+    planner: &Planner,
+    (baseline, swappable): (&Baseline, Option<&Swappable>),
     (selected, sparsities, pattern): (&[&Weight], &[f64], Pattern),
     progress: &dyn Progress,
 ) -> Result<Vec<CheckReport>> {
@@ -150,13 +173,12 @@ pub fn measure_weights(
                 ..PruneConfig::default()
             };
             let plan = planner.plan(&selected[w..=w], &config)?;
-            save(
-                planner.model(),
-                &plan.edits,
-                Destination::File(candidate),
-                Storage::Dense,
-            )?;
-            baseline.check(candidate).map_err(|e| {
+            check_plan(
+                (baseline, swappable),
+                (planner.model(), &plan.edits, Storage::Dense),
+                candidate,
+            )
+            .map_err(|e| {
                 e.context(format!(
                     "checking `{}` at {}",
                     selected[w].id, sparsities[s]
@@ -164,4 +186,20 @@ pub fn measure_weights(
             })
         },
     )
+}
+
+/// Checks `model` changed by `edits` against `baseline`: run in `swappable` when it swaps
+/// every tensor the edits change, else saved (with `storage`) to `scratch` and loaded.
+pub(crate) fn check_plan(
+    (baseline, swappable): (&Baseline, Option<&Swappable>),
+    (model, edits, storage): (&Model, &[Edit], Storage),
+    scratch: &Path,
+) -> Result<CheckReport> {
+    if let Some(swappable) = swappable {
+        if let Some(report) = baseline.compare_edits(swappable, edits)? {
+            return Ok(report);
+        }
+    }
+    save(model, edits, Destination::File(scratch), storage)?;
+    baseline.check(scratch)
 }

@@ -36,6 +36,7 @@ mod runner;
 mod samples;
 mod shapes;
 mod side_by_side;
+mod swap;
 
 pub use batch::BATCH_CANDIDATES;
 pub use calibrate::{Calibration, CalibrationOptions};
@@ -46,3 +47,4 @@ pub use options::{CheckOptions, InputSource, Tolerances};
 pub use reference::{Keep, Reference, KEPT_BYTES_LIMIT};
 pub use report::{Accuracy, CheckReport, OutputMetrics};
 pub use shapes::{latency, value_shapes};
+pub use swap::Swappable;

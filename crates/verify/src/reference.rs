@@ -6,9 +6,10 @@
 //! [`KEPT_BYTES_LIMIT`], and each candidate is only loaded and run itself.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use onnx_prune_core::Model;
+use onnx_prune_core::{Edit, Model};
 use rayon::prelude::*;
 use tract_onnx::prelude::Tensor;
 
@@ -18,8 +19,9 @@ use crate::options::CheckOptions;
 use crate::prepare::{prepare, Prepared};
 use crate::report::{Accuracy, CheckReport, OutputMetrics};
 use crate::side_by_side::{
-    check_labels, compare_run, plan, run_reference, Expected, Plan, RunStats,
+    check_labels, compare_run, plan, run_reference, Expected, Loaded, Plan, RunStats,
 };
+use crate::swap::Swappable;
 
 /// What a [`Reference`] keeps between comparisons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +140,39 @@ impl Reference {
         let runners = self
             .plan
             .load_candidate((path, &tract_bytes(candidate)?), &self.prepared.fixed)?;
+        self.compare_loaded((path, &runners, &BTreeMap::new()))
+    }
+
+    /// Loads `model` (the reference's own model) into tract once for the reference's input
+    /// shapes, with those of `tensors` (indices in [`Model::tensors`]) that are constants of
+    /// the main graph made inputs: any candidate that changes only them is then compared
+    /// without loading it (see [`Reference::compare_swapped`]).
+    pub fn swappable(&self, model: &Model, tensors: &[usize]) -> Result<Swappable> {
+        let bytes = tract_bytes(model)?;
+        Swappable::load(model, tensors, |weights| {
+            self.plan
+                .load_swapping((model.path(), &bytes), &self.prepared.fixed, weights)
+        })
+    }
+
+    /// Compares the reference with itself changed by `edits`, run in `swappable`; `None`
+    /// when an edit changes something `swappable` does not swap (the candidate must then be
+    /// written and compared).
+    pub fn compare_swapped(
+        &self,
+        swappable: &Swappable,
+        edits: &[Edit],
+    ) -> Result<Option<CheckReport>> {
+        let Some(weights) = swappable.values(edits) else {
+            return Ok(None);
+        };
+        self.compare_loaded((&swappable.path, &swappable.runners, &weights))
+            .map(Some)
+    }
+
+    /// Runs a candidate loaded for the plan on every sample and measures every output against
+    /// the reference's.
+    fn compare_loaded(&self, candidate: Loaded) -> Result<CheckReport> {
         let tolerances = &self.options.tolerances;
         let limits: Limits = (tolerances.atol.is_some() || tolerances.rtol.is_some()).then(|| {
             (
@@ -159,7 +194,7 @@ impl Reference {
                         &computed
                     }
                 };
-                compare_run((path, &runners), expected, &self.plan, run, limits)
+                compare_run(candidate, expected, &self.plan, run, limits)
             })
             .collect::<Result<_>>()?;
         Ok(self.report(&results, limits))

@@ -15,6 +15,7 @@ use tract_onnx::tract_hir::infer::InferenceModelExt;
 use crate::error::{Error, Result};
 use crate::fold::{fold, Fixed};
 use crate::patch::float16_gemm_bias;
+use crate::swap::{weights_as_inputs, WeightInput};
 
 /// What a model declares about one input.
 #[derive(Debug, Clone)]
@@ -36,14 +37,14 @@ pub struct InputSpec {
 const LOADINGS: [bool; 2] = [true, false];
 
 /// The model tract analyses: `bytes` with the fixed inputs made constants, the `If` nodes
-/// they or the input shapes decide inlined, and tract's known gaps patched; a refusal names
-/// the `If` nodes left undecided.
+/// they or the input shapes decide inlined, tract's known gaps patched and the `swapped`
+/// weights made inputs; a refusal names the `If` nodes left undecided.
 fn inference_model(
     bytes: &[u8],
     path: &Path,
     ignore_stored_shapes: bool,
-    fixed: &Fixed,
-    shapes: &Shapes,
+    (fixed, shapes): (&Fixed, &Shapes),
+    swapped: &[WeightInput],
 ) -> Result<(InferenceModel, String)> {
     let onnx = tract_onnx::onnx()
         .with_ignore_output_shapes(ignore_stored_shapes)
@@ -53,6 +54,10 @@ fn inference_model(
         .map_err(|e| unsupported(path, e))?;
     float16_gemm_bias(&mut proto);
     let undecided = fold(&mut proto, fixed, shapes)?;
+    weights_as_inputs(&mut proto, swapped).map_err(|msg| Error::Unsupported {
+        path: path.to_path_buf(),
+        msg,
+    })?;
     let hint = undecided
         .iter()
         .map(|u| format!("; {}", u.hint()))
@@ -139,7 +144,19 @@ impl Runner {
     /// Loads `bytes` (the model at `path`) for inputs of the given full shapes, by name, trying
     /// each way of loading in turn; the first way's error is the one reported.
     pub fn new(bytes: &[u8], path: &Path, shapes: &Shapes, fixed: &Fixed) -> Result<Runner> {
-        Self::tapping(bytes, path, shapes, fixed, &[])
+        Self::loading(bytes, path, (shapes, fixed), &[], &[])
+    }
+
+    /// As [`Runner::new`], with the `weights` (constants of the main graph) made inputs that
+    /// every run is handed (see [`Runner::run_with`]): one load runs any values of them.
+    pub fn swapping(
+        bytes: &[u8],
+        path: &Path,
+        shapes: &Shapes,
+        fixed: &Fixed,
+        weights: &[WeightInput],
+    ) -> Result<Runner> {
+        Self::loading(bytes, path, (shapes, fixed), &[], weights)
     }
 
     /// As [`Runner::new`], with `outputs` (ONNX value names, e.g. intermediate activations)
@@ -151,10 +168,28 @@ impl Runner {
         fixed: &Fixed,
         outputs: &[String],
     ) -> Result<Runner> {
+        Self::loading(bytes, path, (shapes, fixed), outputs, &[])
+    }
+
+    /// Loads with `taps` as outputs (when given) and `swapped` weights as inputs, trying each
+    /// way of loading in turn; the first way's error is the one reported.
+    fn loading(
+        bytes: &[u8],
+        path: &Path,
+        (shapes, fixed): (&Shapes, &Fixed),
+        taps: &[String],
+        swapped: &[WeightInput],
+    ) -> Result<Runner> {
         let mut first_error = None;
         for ignore_stored_shapes in LOADINGS {
             let loaded = inside_tract(|| {
-                Self::load(bytes, path, shapes, fixed, outputs, ignore_stored_shapes)
+                Self::load(
+                    bytes,
+                    path,
+                    (shapes, fixed),
+                    (taps, swapped),
+                    ignore_stored_shapes,
+                )
             })
             .unwrap_or_else(|what| {
                 Err(Error::Unsupported {
@@ -177,12 +212,12 @@ impl Runner {
     fn load(
         bytes: &[u8],
         path: &Path,
-        shapes: &Shapes,
-        fixed: &Fixed,
-        taps: &[String],
+        (shapes, fixed): (&Shapes, &Fixed),
+        (taps, swapped): (&[String], &[WeightInput]),
         ignore_stored_shapes: bool,
     ) -> Result<Runner> {
-        let (mut model, hint) = inference_model(bytes, path, ignore_stored_shapes, fixed, shapes)?;
+        let (mut model, hint) =
+            inference_model(bytes, path, ignore_stored_shapes, (fixed, shapes), swapped)?;
         if !taps.is_empty() {
             model
                 .select_outputs_by_name(taps)
@@ -195,9 +230,13 @@ impl Runner {
             .map(|o| model.nodes()[o.node].name.clone())
             .collect();
         for (i, name) in inputs.iter().enumerate() {
-            let (datum, shape) = shapes
-                .get(name)
-                .ok_or_else(|| Error::Usage(format!("no input data for `{name}`")))?;
+            let (datum, shape) = match swapped.iter().find(|w| &w.name == name) {
+                Some(weight) => (&weight.datum, &weight.shape),
+                None => shapes
+                    .get(name)
+                    .map(|(datum, shape)| (datum, shape))
+                    .ok_or_else(|| Error::Usage(format!("no input data for `{name}`")))?,
+            };
             model
                 .set_input_fact(i, InferenceFact::dt_shape(*datum, shape.as_slice()))
                 .map_err(|e| unsupported(path, e))?;
@@ -242,10 +281,24 @@ impl Runner {
         path: &Path,
         inputs: &BTreeMap<String, Tensor>,
     ) -> std::result::Result<Vec<Tensor>, RunError> {
+        self.run_with(path, inputs, &BTreeMap::new())
+    }
+
+    /// As [`Runner::run`], the swapped weights' values taken from `weights` (shared, not
+    /// copied).
+    pub fn run_with(
+        &self,
+        path: &Path,
+        inputs: &BTreeMap<String, Tensor>,
+        weights: &BTreeMap<String, TValue>,
+    ) -> std::result::Result<Vec<Tensor>, RunError> {
         let values: TVec<TValue> = self
             .inputs
             .iter()
-            .map(|name| inputs[name].clone().into_tvalue())
+            .map(|name| match weights.get(name) {
+                Some(weight) => weight.clone(),
+                None => inputs[name].clone().into_tvalue(),
+            })
             .collect();
         let outputs = inside_tract(|| self.plan.run(values))
             .map_err(RunError::Panic)?

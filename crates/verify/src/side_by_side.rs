@@ -15,6 +15,7 @@ use crate::metrics::{Limits, SampleStats};
 use crate::options::CheckOptions;
 use crate::runner::{InputSpec, RunError, Runner, Shapes};
 use crate::samples::{Layout, Samples};
+use crate::swap::WeightInput;
 
 /// A model to run: its path (for messages) and the ONNX bytes tract is handed.
 pub type Subject<'a> = (&'a Path, &'a [u8]);
@@ -40,9 +41,19 @@ impl Plan {
 
     /// Loads `candidate` for every input shape the reference was loaded for, in the same order.
     pub fn load_candidate(&self, candidate: Subject, fixed: &Fixed) -> Result<Vec<Runner>> {
+        self.load_swapping(candidate, fixed, &[])
+    }
+
+    /// As [`Plan::load_candidate`], with `weights` made inputs (see [`Runner::swapping`]).
+    pub fn load_swapping(
+        &self,
+        candidate: Subject,
+        fixed: &Fixed,
+        weights: &[WeightInput],
+    ) -> Result<Vec<Runner>> {
         self.runners
             .par_iter()
-            .map(|(shapes, _)| Runner::new(candidate.1, candidate.0, shapes, fixed))
+            .map(|(shapes, _)| Runner::swapping(candidate.1, candidate.0, shapes, fixed, weights))
             .collect()
     }
 }
@@ -222,17 +233,21 @@ pub fn run_reference(
     })
 }
 
-/// Runs the candidate (its runners in the plan's order) on the run's inputs and measures each
-/// of samples `first..first + len` against the reference's outputs.
+/// A candidate loaded for the plan: its path, its runners in the plan's order and the values
+/// of the weights they take as inputs.
+pub type Loaded<'a> = (&'a Path, &'a [Runner], &'a BTreeMap<String, TValue>);
+
+/// Runs the candidate on the run's inputs and measures each of samples `first..first + len`
+/// against the reference's outputs.
 pub fn compare_run(
-    (path, runners): (&Path, &[Runner]),
+    (path, runners, weights): Loaded,
     expected: &Expected,
     plan: &Plan,
     (first, len): (usize, usize),
     limits: Limits,
 ) -> Result<RunStats> {
     let actual = runners[expected.runner]
-        .run(path, &expected.inputs)
+        .run_with(path, &expected.inputs, weights)
         .map_err(|e| run_error(e, path, &expected.inputs, first, true))?;
     let mut stats = vec![Vec::with_capacity(actual.len()); len];
     for ((e, a), &axis) in expected.outputs.iter().zip(&actual).zip(&plan.axes) {
