@@ -16,7 +16,7 @@ use onnx_prune_core::Model;
 use onnx_prune_verify::{Calibration, CalibrationOptions, InputSource};
 use protobuf::Message;
 
-use crate::common::{arg, fixture, stdout_ok};
+use crate::common::{arg, fixture, float_tensor, float_value, stdout_ok};
 
 fn calibration(name: &str) -> PathBuf {
     fixture("calibration").join(name)
@@ -257,18 +257,10 @@ fn an_added_bias_is_stored_inline_beside_external_data() {
 /// A `Gemm` `y = 2 x w^T (+ 0.5 C)` without `C`, whose natural bias name `y.bias` is taken by
 /// an unused initializer, and 40 samples of `x` with a non-zero mean.
 fn scaled_gemm(dir: &Path) -> (PathBuf, PathBuf) {
-    use onnx_protobuf::{attribute_proto::AttributeType, tensor_shape_proto::Dimension};
+    use onnx_protobuf::attribute_proto::AttributeType;
     let (rows, cols) = (6, 20);
     // Deterministic values in [-1, 1).
     let value = |i: usize| ((i * 37 % 101) as f32) / 50.0 - 1.0;
-    let tensor = |name: &str, dims: Vec<i64>, values: Vec<f32>| {
-        let mut t = onnx_protobuf::TensorProto::new();
-        t.name = name.into();
-        t.dims = dims;
-        t.data_type = 1;
-        t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        t
-    };
     let weight: Vec<f32> = (0..(rows * cols) as usize).map(value).collect();
     let mut node = onnx_protobuf::NodeProto::new();
     node.op_type = "Gemm".into();
@@ -286,29 +278,14 @@ fn scaled_gemm(dir: &Path) -> (PathBuf, PathBuf) {
     a.i = 1;
     a.type_ = AttributeType::INT.into();
     node.attribute.push(a);
-    let value_info = |name: &str, dims: [Option<i64>; 2]| {
-        let mut v = onnx_protobuf::ValueInfoProto::new();
-        v.name = name.into();
-        let t = v.type_.mut_or_insert_default().mut_tensor_type();
-        t.elem_type = 1;
-        for d in dims {
-            let mut dim = Dimension::new();
-            match d {
-                Some(size) => dim.set_dim_value(size),
-                None => dim.set_dim_param("N".into()),
-            }
-            t.shape.mut_or_insert_default().dim.push(dim);
-        }
-        v
-    };
     let mut graph = onnx_protobuf::GraphProto::new();
     graph.node.push(node);
     graph
         .initializer
-        .push(tensor("w", vec![rows, cols], weight));
-    graph.initializer.push(tensor("y.bias", vec![1], vec![0.0]));
-    graph.input.push(value_info("x", [None, Some(cols)]));
-    graph.output.push(value_info("y", [None, Some(rows)]));
+        .push(float_tensor("w", &[rows, cols], &weight));
+    graph.initializer.push(float_tensor("y.bias", &[1], &[0.0]));
+    graph.input.push(float_value("x", &[None, Some(cols)]));
+    graph.output.push(float_value("y", &[None, Some(rows)]));
     let model = dir.join("gemm.onnx");
     std::fs::write(&model, crate::common::model_bytes(graph)).unwrap();
     let x: Vec<f32> = (0..40 * cols as usize)

@@ -6,18 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{run, stdout_ok};
-
-/// The commands of the tool, as `--help` lists them.
-const COMMANDS: [&str; 7] = [
-    "inspect",
-    "prune",
-    "check",
-    "replay",
-    "sensitivity",
-    "completions",
-    "man",
-];
+use crate::common::{run, stdout_ok, COMMANDS};
 
 /// tract-onnx's version in the repository's Cargo.lock, read independently of build.rs.
 fn locked_tract_version() -> String {
@@ -67,7 +56,13 @@ fn completions_generate_for_every_supported_shell() {
                 "{shell}: `{command}` not completed"
             );
         }
-        for flag in ["sparsity", "schedule", "min-cosine"] {
+        for flag in [
+            "sparsity",
+            "schedule",
+            "min-cosine",
+            "round-to",
+            "drop-layers",
+        ] {
             let spelled = match shell {
                 "fish" => format!("-l {flag}"),
                 _ => format!("--{flag}"),
@@ -119,6 +114,8 @@ fn bash_complete(line: &str) -> Vec<String> {
 fn bash_completes_commands_flags_and_values() {
     assert_eq!(bash_complete("onnx-prune pr"), ["prune"]);
     assert!(bash_complete("onnx-prune prune --spars").contains(&"--sparsity".to_owned()));
+    assert!(bash_complete("onnx-prune shrink --round").contains(&"--round-to".to_owned()));
+    assert_eq!(bash_complete("onnx-prune shrink --scope gr"), ["group"]);
     assert_eq!(
         bash_complete("onnx-prune prune --scope g"),
         ["global"],
@@ -171,6 +168,15 @@ fn man_pages_generate_for_the_tool_and_each_command() {
         "global",
     ] {
         assert!(prune.contains(flag), "prune's page lacks {flag}");
+    }
+    let shrink = stdout_ok(&["man", "shrink"]);
+    for flag in [
+        "\\-\\-round\\-to",
+        "\\-\\-dry\\-run",
+        "\\-\\-drop\\-layers",
+        "group",
+    ] {
+        assert!(shrink.contains(flag), "shrink's page lacks {flag}");
     }
 }
 

@@ -1,6 +1,6 @@
 //! `sensitivity`: one weight pruned at a time, measured through tract on real data.
 
-use crate::common::{arg, fixture, run, sample, sample_test_set, stdout_ok};
+use crate::common::{arg, fixture, report_of, run, sample, sample_test_set, stdout_ok};
 
 /// The PyTorch sample at two sparsities, with labels, on `--jobs threads`: the JSON report.
 fn report(dir: &std::path::Path, threads: &str) -> Vec<u8> {
@@ -150,6 +150,8 @@ fn replayed_steps_are_plotted_with_every_step_labelled() {
     );
     let svg = std::fs::read_to_string(&plot).unwrap();
     let document = roxmltree::Document::parse(&svg).expect("well-formed XML");
+    // The last three steps sit at about 90%: their labels must not overprint (#23 item 14).
+    crate::plots::assert_readable(&document);
     let texts: Vec<String> = document
         .descendants()
         .filter(|n| n.has_tag_name("text"))
@@ -194,14 +196,7 @@ fn calibrated_curves_show_what_sparsegpt_saves_on_the_head() {
             args.extend(["--calibration".to_string(), arg(&test_set).to_string()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = run(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let json = report_of(&run(&args), &report);
         assert_eq!(json["method"], method);
         json["weights"][0]["values"][0].as_f64().unwrap()
     };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use onnx_prune_core::shrink::{self, Request, Side};
 use onnx_prune_core::Model;
 
-use crate::common::{arg, fixture, run, stdout_ok};
+use crate::common::{arg, fixture, run, shrink_in, stdout_ok};
 
 fn graph(name: &str) -> PathBuf {
     fixture("shrink/graphs").join(name)
@@ -504,18 +504,13 @@ fn check_compares_outputs_and_times_both_models() {
 /// The report of a shrink of `model` with `args`.
 pub fn shrink_report(model: &Path, args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
-    let (out, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
-    let mut all = vec![
-        "shrink",
-        arg(model),
-        "-o",
-        arg(&out),
-        "--report",
-        arg(&report),
-    ];
-    all.extend_from_slice(args);
-    stdout_ok(&all);
-    serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+    let (result, json) = shrink_in(dir.path(), model, args);
+    assert!(
+        result.status.success(),
+        "onnx-prune shrink {args:?} failed: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    json
 }
 
 fn channels(json: &serde_json::Value) -> Vec<(u64, u64)> {
@@ -584,14 +579,7 @@ fn calibration_importance_keeps_the_channels_the_data_uses() {
     let model = real("digits_cnn.onnx");
     let accuracy = |extra: &[&str]| {
         let dir = tempfile::tempdir().unwrap();
-        let (out, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
-        let mut args = vec![
-            "shrink",
-            arg(&model),
-            "-o",
-            arg(&out),
-            "--report",
-            arg(&report),
+        let flags = [
             "--sparsity",
             "0.5",
             "--round-to",
@@ -602,8 +590,7 @@ fn calibration_importance_keeps_the_channels_the_data_uses() {
             "--labels",
             &labels,
         ];
-        args.extend_from_slice(extra);
-        let result = run(&args);
+        let (result, json) = shrink_in(dir.path(), &model, &[&flags[..], extra].concat());
         // The accuracy drop fails the check's default tolerance: exit 1, output and report kept.
         assert_eq!(
             result.status.code(),
@@ -611,8 +598,6 @@ fn calibration_importance_keeps_the_channels_the_data_uses() {
             "{}",
             String::from_utf8_lossy(&result.stderr)
         );
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
         let method = json["method"].as_str().unwrap().to_string();
         (
             method,

@@ -9,7 +9,7 @@ use ndarray_npy::{NpzReader, NpzWriter};
 use onnx_prune_core::model::dense_bytes;
 use onnx_prune_core::{shrink, Edit, Model};
 
-use crate::common::{arg, fixture, run, run_with_env};
+use crate::common::{arg, fixture, run, run_with_env, shrink_in};
 
 fn real(name: &str) -> PathBuf {
     fixture("shrink/real").join(name)
@@ -38,16 +38,8 @@ fn halves(dir: &Path) -> (PathBuf, PathBuf) {
 /// Shrinks the digits CNN at 50% (`--round-to 8`) calibrated on `calib`, checked on `test`;
 /// returns the exit code and the report.
 fn shrink(dir: &Path, calib: &Path, test: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    let model = real("digits_cnn.onnx");
-    let (out, report) = (dir.join("out.onnx"), dir.join("r.json"));
     let labels = format!("{}:labels", arg(test));
-    let mut args = vec![
-        "shrink",
-        arg(&model),
-        "-o",
-        arg(&out),
-        "--report",
-        arg(&report),
+    let flags = [
         "--sparsity",
         "0.5",
         "--round-to",
@@ -62,9 +54,8 @@ fn shrink(dir: &Path, calib: &Path, test: &Path, extra: &[&str]) -> (i32, serde_
         "--labels",
         &labels,
     ];
-    args.extend_from_slice(extra);
-    let result = run(&args);
-    let json = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let model = real("digits_cnn.onnx");
+    let (result, json) = shrink_in(dir, &model, &[&flags[..], extra].concat());
     (result.status.code().unwrap(), json)
 }
 
@@ -177,15 +168,8 @@ fn grouped_convolutions_are_refitted_group_by_group() {
     npz.add_array("x", &x).unwrap();
     npz.finish().unwrap();
     let model = fixture("shrink/graphs").join("grouped.onnx");
-    let (out, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
     let shrink = |extra: &[&str]| {
-        let mut args = vec![
-            "shrink",
-            arg(&model),
-            "-o",
-            arg(&out),
-            "--report",
-            arg(&report),
+        let flags = [
             "--sparsity",
             "0.5",
             "--calibration",
@@ -194,11 +178,7 @@ fn grouped_convolutions_are_refitted_group_by_group() {
             "--inputs",
             arg(&data),
         ];
-        args.extend_from_slice(extra);
-        run(&args);
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-        json
+        shrink_in(dir.path(), &model, &[&flags[..], extra].concat()).1
     };
     let plain = shrink(&["--no-refit"]);
     let refitted = shrink(&[]);

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use onnx_prune_core::model::Role;
 use onnx_prune_core::{discover, Model};
 
-use crate::common::{arg, fixture, matmul_model, model_bytes, run, sample, stdout_ok};
+use crate::common::{
+    arg, fixture, float_tensor, int_tensor, matmul_model, model_bytes, run, sample, stdout_ok,
+};
 
 /// Every file under `dir` (following no links): its bytes, or where it links to.
 fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -463,24 +465,6 @@ fn half_rounds_to_even() {
     assert_eq!(report["weights"][0]["zeros_after"], 132);
 }
 
-fn tensor(name: &str, dims: &[i64], values: &[f32]) -> onnx_protobuf::TensorProto {
-    let mut t = onnx_protobuf::TensorProto::new();
-    t.name = name.into();
-    t.dims = dims.to_vec();
-    t.data_type = 1;
-    t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    t
-}
-
-fn int_tensor(name: &str, values: &[i64]) -> onnx_protobuf::TensorProto {
-    let mut t = onnx_protobuf::TensorProto::new();
-    t.name = name.into();
-    t.dims = vec![values.len() as i64];
-    t.data_type = 7;
-    t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    t
-}
-
 fn node(op: &str, inputs: &[&str], output: &str) -> onnx_protobuf::NodeProto {
     let mut n = onnx_protobuf::NodeProto::new();
     n.op_type = op.into();
@@ -502,13 +486,15 @@ fn shape_parameters_are_never_pruned_and_weights_behind_layout_ops_are() {
     let mut graph = onnx_protobuf::GraphProto::new();
     graph
         .initializer
-        .push(tensor("cell.weight", &[32, 8], &cell));
+        .push(float_tensor("cell.weight", &[32, 8], &cell));
     graph.initializer.push(int_tensor("starts", &[0]));
     graph.initializer.push(int_tensor("ends", &[8]));
     graph.initializer.push(int_tensor("axes", &[0]));
     let scales: Vec<f32> = vec![1.0; 300];
-    graph.initializer.push(tensor("scales", &[300], &scales));
-    graph.initializer.push(tensor("limit", &[], &[3.0]));
+    graph
+        .initializer
+        .push(float_tensor("scales", &[300], &scales));
+    graph.initializer.push(float_tensor("limit", &[], &[3.0]));
     graph.node.push(node(
         "Slice",
         &["cell.weight", "starts", "ends", "axes"],

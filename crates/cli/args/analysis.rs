@@ -55,7 +55,8 @@ pub struct ReplayArgs {
 
     /// Replay every step, one model per step in --out-dir, and print the sparsity (and, with
     /// --check, the accuracy or agreement) of each: the curve to pick the step to ship from.
-    /// Example: --all-steps --out-dir steps/ --check --inputs test.npz --labels test.npz:labels
+    ///
+    /// Example: --all-steps --out-dir steps/ --check --inputs test.npz
     #[arg(long, requires = "out_dir")]
     pub all_steps: bool,
 
@@ -69,6 +70,7 @@ pub struct ReplayArgs {
     pub plot: Option<PathBuf>,
 
     /// JSON object mapping training-side mask keys to weight ids, overriding name resolution.
+    ///
     /// Example: {"encoder.fc.weight_mask": "val_20"}
     #[arg(long, value_name = "FILE")]
     pub map: Option<PathBuf>,

@@ -10,12 +10,16 @@ use clap::Args;
 pub struct SampleFlags {
     /// Input samples (repeatable): FILE.npz (keys are input names, first axis is the sample
     /// axis), a directory in the ONNX test-data layout (test_data_set_*/input_*.pb), or
-    /// NAME=FILE.npy. Example: --inputs test_set.npz
+    /// NAME=FILE.npy.
+    ///
+    /// Example: --inputs test_set.npz
     #[arg(long, value_name = "FILE|DIR|NAME=FILE")]
     pub inputs: Vec<String>,
 
     /// Draw N random samples for the inputs not given by --inputs (floats in [0, 1),
-    /// integers in [0, 10)). Example: --random 100 --seed 7
+    /// integers in [0, 10)).
+    ///
+    /// Example: --random 100 --seed 7
     #[arg(long, value_name = "N")]
     pub random: Option<usize>,
 
@@ -26,11 +30,13 @@ pub struct SampleFlags {
     /// Shape of an input drawn by --random that has dynamic dimensions, batch first
     /// (repeatable; it must agree with the dimensions the model fixes). shrink also counts MACs
     /// at it, with or without --check (else free dimensions count as 1).
+    ///
     /// Example: --shape images=1,3,224,224
     #[arg(long = "shape", value_name = "NAME=D,D,...")]
     pub shapes: Vec<String>,
 
     /// Class labels for top-1 accuracy of both models: FILE.npy or FILE.npz:KEY.
+    ///
     /// Example: --labels test_set.npz:labels
     #[arg(long, value_name = "FILE")]
     pub labels: Option<String>,
@@ -42,7 +48,9 @@ pub struct SampleFlags {
 
     /// Make input NAME a constant before tract analyses the models (repeatable): `If` nodes
     /// that branch on it are then decided and their branch inlined. Comma-separated values of
-    /// the input's type. Example: --fix sr=16000
+    /// the input's type.
+    ///
+    /// Example: --fix sr=16000
     #[arg(long = "fix", value_name = "NAME=VALUE")]
     pub fixes: Vec<String>,
 }

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod analysis;
 mod check;
+mod examples;
 mod prune;
 mod shrink;
 
@@ -23,8 +24,10 @@ const VERSION: &str = concat!(
     ")"
 );
 
-/// Prune ONNX models by weight magnitude or by replaying a mask schedule exported from training,
-/// and check what pruning cost by running both models through tract.
+/// Prune and shrink ONNX models, and check what it cost by running them through tract.
+///
+/// Weights are pruned by magnitude, by activation-aware scores, or by replaying a mask schedule
+/// exported from training; shrink removes whole channels, layers and vocabulary.
 ///
 /// Exit codes: 0 success, 1 a check failed its tolerance, 2 bad usage or bad input,
 /// 3 the model cannot be run by tract, 4 an output could not be written (no permission, a full
@@ -39,93 +42,55 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List every floating-point constant of a model: where it lives, what consumes it,
-    /// its shape, its zeros, and whether it is pruned by default.
+    /// List every floating-point constant of a model.
     ///
-    /// Example: onnx-prune inspect model.onnx --json > weights.json
+    /// For each: where it lives, what consumes it, its shape, its zeros, and whether it is
+    /// pruned by default.
+    #[command(after_help = examples::INSPECT)]
     Inspect(InspectArgs),
 
-    /// Zero the least important weights (by magnitude, or by activation-aware scores from
-    /// calibration data) and write the pruned model.
+    /// Zero the least important weights and write the pruned model.
     ///
-    /// Examples:
-    ///   onnx-prune prune model.onnx -o pruned.onnx --sparsity 0.5
-    ///   onnx-prune prune model.onnx -o pruned.onnx --sparsity 0.7 --scope global --exclude 'classifier'
-    ///   onnx-prune prune model.onnx -o pruned.onnx --pattern 2:4
-    ///   onnx-prune prune model.onnx -o pruned.onnx --sparsity 0.5 --method sparsegpt --calibration calib.npz
-    #[command(verbatim_doc_comment)]
+    /// Weights are scored by magnitude, or by activation-aware scores from calibration data.
+    #[command(after_help = examples::PRUNE)]
     Prune(PruneArgs),
 
-    /// Run two models side by side through tract on the same inputs and compare every output.
+    /// Run two models side by side through tract and compare every output.
     ///
-    /// Exits 1 when a tolerance fails, naming the output and the worst sample.
-    ///
-    /// Examples:
-    ///   onnx-prune check dense.onnx pruned.onnx --inputs test_set.npz --labels test_set.npz:labels
-    ///   onnx-prune check model.onnx pruned.onnx --random 64 --seed 1 --shape images=1,3,224,224
-    ///   onnx-prune check model.onnx pruned.onnx --inputs model_dir/ --atol 1e-4 --rtol 1e-3
-    #[command(verbatim_doc_comment)]
+    /// Both run on the same inputs. Exits 1 when a tolerance fails, naming the output and the
+    /// worst sample.
+    #[command(after_help = examples::CHECK)]
     Check(CheckArgs),
 
     /// Apply a mask schedule exported from training to the exported model.
-    ///
-    /// Examples:
-    ///   onnx-prune replay model.onnx --schedule schedule.json -o pruned.onnx
-    ///   onnx-prune replay model.onnx --schedule schedule.json --step 6 -o step6.onnx --explain
-    ///   onnx-prune replay model.onnx --schedule schedule.json -o pruned.onnx --check --inputs test.npz
-    #[command(verbatim_doc_comment)]
+    #[command(after_help = examples::REPLAY)]
     Replay(ReplayArgs),
 
-    /// Prune one weight (or shrink one channel group) at a time at each sparsity and measure
-    /// what each costs through tract: accuracy drop with --labels, else the drop in top-1
-    /// agreement for class scores, else 1 - cosine. The dense model runs once. Prints a table
-    /// (weights x sparsities), and writes JSON and an SVG plot.
+    /// Measure what pruning each weight (or channel group) alone costs, at each sparsity.
     ///
-    /// Examples:
-    ///   onnx-prune sensitivity model.onnx --inputs test.npz --labels test.npz:labels --plot s.svg
-    ///   onnx-prune sensitivity model.onnx --random 32 --sparsities 0.5,0.7,0.9 --report s.json
-    ///   onnx-prune sensitivity model.onnx --inputs test.npz --method sparsegpt --calibration c.npz
-    ///   onnx-prune sensitivity model.onnx --inputs test.npz --structure channels
-    #[command(verbatim_doc_comment)]
+    /// Each candidate runs through tract: the cost is the accuracy drop with --labels, else
+    /// the drop in top-1 agreement for class scores, else 1 - cosine. The dense model runs
+    /// once. Prints a table (weights x sparsities), and writes JSON and an SVG plot.
+    #[command(after_help = examples::SENSITIVITY)]
     Sensitivity(SensitivityArgs),
 
-    /// Remove whole channels (Conv filters, Gemm/MatMul neurons) through the graph's channel
-    /// dependency groups: a smaller, faster model in every runtime. Without --sparsity only dead
-    /// channels go (all-zero weights all the way, or never read), and the outputs stay the same
-    /// to float rounding. A group reaching an op the tool does not understand, a graph output or
-    /// a subgraph is blocked, never guessed through: --dry-run lists every group and what blocks it.
-    /// Transformers can also lose whole layers (--drop-layers) and unused vocabulary (--vocab).
+    /// Remove whole channels, layers or vocabulary: a smaller, faster model in every runtime.
     ///
-    /// Examples:
-    ///   onnx-prune shrink model.onnx --dry-run
-    ///   onnx-prune shrink model.onnx -o smaller.onnx
-    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.3 --round-to 8 --report r.json
-    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.5 --scope global --exclude 'head'
-    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.3 --check --random 16
-    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity 0.5 --calibration calib.npz
-    ///   onnx-prune shrink model.onnx -o smaller.onnx --sparsity auto --round-to 8 \
-    ///       --inputs test.npz --labels test.npz:labels --max-accuracy-drop 0.01
-    ///   onnx-prune shrink model.onnx -o fewer.onnx --drop-layers 2 --calibration calib.npz
-    ///   onnx-prune shrink model.onnx -o small.onnx --vocab-from train.npz:input_ids --unknown-token 100
-    #[command(verbatim_doc_comment)]
+    /// Channels (Conv filters, Gemm/MatMul neurons) go through the graph's channel dependency
+    /// groups. Without --sparsity only dead channels go (all-zero weights all the way, or
+    /// never read), and the outputs stay the same to float rounding. A group reaching an op
+    /// the tool does not understand, a graph output or a subgraph is blocked, never guessed
+    /// through: --dry-run lists every group and what blocks it. Transformers can also lose
+    /// whole layers (--drop-layers) and unused vocabulary (--vocab).
+    #[command(after_help = examples::SHRINK)]
     Shrink(ShrinkArgs),
 
     /// Print the completion script for a shell.
-    ///
-    /// Examples:
-    ///   onnx-prune completions bash > ~/.local/share/bash-completion/completions/onnx-prune
-    ///   onnx-prune completions zsh > ~/.zfunc/_onnx-prune
-    ///   onnx-prune completions fish > ~/.config/fish/completions/onnx-prune.fish
-    ///   onnx-prune completions powershell >> $PROFILE
-    #[command(verbatim_doc_comment)]
+    #[command(after_help = examples::COMPLETIONS)]
     Completions(CompletionsArgs),
 
     /// Print the man page (roff) of onnx-prune, or of one of its commands.
-    ///
-    /// Examples:
-    ///   onnx-prune man > onnx-prune.1 && man ./onnx-prune.1
-    ///   onnx-prune man prune > onnx-prune-prune.1
-    #[command(verbatim_doc_comment)]
+    #[command(after_help = examples::MAN)]
     Man(ManArgs),
 }
 
@@ -210,6 +175,7 @@ fn parse_sparsity(text: &str) -> Result<SparsityArg, String> {
 pub struct JobsFlag {
     /// Run on N threads (candidates of a sensitivity analysis or an auto search in parallel,
     /// and the samples of each check). Default: every core. Results do not depend on N.
+    ///
     /// Example: --jobs 4
     #[arg(long, value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<usize>,

@@ -37,7 +37,10 @@ pub struct PruneArgs {
     /// Not with N:M, whose ratio is fixed. `auto`: the largest overall sparsity whose check
     /// passes the tolerances given (e.g. --max-accuracy-drop 0.01) on --inputs, with per-layer
     /// sparsities drawn from sensitivity curves; the written model is checked once more.
-    /// Example: --sparsity auto --inputs test.npz --labels test.npz:labels --max-accuracy-drop 0.01
+    ///
+    /// Example: --sparsity 0.5
+    ///
+    /// Example: --sparsity auto --inputs t.npz --min-cosine 0.99
     #[arg(long, value_name = "S|auto", allow_negative_numbers = true, value_parser = parse_sparsity)]
     pub sparsity: Option<SparsityArg>,
 
@@ -57,20 +60,27 @@ pub struct PruneArgs {
     pub pattern: String,
 
     /// Prune the weights whose id matches REGEX instead of the default selection (repeatable).
+    ///
     /// Example: --include '^encoder\.'
     #[arg(long, value_name = "REGEX")]
     pub include: Vec<String>,
 
-    /// Leave the weights whose id matches REGEX alone (repeatable). Example: --exclude 'head'
+    /// Leave the weights whose id matches REGEX alone (repeatable).
+    ///
+    /// Example: --exclude 'head'
     #[arg(long, value_name = "REGEX")]
     pub exclude: Vec<String>,
 
-    /// Only prune weights consumed by these ops. Example: --op-types Conv,Gemm
+    /// Only prune weights consumed by these ops.
+    ///
+    /// Example: --op-types Conv,Gemm
     #[arg(long, value_name = "OPS", value_delimiter = ',')]
     pub op_types: Vec<String>,
 
     /// Another target for the weights whose id matches REGEX (repeatable, first match wins;
-    /// they leave the global pool; REGEX has no `=`). Example: --sparsity-for 'fc3=0.2'
+    /// they leave the global pool; REGEX has no `=`).
+    ///
+    /// Example: --sparsity-for 'fc3=0.2'
     #[arg(long, value_name = "REGEX=S")]
     pub sparsity_for: Vec<String>,
 
@@ -105,13 +115,16 @@ pub struct CalibrationFlags {
     /// `magnitude`: |w|, no data needed. `wanda`: |w| x ||x|| (the norm of the weight's input
     /// column over the calibration data), compared per output row. `sparsegpt`: optimal brain
     /// surgeon masks, and updates of the kept weights that make up for the pruned ones. The
-    /// last two need --calibration. Example: --method wanda --calibration calib.npz
+    /// last two need --calibration.
+    ///
+    /// Example: --method wanda --calibration calib.npz
     #[arg(long, value_enum, default_value = "magnitude")]
     pub method: MethodArg,
 
     /// Calibration samples (repeatable), read as check's --inputs: FILE.npz (keys are input
     /// names, first axis is the sample axis), a directory in the ONNX test-data layout, or
     /// NAME=FILE.npy. With any method, the report gives each weight's output error on them.
+    ///
     /// Example: --calibration calib.npz
     #[arg(long, value_name = "FILE|DIR|NAME=FILE")]
     pub calibration: Vec<String>,

@@ -19,7 +19,10 @@ pub struct ShrinkArgs {
     /// every member's weights for the channel). Without it, only dead channels go. `auto`: the
     /// largest overall fraction whose check passes the tolerances given on --inputs, each
     /// group's share drawn from its sensitivity curve (as `prune --sparsity auto`).
-    /// Example: --sparsity 0.3; --sparsity auto --inputs t.npz --labels t.npz:y --max-accuracy-drop 0.01
+    ///
+    /// Example: --sparsity 0.3
+    ///
+    /// Example: --sparsity auto --inputs t.npz --min-cosine 0.99
     #[arg(long, value_name = "S|auto", allow_negative_numbers = true, value_parser = parse_sparsity)]
     pub sparsity: Option<SparsityArg>,
 
@@ -34,16 +37,20 @@ pub struct ShrinkArgs {
     pub scope: Option<ShrinkScopeArg>,
 
     /// Keep every group's channel count a multiple of N (8 or 16 suit SIMD kernels; counts are
-    /// rounded up, and a group is never emptied). Example: --round-to 8
+    /// rounded up, and a group is never emptied).
+    ///
+    /// Example: --round-to 8
     #[arg(long, value_name = "N")]
     pub round_to: Option<usize>,
 
     /// Shrink only the groups with a producer node matching REGEX (repeatable).
-    /// Example: `--include 'layer[34]'`
+    ///
+    /// Example: --include 'layer[34]'
     #[arg(long, value_name = "REGEX")]
     pub include: Vec<String>,
 
     /// Leave alone the groups with a producer node matching REGEX (repeatable).
+    ///
     /// Example: --exclude '^/head/'
     #[arg(long, value_name = "REGEX")]
     pub exclude: Vec<String>,
@@ -52,6 +59,7 @@ pub struct ShrinkArgs {
     /// samples, sum over consumers of ||W_consumer[:, c]|| * ||X_c||, instead of by weights
     /// alone, then refit the consumers' kept weights by least squares on the same samples
     /// (repeatable): FILE.npz (sample axis first), a test-data DIR, or NAME=FILE.npy.
+    ///
     /// Example: --calibration calib.npz
     #[arg(long, value_name = "FILE|DIR|NAME=FILE")]
     pub calibration: Vec<String>,
@@ -68,7 +76,9 @@ pub struct ShrinkArgs {
     /// Drop the N transformer layers of least block influence, 1 - E[cos(x_in, x_out)] over
     /// the tokens of the --calibration samples (ShortGPT); needs --calibration. A layer is an
     /// attention block of the residual stream with the blocks after it (its FFN); --dry-run
-    /// lists the layers found and their influence. Example: --drop-layers 2 --calibration calib.npz
+    /// lists the layers found and their influence.
+    ///
+    /// Example: --drop-layers 2 --calibration calib.npz
     #[arg(long, value_name = "N", value_parser = parse_drop_layers)]
     pub drop_layers: Option<usize>,
 
@@ -76,24 +86,29 @@ pub struct ShrinkArgs {
     /// a text file of integers (one per line or whitespace-separated) or a .npy of integers,
     /// as INPUT=FILE to name the integer input whose table it is. Ids not kept read as
     /// --unknown-token through a remap Gather, so the inputs keep their meaning.
-    /// Example: --vocab used_ids.txt --unknown-token 100 --keep-token 0,101,102
+    ///
+    /// Example: --vocab ids.txt --unknown-token 100 --keep-token 0,101,102
     #[arg(long, value_name = "[INPUT=]FILE")]
     pub vocab: Vec<String>,
 
     /// Keep every token id that occurs in an array of a .npz (repeatable), as --vocab does;
     /// KEY, when it is the name of an input, names the input whose table it is.
+    ///
     /// Example: --vocab-from train.npz:input_ids --unknown-token 100
     #[arg(long, value_name = "DATA.npz:KEY")]
     pub vocab_from: Vec<String>,
 
     /// With --vocab/--vocab-from: token ids kept whatever the lists say, such as special
     /// tokens (several after the flag, comma-separated, or the flag repeated).
+    ///
     /// Example: --keep-token 0 101 102
     #[arg(long, value_name = "ID", num_args = 1.., value_delimiter = ',')]
     pub keep_token: Vec<i64>,
 
     /// With --vocab/--vocab-from (required): the id that every id not kept reads as; it must be
-    /// kept. Example: --unknown-token 100
+    /// kept.
+    ///
+    /// Example: --unknown-token 100
     #[arg(long, value_name = "ID")]
     pub unknown_token: Option<i64>,
 

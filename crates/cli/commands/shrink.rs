@@ -11,7 +11,8 @@ use onnx_prune_core::shrink::vocab::{self, VocabReport};
 use onnx_prune_core::shrink::{self, GraphEdit, ShrinkReport, ShrinkReportTotals};
 use onnx_prune_core::{Destination, Model};
 use onnx_prune_tune::{
-    group_units, macs_before_after, search_groups, Baseline, GroupSearch, Outcome, Progress,
+    free_inputs, group_units, macs_before_after, search_groups, Baseline, GroupSearch, MacCount,
+    Outcome, Progress,
 };
 use onnx_prune_verify::Calibration;
 use tempfile::TempDir;
@@ -25,7 +26,8 @@ use crate::options::{
 use crate::outcome::{check_model, finish_check, nothing_passed, stage_json};
 use crate::progress::Bar;
 use crate::render::{
-    print_notes, render_layers, render_searched, render_shrink, render_totals, render_vocab,
+    print_notes, quoted_list, render_layers, render_searched, render_shrink, render_totals,
+    render_vocab,
 };
 use crate::stdout;
 
@@ -213,18 +215,25 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
     let totals = ShrinkReportTotals {
         params_before,
         params_after,
-        macs_before: macs.map(|m| m.0),
-        macs_after: macs.map(|m| m.1),
+        macs_before: macs.as_ref().map(|m| m.before),
+        macs_after: macs.as_ref().map(|m| m.after),
         bytes_before,
         bytes_after,
     };
+    let free = macs.map(|m| m.free_inputs).unwrap_or_default();
+    let macs_note = free_note(&free);
     if let Some((_, report)) = &mut channel_pass {
         report.totals = totals;
+        report.notes.extend(macs_note.clone());
     }
     let mut value = match &channel_pass {
         Some((_, report)) => serde_json::to_value(report)?,
         None => {
-            serde_json::json!({"method": "none", "sparsity": null, "groups": [], "totals": totals})
+            let mut value = serde_json::json!({"method": "none", "sparsity": null, "groups": [], "totals": totals});
+            if let Some(note) = &macs_note {
+                value["notes"] = serde_json::json!([note]);
+            }
+            value
         }
     };
     if let Some(planned) = &planned {
@@ -253,8 +262,8 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
         .map(|p| p.summary.clone())
         .unwrap_or_default();
     out.push_str(&match &channel_pass {
-        Some((analysis, report)) => render_shrink(analysis, report),
-        None => render_totals(&totals),
+        Some((analysis, report)) => render_shrink(analysis, report, &free),
+        None => render_totals(&totals, &free),
     });
     stdout::print(out)?;
     if let Some((before, after)) = latency {
@@ -346,15 +355,41 @@ fn stage(model: &Model, edit: &GraphEdit) -> Result<(TempDir, Model)> {
     Ok((dir, staged))
 }
 
-/// MACs before and after, or `None` with a note saying why they were not counted.
+/// MACs before and after, or `None` with a note saying why they were not counted and, where
+/// free dimensions were set to 1, the `--shape` that counts them at the shapes deployed.
 fn counted_macs(
     model: &Model,
     output: &Model,
     given: &BTreeMap<String, Vec<usize>>,
-) -> Option<(u64, u64)> {
+) -> Option<MacCount> {
     macs_before_after(model, output, given)
-        .map_err(|e| eprintln!("note: MACs not counted: {:#}", anyhow::Error::from(e)))
+        .map_err(|e| {
+            let free = free_inputs(model, given);
+            let hint = match free_note(&free) {
+                Some(note) => format!("\nnote: {note}"),
+                None => String::new(),
+            };
+            eprintln!("note: MACs not counted: {:#}{hint}", anyhow::Error::from(e));
+        })
         .ok()
+}
+
+/// What to say when MACs are counted (or tried) with the free dimensions of inputs `free` set
+/// to 1: the `--shape` flags that set them.
+fn free_note(free: &[String]) -> Option<String> {
+    if free.is_empty() {
+        return None;
+    }
+    let flags: Vec<String> = free
+        .iter()
+        .map(|n| format!("--shape {n}=D,D,..."))
+        .collect();
+    Some(format!(
+        "MACs are counted with the free dimensions of {} set to 1; give the shapes you deploy \
+         with {}",
+        quoted_list(free),
+        flags.join(" ")
+    ))
 }
 
 /// Refuses flags that mean nothing with `--sparsity auto`.
@@ -435,7 +470,10 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
     let summary = searched.summary(("groups", "producer"), units.iter().map(|u| u.name.clone()));
     let (removed, totals) = &searched.written;
     let macs = counted_macs(&model, &outputs.staged(output)?, &options.shapes);
-    let report = ShrinkReport::new(&analysis, removed, None, false, *totals, macs);
+    let counted = macs.as_ref().map(|m| (m.before, m.after));
+    let mut report = ShrinkReport::new(&analysis, removed, None, false, *totals, counted);
+    let free = macs.map(|m| m.free_inputs).unwrap_or_default();
+    report.notes.extend(free_note(&free));
     if let Some(path) = &args.report {
         let mut value = serde_json::to_value(&report)?;
         value["check"] = serde_json::to_value(&searched.check)?;
@@ -448,6 +486,6 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
         "shares allocated for the groups' parameters,",
     ))?;
 
-    stdout::print(render_shrink(&analysis, &report))?;
+    stdout::print(render_shrink(&analysis, &report, &free))?;
     finish_check(Some(&searched.check))
 }

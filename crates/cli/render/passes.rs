@@ -51,11 +51,27 @@ pub fn render_vocab(report: &VocabReport) -> String {
     }
 }
 
-/// Parameters and MACs before and after.
-pub fn render_totals(t: &ShrinkReportTotals) -> String {
+/// Parameters and MACs before and after; `free` names the inputs whose free dimensions were
+/// set to 1 to count the MACs.
+pub fn render_totals(t: &ShrinkReportTotals, free: &[String]) -> String {
     let mut out = format!("params {} -> {}", t.params_before, t.params_after);
     if let (Some(a), Some(b)) = (t.macs_before, t.macs_after) {
         out.push_str(&format!("; MACs {a} -> {b}"));
+        if !free.is_empty() {
+            out.push_str(&format!(
+                " (free dimensions of {} set to 1)",
+                quoted_list(free)
+            ));
+        }
     }
     out
+}
+
+/// `a`, `b` and `c`.
+pub fn quoted_list(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => quoted.concat(),
+    }
 }

@@ -4,8 +4,8 @@ use onnx_prune_core::shrink::{Analysis, RefitOutcome, ShrinkReport};
 
 use super::{render_totals, table};
 
-/// The groups that changed, and the totals.
-pub fn render_shrink(analysis: &Analysis, report: &ShrinkReport) -> String {
+/// The groups that changed, and the totals (`free`: as [`render_totals`] takes it).
+pub fn render_shrink(analysis: &Analysis, report: &ShrinkReport, free: &[String]) -> String {
     let rows: Vec<Vec<String>> = report
         .groups
         .iter()
@@ -44,7 +44,7 @@ pub fn render_shrink(analysis: &Analysis, report: &ShrinkReport) -> String {
         "\n{} groups ({open} open, {} blocked); {}",
         analysis.groups.len(),
         analysis.groups.len() - open,
-        render_totals(&report.totals)
+        render_totals(&report.totals, free)
     ));
     out
 }

@@ -56,7 +56,7 @@ pub use auto::{search_groups, search_weights, GroupSearch, Outcome, Searched, We
 pub use baseline::Baseline;
 pub use error::{Error, Result};
 pub use groups::{allocation, group_units, measure_groups, GroupUnit};
-pub use macs::{macs, macs_before_after};
+pub use macs::{free_inputs, macs, macs_before_after, MacCount};
 pub use metric::Metric;
 pub use planner::Planner;
 pub use progress::Progress;
