@@ -31,16 +31,14 @@ fn head_groups(analysis: &Analysis) -> Vec<&shrink::Group> {
     analysis.open().filter(|g| g.block > 1).collect()
 }
 
-/// Exports whose attention is written out op by op with as many K/V heads as query heads.
-/// torch.nn.MultiheadAttention (`digits_vit_*`) packs Q, K and V on an axis of their own and
-/// stays whole.
-fn unfused_multi_head() -> Vec<(String, serde_json::Value)> {
+/// Exports whose attention is written out op by op, without a KV cache (whose head axis is
+/// part of the model's interface and stays whole). torch.nn.MultiheadAttention (`digits_vit_*`)
+/// packs Q, K and V on an axis of their own and stays whole too.
+fn unfused() -> Vec<(String, serde_json::Value)> {
     facts()
         .into_iter()
-        .filter(|(name, f)| {
-            !name.contains("_ort_")
-                && !name.starts_with("digits_vit")
-                && f["heads"] == f["kv_heads"]
+        .filter(|(name, _)| {
+            !name.contains("_ort_") && !name.starts_with("digits_vit") && !name.contains("_kv_")
         })
         .collect()
 }
@@ -51,23 +49,29 @@ fn attention_heads_of_each_export() {
         let analysis = shrink::analyze(&Model::load(path).unwrap()).unwrap();
         insta::assert_snapshot!(analysis.describe());
     });
-    // Every attention block of an unfused multi-head export is one open group of whole heads.
-    for (name, facts) in unfused_multi_head() {
+    // Every attention block of an unfused export is one open group whose unit is a KV head
+    // (with its query heads, under grouped-query attention).
+    for (name, facts) in unfused() {
         let analysis = shrink::analyze(&Model::load(dir().join(&name)).unwrap()).unwrap();
         let heads: Vec<u64> = head_groups(&analysis)
             .iter()
             .map(|g| g.units() as u64)
             .collect();
-        let expected: Vec<u64> = facts["heads"]
+        let mut expected: Vec<u64> = facts["kv_heads"]
             .as_array()
             .unwrap()
             .iter()
             .map(|h| h.as_u64().unwrap())
             .collect();
+        if name == "llama_dynamo.onnx" {
+            // Both layers' repeat_kv read one Expand shape and one Reshape target holding the
+            // KV head count: one count, so one group keeps the same KV heads in both layers.
+            expected.truncate(1);
+        }
         assert_eq!(heads, expected, "{name}: {}", analysis.describe());
         let hidden = facts["hidden_size"].as_u64().unwrap() as usize;
         for g in head_groups(&analysis) {
-            assert_eq!(g.block * g.units(), hidden, "{name}: {}", g.name());
+            assert_eq!(g.channels % hidden, 0, "{name}: {}", g.name());
         }
     }
 }
@@ -107,7 +111,7 @@ fn assert_second_halves_shrink_as_masked(model: &Path, inputs: &Path) {
 
 #[test]
 fn shrunk_heads_compute_what_zeroed_heads_compute() {
-    for (name, facts) in unfused_multi_head() {
+    for (name, facts) in unfused() {
         if name.contains("external") {
             continue; // the same graph as bert_dynamo.onnx
         }

@@ -96,7 +96,7 @@ pub(crate) struct RawGroup {
     pub producers: BTreeSet<String>,
     pub consumers: BTreeSet<String>,
     pub members: BTreeSet<String>,
-    first_node: usize,
+    pub first_node: usize,
 }
 
 /// The state of the walk.
@@ -126,6 +126,9 @@ pub(crate) struct Builder<'m> {
     lost: HashMap<String, (String, bool)>,
     /// Head counts in Reshape targets, by (node, input, element), and the heads each counts.
     pub head_counts: HashMap<(usize, usize, usize), Layout>,
+    /// Groups whose units go together though their channels differ (grouped-query attention:
+    /// a query group's unit is a KV head's query heads, the KV group's unit that KV head).
+    pub unit_links: Vec<(usize, usize)>,
 }
 
 impl<'m> Builder<'m> {
@@ -170,6 +173,7 @@ impl<'m> Builder<'m> {
             blamed: None,
             lost: HashMap::new(),
             head_counts: HashMap::new(),
+            unit_links: Vec::new(),
         }
     }
 
@@ -445,11 +449,16 @@ impl<'m> Builder<'m> {
         for (name, layout) in seen {
             self.block(&layout, &format!("`{name}` is used inside a subgraph"));
         }
-        // Roots in order of their first producer.
-        let mut roots: Vec<usize> = (0..self.raw.len()).filter(|&g| self.find(g) == g).collect();
+        // Roots in order of their first producer; roots linked by their units are one group.
+        let class = self.link_units();
+        let mut roots: Vec<usize> = (0..self.raw.len())
+            .filter(|&g| self.find(g) == g && class[&g] == g)
+            .collect();
         roots.sort_by_key(|&g| (self.raw[g].first_node, g));
-        let index: BTreeMap<usize, usize> =
-            roots.iter().enumerate().map(|(i, &g)| (g, i)).collect();
+        let index: BTreeMap<usize, usize> = class
+            .iter()
+            .map(|(&root, rep)| (root, roots.iter().position(|r| r == rep).expect("a root")))
+            .collect();
         let resolve = |owners: &mut Vec<Owner>, b: &mut Builder| {
             for owner in owners.iter_mut() {
                 if let Some((g, c)) = *owner {

@@ -2,9 +2,10 @@
 //! projection's channels into a head axis (each position one head of `D` channels, removed
 //! whole); Transposes move that axis, the attention MatMuls (`Q·Kᵀ`, `P·V`) merge the heads of
 //! their two inputs, Softmax and the scale and mask pass them through, and the Reshape back to
-//! `[.., H·D]` gives the output projection its channels again. Reshape targets are followed
-//! through `Shape → Gather → Concat` ([`super::shape_expr`]); their constant head counts are
-//! recounted.
+//! `[.., H·D]` gives the output projection its channels again (the Reshapes are in
+//! [`super::head_shapes`]). Under grouped-query attention K and V reach the MatMuls with each
+//! head repeated: the query group's unit becomes the query heads of one KV head, linked to that
+//! KV head ([`super::links`]).
 //!
 //! Any node reading a head axis is handled here: what this module does not know blocks.
 
@@ -15,112 +16,14 @@ use num_integer::{gcd, lcm};
 use crate::error::Result;
 use crate::model::Node;
 
-use super::analyze::{Builder, Count, CutKind};
-use super::layout::{Flat, Head, Layout, Owner};
+use super::analyze::{Builder, CutKind};
+use super::head_shapes::{expand, positions, reshape};
+use super::layout::{Head, Layout};
 use super::ops::{Outputs, KEEP_ZERO, NOT_ZERO};
-use super::shape_expr::{elements, Place, Sym};
 
 /// Whether any input of the node holds heads.
 pub(crate) fn reads_heads(ins: &[Option<Layout>]) -> bool {
     ins.iter().flatten().any(|l| l.head.is_some())
-}
-
-/// A Reshape of a channel layout whose channel axis is last (`[.., C]`): to `[.., H, D]` (heads
-/// of `D` channels) or to other leading axes with the channel axis kept last (`[B·S, C]`).
-/// `None` when the target is neither.
-pub(crate) fn reshape_channels(
-    b: &mut Builder,
-    index: usize,
-    x: &Layout,
-) -> Option<std::result::Result<Layout, String>> {
-    if x.head.is_some() || x.flat != Flat::No || x.neg != -1 {
-        return None;
-    }
-    let target = elements(b, index, 1)?;
-    let total = x.total() as i64;
-    let minus_ones = target.iter().filter(|s| s.value() == Some(-1)).count();
-    // The channel axis stays last: `[.., C]`, C given or read from the input's shape.
-    let last_axis = x.rank.map(|r| r - 1);
-    let kept = match target.last()? {
-        Sym::Const(v, place) if *v == total => {
-            recount(b, *place, x.owners(1))?;
-            true
-        }
-        Sym::Dim(t, a) => *t == b.model.graphs()[0].nodes[index].inputs[0] && Some(*a) == last_axis,
-        _ => false,
-    };
-    if kept && target.len() >= 2 {
-        return Some(Ok(Layout {
-            rank: Some(target.len()),
-            ..x.clone()
-        }));
-    }
-    // Heads: the last two axes of the target (H, D) partition each row of H·D channels,
-    // whatever the axes before them are.
-    let rank = target.len() - 1;
-    if rank < 2 {
-        return None;
-    }
-    let (h, d) = (&target[rank - 1], target[rank].value()?);
-    if d <= 0 || total % d != 0 || minus_ones > 1 {
-        return None;
-    }
-    let heads = total / d;
-    if h.value() != Some(heads) && h.value() != Some(-1) {
-        return None;
-    }
-    let per = d as usize;
-    for seg in &x.segs {
-        let Some(g) = seg.group else { continue };
-        let (root, offset) = b.find_off(g);
-        if (seg.start + offset) % per != 0 || seg.len % per != 0 {
-            return Some(Err(format!(
-                "its heads of {per} channels cut across channel groups"
-            )));
-        }
-        b.raw[root].block = lcm(b.raw[root].block, per);
-    }
-    let out = Layout {
-        rank: Some(rank + 1),
-        neg: -2,
-        head: Some(Head { per, folded: false }),
-        ..x.clone()
-    };
-    if let Sym::Const(_, place) = h {
-        if h.value() == Some(heads) && !count_place(b, *place, &out) {
-            return Some(Err(
-                "its head count is shared with heads that do not line up".into(),
-            ));
-        }
-    }
-    Some(Ok(out))
-}
-
-/// Records that the constant at `place` counts the kept positions among `owners`.
-fn recount(b: &mut Builder, place: Place, owners: Vec<Owner>) -> Option<()> {
-    let name = &b.model.graphs()[0].nodes[place.node].inputs[place.input];
-    let values = b.const_ints(name)?;
-    let counts = values
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| match i == place.index {
-            true => Count::Kept(owners.clone()),
-            false => Count::Fixed(v),
-        })
-        .collect();
-    b.recount_input(place.node, place.input, counts)
-}
-
-/// Records that the head count at `place` follows the heads of `heads`; a place read for
-/// other heads too merges them (one count, the same heads kept). False when they cannot merge.
-fn count_place(b: &mut Builder, place: Place, heads: &Layout) -> bool {
-    let key = (place.node, place.input, place.index);
-    if let Some(first) = b.head_counts.get(&key).cloned() {
-        return merge(b, &first, heads);
-    }
-    b.head_counts.insert(key, heads.clone());
-    let per = heads.head.map_or(1, |h| h.per);
-    recount(b, place, heads.head_owners(per)).is_some()
 }
 
 /// Merges `a` and `o` channel for channel (the same heads go from both); false when they do
@@ -172,6 +75,7 @@ pub(crate) fn apply(
         "Shape" | "Size" => return Ok(Some(vec![None])),
         "Reshape" => reshape(b, index, node, &first),
         "Transpose" => transpose(node, &first),
+        "Expand" => expand(b, index, &first),
         "MatMul" => attention(b, ins),
         "Softmax" | "LogSoftmax" => softmax(b, node, &first),
         "Add" | "Sub" | "Mul" | "Div" | "Where" | "Max" | "Min" | "Equal" | "And" | "Or" => {
@@ -205,106 +109,9 @@ pub(crate) fn apply(
 }
 
 /// The head axis counted from the start.
-fn head_axis(x: &Layout) -> std::result::Result<usize, String> {
+pub(super) fn head_axis(x: &Layout) -> std::result::Result<usize, String> {
     x.axis()
         .ok_or_else(|| "the rank of its head input is unknown".to_string())
-}
-
-/// Back to channels (`[.., H, D]` → `[.., H·D]`), into the batch (`[B, H, S, D]` →
-/// `[B·H, S, D]`) and out of it again.
-fn reshape(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    x: &Layout,
-) -> std::result::Result<Layout, String> {
-    let head = x.head.expect("a head layout");
-    let target = elements(b, index, 1).ok_or("its target shape cannot be followed")?;
-    let rank = x.rank.ok_or("the rank of its head input is unknown")?;
-    let axis = head_axis(x)?;
-    let minus_ones = target.iter().filter(|s| s.value() == Some(-1)).count();
-    let total = x.total() as i64;
-    let named = |s: &Sym, t: &str, a: usize| matches!(s, Sym::Dim(n, i) if n == t && *i == a);
-    let input = node.inputs[0].as_str();
-    if !head.folded && axis + 2 == rank && target.len() < rank {
-        // Merge: the head axis and the last one become the channel axis (`[.., H·D]`, or
-        // `[B·S, H·D]` before a Gemm).
-        let last = target.last().ok_or("it reshapes the heads to a scalar")?;
-        match last {
-            Sym::Const(v, place) if *v == total => {
-                recount(b, *place, x.owners(1)).ok_or("its target shape is not constant")?;
-            }
-            Sym::Const(-1, _) if minus_ones == 1 && target.len() + 1 == rank => {}
-            _ => return Err(format!("it reshapes the heads to {}", show(&target))),
-        }
-        return Ok(Layout {
-            rank: Some(target.len()),
-            neg: -1,
-            head: None,
-            ..x.clone()
-        });
-    }
-    if !head.folded
-        && axis == 1
-        && target.len() + 1 == rank
-        && target[0].value() == Some(-1)
-        && (1..target.len()).all(|i| named(&target[i], input, i + 1))
-    {
-        return Ok(Layout {
-            rank: Some(rank - 1),
-            neg: 1 - rank as i64,
-            head: Some(Head {
-                folded: true,
-                ..head
-            }),
-            ..x.clone()
-        });
-    }
-    if target.len() == rank && !head.folded {
-        // The same axes (a view): the head axis keeps its place and count.
-        let heads = total / head.per as i64;
-        let kept = match &target[axis] {
-            Sym::Const(-1, _) => minus_ones == 1,
-            Sym::Const(v, place) if *v == heads => count_place(b, *place, x),
-            Sym::Dim(t, a) => *a == axis && b.layouts.get(t).is_some_and(|l| l.head == x.head),
-            _ => false,
-        };
-        if kept {
-            return Ok(x.clone());
-        }
-    }
-    if head.folded && axis == 0 && target.len() == rank + 1 {
-        if let (Sym::Dim(t, 0), Sym::Dim(u, 1)) = (&target[0], &target[1]) {
-            let unfolded = b
-                .layouts
-                .get(t)
-                .cloned()
-                .filter(|l| t == u && l.axis() == Some(1) && l.head.is_some_and(|h| !h.folded));
-            if let Some(unfolded) = unfolded {
-                if merge(b, &unfolded, x) {
-                    return Ok(Layout {
-                        rank: Some(rank + 1),
-                        neg: -(rank as i64),
-                        head: Some(Head {
-                            folded: false,
-                            ..head
-                        }),
-                        ..x.clone()
-                    });
-                }
-            }
-        }
-    }
-    Err(format!("it reshapes the heads to {}", show(&target)))
-}
-
-/// A target shape for messages: constants, and `?` for run-time dimensions.
-fn show(target: &[Sym]) -> String {
-    let parts: Vec<String> = target
-        .iter()
-        .map(|s| s.value().map_or("?".to_string(), |v| v.to_string()))
-        .collect();
-    format!("[{}]", parts.join(", "))
 }
 
 fn transpose(node: &Node, x: &Layout) -> std::result::Result<Layout, String> {
@@ -328,13 +135,34 @@ fn transpose(node: &Node, x: &Layout) -> std::result::Result<Layout, String> {
 }
 
 /// `Q·Kᵀ` and `P·V`: both inputs hold the same heads on the same batch axis; the product
-/// holds them too.
+/// holds them too. With grouped-query attention one side repeats its heads: the other side's
+/// unit becomes the query heads of one repeated head, linked to that head.
 fn attention(b: &mut Builder, ins: &[Option<Layout>]) -> std::result::Result<Layout, String> {
     let (Some(Some(a)), Some(Some(o))) = (ins.first(), ins.get(1)) else {
         return Err("it multiplies heads with a tensor that holds none".into());
     };
-    if a.neg != o.neg || a.neg > -3 || a.rank != o.rank || a.head != o.head {
+    let (ha, ho) = (a.head.expect("heads"), o.head.expect("heads"));
+    let same_axis = a.neg == o.neg && a.neg <= -3 && a.rank == o.rank;
+    let shape = |h: Head| (h.per, h.folded, h.expanded);
+    if !same_axis || shape(ha) != shape(ho) || positions(a) != positions(o) {
         return Err("its inputs do not hold heads on the same batch axis".into());
+    }
+    if ha.repeat != ho.repeat {
+        let (plain, repeated) = if ha.repeat == 1 { (a, o) } else { (o, a) };
+        let r = repeated.head.expect("heads").repeat;
+        let (Some(p), Some(q)) = (b.whole_root(plain), b.whole_root(repeated)) else {
+            return Err("its grouped heads are not whole projections".into());
+        };
+        if plain.head.expect("heads").repeat != 1 {
+            return Err("both inputs repeat their heads".into());
+        }
+        b.raw[p].block = lcm(b.raw[p].block, ha.per * r);
+        b.unit_links.push((p, q));
+        let nonzero = a.nonzero.clone().and(o.nonzero.clone());
+        return Ok(Layout {
+            nonzero,
+            ..plain.clone()
+        });
     }
     if !merge(b, a, o) {
         return Err("its inputs' heads do not line up".into());
@@ -380,7 +208,7 @@ fn elementwise(
             return Err("its inputs' heads do not line up".into());
         }
     }
-    let heads = x.total() / x.head.map_or(1, |h| h.per);
+    let heads = positions(&x);
     let additive = !matches!(node.op_type.as_str(), "Mul" | "Div" | "And");
     for (i, name) in node.inputs.iter().enumerate() {
         if name.is_empty() || ins[i].is_some() {

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::model::Node;
 
 use super::analyze::{Builder, Count, CutKind, Recount};
-use super::heads;
+use super::head_shapes;
 use super::layout::{Flat, Layout, Seg};
 use super::ops::{unary, Outputs};
 
@@ -46,7 +46,7 @@ pub(crate) fn apply(
     };
     if op == "Reshape" {
         // Targets computed from run-time shapes, as transformers' exporters write them.
-        match heads::reshape_channels(b, index, &x) {
+        match head_shapes::reshape_channels(b, index, &x) {
             Some(Ok(layout)) => {
                 b.member(&layout, CutKind::Param);
                 return Ok(Some(vec![Some(layout)]));

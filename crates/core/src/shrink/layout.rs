@@ -33,6 +33,24 @@ pub(crate) struct Head {
     pub per: usize,
     /// The head axis is merged with the batch axis before it (position `b * heads + h`).
     pub folded: bool,
+    /// Each head is repeated this many times on the axis (grouped-query attention's K and V:
+    /// position `p` holds head `p / repeat`).
+    pub repeat: usize,
+    /// The axis after the head axis repeats each head this many times (an `Expand` before the
+    /// Reshape that makes the repeats heads).
+    pub expanded: Option<usize>,
+}
+
+impl Head {
+    /// Heads of `per` channels, once each.
+    pub fn new(per: usize) -> Head {
+        Head {
+            per,
+            folded: false,
+            repeat: 1,
+            expanded: None,
+        }
+    }
 }
 
 /// The channel layout of one tensor.

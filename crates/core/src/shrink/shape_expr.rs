@@ -22,6 +22,8 @@ pub(crate) enum Sym {
     Const(i64, Place),
     /// Dimension `axis` of `tensor` at run time.
     Dim(String, usize),
+    /// Computed some other way.
+    Unknown,
 }
 
 impl Sym {
@@ -109,6 +111,8 @@ fn value(b: &Builder, node: usize, input: usize, depth: usize) -> Option<Value> 
             }
             Some(Value::List(all))
         }
+        // A shape list reshaped to one axis is itself.
+        "Reshape" => Some(Value::List(list(0)?)),
         "Unsqueeze" | "Squeeze" | "Cast" | "Identity" => match value(b, p, 0, depth + 1)? {
             Value::List(list) if list.len() == 1 => Some(Value::List(list)),
             _ => None,
@@ -133,6 +137,12 @@ fn value(b: &Builder, node: usize, input: usize, depth: usize) -> Option<Value> 
                 .map(|&i| picked(i, all.as_deref()))
                 .collect::<Option<Vec<_>>>()
                 .map(Value::List)
+        }
+        // torch's `expand` turns -1 into the input's size: the else branch is the shape.
+        "Where" => Some(Value::List(list(2)?)),
+        "Mul" | "Add" | "Sub" | "Div" => {
+            let len = list(0)?.len().max(list(1)?.len());
+            Some(Value::List(vec![Sym::Unknown; len]))
         }
         "Slice" => {
             let all = list(0)?;
