@@ -19,7 +19,8 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIXTURES = os.path.join(HERE, "..", "..", "fixtures", "transformers")
+REPOSITORY = os.path.dirname(os.path.dirname(HERE))
+FIXTURES = os.path.join(REPOSITORY, "fixtures", "transformers")
 MODELS = ["bert_ort_attention", "bert_ort_mha"]
 
 
