@@ -34,11 +34,14 @@ sys.path.append(FIXTURES)
 
 # onnx-prune commands run on every model: a label and the arguments after `shrink MODEL -o OUT`.
 # {calibration} is the model's calibration .npz (its inputs file when it has no split), {vocab}
-# its token ids as `FILE.npz:input_ids`. Flags this build lacks make the command exit 2: skipped.
+# its token ids as `FILE.npz:input_ids`, {heads} an `--include` pattern matching exactly the
+# producers of the model's open head groups (read from `--dry-run`: "N heads of D"; a model
+# without one skips the command). A command that exits 2 (a flag this build lacks, a model it
+# refuses) is skipped with its message.
 COMMANDS = [
-    ("ffn 50%", ["--sparsity", "0.5"]),
-    ("heads 50%", ["--structure", "heads", "--sparsity", "0.5"]),
-    ("heads 50% calibrated", ["--structure", "heads", "--sparsity", "0.5",
+    ("all 50%", ["--sparsity", "0.5"]),
+    ("heads 50%", ["--sparsity", "0.5", "--include", "{heads}"]),
+    ("heads 50% calibrated", ["--sparsity", "0.5", "--include", "{heads}",
                               "--calibration", "{calibration}"]),
     ("drop 1 layer", ["--drop-layers", "1", "--calibration", "{calibration}"]),
     ("vocab from data", ["--vocab-from", "{vocab}", "--keep-token", "0", "1", "2", "3",
@@ -64,12 +67,15 @@ def export_minilm():
     import transformers as T
 
     import export as ex
+    from architectures import _trained_look
 
     ex.quiet()
     torch.manual_seed(0)
     config = T.BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
                           num_attention_heads=12, intermediate_size=1536)
-    model = T.BertModel(config, add_pooling_layer=False).eval()
+    # with a little noise on every parameter, as the fixtures: a fresh init's equal biases and
+    # gains are shared between layers by both exporters, which blocks every group but the FFNs
+    model = _trained_look(T.BertModel(config, add_pooling_layer=False), 0)
     gen = torch.Generator().manual_seed(0)
     inputs = {"input_ids": torch.randint(0, 30522, (4, 16), generator=gen),
               "attention_mask": torch.ones(4, 16, dtype=torch.int64),
@@ -212,20 +218,64 @@ def data_files(name):
     return path, f"{path}:input_ids"
 
 
+def head_pattern(binary, path):
+    """An `--include` regex matching exactly the producers of the open head groups that
+    `shrink --dry-run` lists ("group N (open): C channels, H heads of D"), or None."""
+    run = subprocess.run([binary, "shrink", path, "--dry-run"], capture_output=True, text=True)
+    producers, heads = [], False
+    for line in run.stdout.splitlines():
+        if line.startswith("group "):
+            heads = "(open)" in line and " heads of " in line
+        elif heads and line.startswith("  producers: "):
+            producers += line.removeprefix("  producers: ").split(", ")
+    if not producers:
+        return None
+    escape = lambda name: "".join("\\" + c if c in "\\.+*?()|[]{}^$" else c for c in name)
+    return "^(?:" + "|".join(escape(p) for p in sorted(set(producers))) + ")$"
+
+
 def run_onnx_prune(binary, name, path, sequence, runs):
     calibration, vocab = data_files(name)
+    heads = head_pattern(binary, path)
     results = {}
     for label, args in COMMANDS:
         out = os.path.join(OUT, f"{name}.{label.replace(' ', '_').replace('%', '')}.onnx")
-        args = [a.format(calibration=calibration, vocab=vocab) for a in args]
+        if heads is None and "{heads}" in args:
+            results[label] = {"skipped": "no open head group (--dry-run)"}
+            continue
+        args = [a.format(calibration=calibration, vocab=vocab, heads=heads) for a in args]
+        start = time.perf_counter()
         run = subprocess.run([binary, "shrink", path, "-o", out, *args], capture_output=True,
                              text=True)
+        seconds = round(time.perf_counter() - start, 2)
         if run.returncode != 0:
             message = (run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[0]
             results[label] = {"skipped": f"exit {run.returncode}: {message[:200]}"}
             continue
-        results[label] = measure(out, sequence, runs)
+        results[label] = {**measure(out, sequence, runs), "shrink_s": seconds,
+                          "checker": checker(out), "onnxruntime": same_shapes(path, out, sequence)}
     return results
+
+
+def checker(path):
+    try:
+        onnx.checker.check_model(path, full_check=True)
+        return "passes"
+    except Exception as e:
+        return str(e).splitlines()[0][:200]
+
+
+def same_shapes(original, shrunk, sequence):
+    """Whether onnxruntime gives the shrunk model's outputs the original's shapes."""
+    import onnxruntime as ort
+
+    feeds = feeds_for(original, sequence)
+    shapes = []
+    for path in (original, shrunk):
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        shapes.append([o.shape for o in session.run(
+            None, {i.name: feeds[i.name] for i in session.get_inputs()})])
+    return "same output shapes" if shapes[0] == shapes[1] else f"shapes {shapes[1]} vs {shapes[0]}"
 
 
 def onnxsim_results(name, path, sequence):
@@ -285,14 +335,59 @@ def onnxsim_results(name, path, sequence):
     return results
 
 
+def tables(results):
+    """The README's tables (markdown) from results.json."""
+    def cells(m):
+        if "skipped" in m:
+            return [m["skipped"].replace("|", "\\|")[:120], "", "", "", ""]
+        tract = m["tract_ms"] if isinstance(m["tract_ms"], float) else "refused"
+        return [f"{m['parameters']:,}", f"{m['macs'] / 1e6:.2f} M", f"{m['bytes'] / 1e6:.2f} MB",
+                str(m["ort_ms"]), str(tract)]
+
+    lines = ["| model | seq | command | parameters | MACs | file | onnxruntime ms | tract ms "
+             "| checker | onnxruntime shapes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, entry in results.items():
+        lines.append("| `%s` | %d | before | %s | | |" % (name, entry["sequence"],
+                                                      " | ".join(cells(entry["before"]))))
+        for label, m in entry.get("onnx-prune", {}).items():
+            extra = [m.get("checker", ""), m.get("onnxruntime", "")] if "skipped" not in m \
+                else ["", ""]
+            lines.append("| | | %s | %s | %s |" % (label, " | ".join(cells(m)),
+                                                    " | ".join(e[:60] for e in extra)))
+    lines += ["", "| model | " + " | ".join(next(
+        (list(e["onnxsim"]) for e in results.values() if "onnxsim" in e), [])) + " |"]
+    lines.append("|---|---|---|---|")
+    for name, entry in results.items():
+        if "onnxsim" not in entry:
+            continue
+        row = []
+        for m in entry["onnxsim"].values():
+            if "skipped" in m or "error" in m:
+                row.append(m.get("skipped") or m["error"][:80])
+                continue
+            text = ("changed, " if m["changed"] else "no change, ") + f"{m['parameters']:,} params"
+            text += ", checker " + ("passes" if m["checker"] == "passes" else "**fails**")
+            text += ", ort " + ("ok" if m["onnxruntime"] == "same output shapes"
+                                 else m["onnxruntime"][:60])
+            row.append(text)
+        lines.append(f"| `{name}` | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--onnx-prune", help="the onnx-prune binary (omit: no shrink runs)")
     parser.add_argument("--models", help="comma-separated names (default: all fixtures, minilm)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per latency")
     parser.add_argument("--skip-onnxsim", action="store_true")
+    parser.add_argument("--tables", action="store_true",
+                        help="only print the tables of the saved results.json")
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
+    if args.tables:
+        with open(os.path.join(OUT, "results.json")) as f:
+            print(tables(json.load(f)))
+        return
     models = {name: os.path.join(FIXTURES, f"{name}.onnx") for name in FIXTURE_MODELS}
     wanted = args.models.split(",") if args.models else None
     if wanted is None or any(w.startswith("minilm") for w in wanted):
@@ -317,6 +412,7 @@ def main():
         print(json.dumps({name: entry}), flush=True)
         with open(saved, "w") as f:
             json.dump(results, f, indent=1)
+    print(tables(results))
 
 
 if __name__ == "__main__":
