@@ -245,6 +245,32 @@ fn auto_searches_with_a_calibrated_method() {
     assert_passes_one_point(dir.path());
 }
 
+/// `shrink --sparsity auto --max-accuracy-drop 0.01 --round-to 8` of the digits CNN with
+/// `extra`, on its test set, writing `out.onnx` and `r.json` in `dir`; must succeed. Returns the
+/// report.
+fn shrink_auto_cnn(dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let (model, data, labels) = crate::common::digits_cnn();
+    let flags = [
+        "--inputs",
+        arg(&data),
+        "--labels",
+        &labels,
+        "--sparsity",
+        "auto",
+        "--max-accuracy-drop",
+        "0.01",
+        "--round-to",
+        "8",
+    ];
+    let (result, json) = crate::common::shrink_in(dir, &model, &[&flags[..], extra].concat());
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    json
+}
+
 /// `shrink --sparsity auto` on the trained digits CNN, one point of accuracy allowed: each
 /// group's share comes from its curve (conv1, which cannot lose half its filters, least), and
 /// the written model passes its own tolerance afresh. Measured: 47,530 -> 15,666 parameters,
@@ -254,37 +280,8 @@ fn auto_searches_with_a_calibrated_method() {
 fn shrink_auto_allocates_channels_by_group_sensitivity() {
     let dir = tempfile::tempdir().unwrap();
     let (model, data, labels) = crate::common::digits_cnn();
-    let (out, report) = (dir.path().join("auto.onnx"), dir.path().join("auto.json"));
-    let base = [
-        "shrink",
-        arg(&model),
-        "-o",
-        arg(&out),
-        "--inputs",
-        arg(&data),
-        "--labels",
-        &labels,
-        "--sparsity",
-        "auto",
-    ];
-    let result = run(&[
-        &base[..],
-        &[
-            "--max-accuracy-drop",
-            "0.01",
-            "--round-to",
-            "8",
-            "--report",
-            arg(&report),
-        ],
-    ]
-    .concat());
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let json = shrink_auto_cnn(dir.path(), &[]);
+    let out = dir.path().join("out.onnx");
     let totals = &json["totals"];
     let (before, after) = (
         totals["params_before"].as_u64().unwrap(),
@@ -313,7 +310,7 @@ fn shrink_auto_allocates_channels_by_group_sensitivity() {
     // tolerance.)
     let other = tempfile::tempdir().unwrap();
     let out2 = other.path().join("o.onnx");
-    for flag in [&["--dry-run"][..], &["--calibration", arg(&data)]] {
+    for flag in [&["--dry-run"][..], &["--no-refit"]] {
         let refused = run(&[
             &[
                 "shrink",
@@ -330,4 +327,48 @@ fn shrink_auto_allocates_channels_by_group_sensitivity() {
         assert_eq!(refused.status.code(), Some(2), "{flag:?}");
     }
     assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 0);
+}
+
+/// Issue 20: `shrink --sparsity auto --calibration` (refused before) ranks channels by their
+/// consumers' activations and refits the consumers at every step of the search. What it writes
+/// passes a fresh check, its answer is at least the best uniform share, and a calibrated
+/// `shrink` at that uniform share passes the same check.
+#[test]
+fn calibrated_shrink_auto_refits_and_is_never_below_the_best_uniform() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, data, labels) = crate::common::digits_cnn();
+    let json = shrink_auto_cnn(dir.path(), &["--calibration", arg(&data)]);
+    let out = dir.path().join("out.onnx");
+    assert_eq!(json["method"], "activation", "{json}");
+    let refits = json["refits"].as_array().expect("refits in the report");
+    assert!(refits.iter().any(|r| r["refitted"] == true), "{refits:?}");
+    assert_within_one_point(&model, &out, &data, &labels);
+
+    let summary = &json["auto"];
+    let (sparsity, uniform) = (
+        summary["sparsity"].as_f64().unwrap(),
+        summary["uniform_sparsity"]
+            .as_f64()
+            .expect("a uniform share passed"),
+    );
+    assert!(sparsity >= uniform - 1e-9, "{summary}");
+    let shrunk = dir.path().join("uniform.onnx");
+    let uniform_run = run(&[
+        "shrink",
+        arg(&model),
+        "-o",
+        arg(&shrunk),
+        "--sparsity",
+        &uniform.to_string(),
+        "--round-to",
+        "8",
+        "--calibration",
+        arg(&data),
+    ]);
+    assert!(
+        uniform_run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&uniform_run.stderr)
+    );
+    assert_within_one_point(&model, &shrunk, &data, &labels);
 }

@@ -207,45 +207,54 @@ fn calibrated_curves_show_what_sparsegpt_saves_on_the_head() {
 
 /// `--structure channels` on the trained digits CNN: each open channel group shrunk alone. The
 /// first convolution (8 filters on the raw pixels) cannot lose half its channels (39 points
-/// measured), while the widest layer, conv3, loses almost nothing at half (0.2 points).
+/// measured), while the widest layer, conv3, loses almost nothing at half (0.2 points). With
+/// `--calibration` (refused before, issue 20) channels are ranked by activations and the
+/// consumers refitted: conv1 at half then costs nothing measurable (0.00 points).
 #[test]
 fn channel_groups_shrunk_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let (model, data, labels) = crate::common::digits_cnn();
     let report = dir.path().join("channels.json");
-    let out = run(&[
-        "sensitivity",
-        arg(&model),
-        "--structure",
-        "channels",
-        "--inputs",
-        arg(&data),
-        "--labels",
-        &labels,
-        "--sparsities",
-        "0.5",
-        "--report",
-        arg(&report),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert_eq!(json["structure"], "channels");
-    let at_half = |id: &str| {
-        json["weights"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["id"] == id)
-            .unwrap_or_else(|| panic!("no group `{id}`: {json}"))["values"][0]
-            .as_f64()
-            .unwrap()
+    let at_half = |flags: &[&str]| {
+        let base = [
+            "sensitivity",
+            arg(&model),
+            "--structure",
+            "channels",
+            "--inputs",
+            arg(&data),
+            "--labels",
+            &labels,
+            "--sparsities",
+            "0.5",
+            "--report",
+            arg(&report),
+        ];
+        let json = report_of(&run(&[&base[..], flags].concat()), &report);
+        assert_eq!(json["structure"], "channels");
+        let cost = |id: &str| {
+            json["weights"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["id"] == id)
+                .unwrap_or_else(|| panic!("no group `{id}`: {json}"))["values"][0]
+                .as_f64()
+                .unwrap()
+        };
+        (
+            json["method"].clone(),
+            cost("/conv1/Conv"),
+            cost("/conv3/Conv"),
+        )
     };
-    assert!(at_half("/conv1/Conv") > 0.2, "{json}");
-    assert!(at_half("/conv3/Conv") < 0.02, "{json}");
+    let (method, conv1, conv3) = at_half(&[]);
+    assert_eq!(method, "group_l2");
+    assert!(conv1 > 0.2, "{conv1}");
+    assert!(conv3 < 0.02, "{conv3}");
+    let (method, conv1, _) = at_half(&["--calibration", arg(&data)]);
+    assert_eq!(method, "activation");
+    assert!(conv1 < 0.02, "{conv1}");
     // Flags that only mean something for weights are refused.
     let refused = run(&[
         "sensitivity",
@@ -259,6 +268,20 @@ fn channel_groups_shrunk_one_at_a_time() {
     ]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--pattern"));
+    let refused = run(&[
+        "sensitivity",
+        arg(&model),
+        "--structure",
+        "channels",
+        "--inputs",
+        arg(&data),
+        "--method",
+        "wanda",
+        "--calibration",
+        arg(&data),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--method"));
 }
 
 /// The candidates of `sensitivity` run in one loaded model, fed each pruned weight's values:

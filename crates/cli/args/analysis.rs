@@ -107,7 +107,8 @@ pub struct SensitivityArgs {
 
     /// `weights`: each weight pruned alone (zeros, by --method and --pattern). `channels`:
     /// each open channel group shrunk alone, its least important channels removed as `shrink
-    /// --sparsity` removes them (see `shrink --help`).
+    /// --sparsity` removes them (see `shrink --help`); with --calibration, ranked by their
+    /// consumers' activations and the consumers refitted.
     #[arg(long, value_enum, default_value = "weights")]
     pub structure: StructureArg,
 

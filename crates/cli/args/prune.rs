@@ -123,7 +123,8 @@ pub struct CalibrationFlags {
 
     /// Calibration samples (repeatable), read as check's --inputs: FILE.npz (keys are input
     /// names, first axis is the sample axis), a directory in the ONNX test-data layout, or
-    /// NAME=FILE.npy. With any method, the report gives each weight's output error on them.
+    /// NAME=FILE.npy. With any method, the report gives each weight's output error on them;
+    /// with --structure channels, they rank channels and refit their consumers.
     ///
     /// Example: --calibration calib.npz
     #[arg(long, value_name = "FILE|DIR|NAME=FILE")]

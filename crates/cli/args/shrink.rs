@@ -18,7 +18,9 @@ pub struct ShrinkArgs {
     /// Remove this fraction of each group's channels, least important first (group L2 norm of
     /// every member's weights for the channel). Without it, only dead channels go. `auto`: the
     /// largest overall fraction whose check passes the tolerances given on --inputs, each
-    /// group's share drawn from its sensitivity curve (as `prune --sparsity auto`).
+    /// group's share drawn from its sensitivity curve (as `prune --sparsity auto`); with
+    /// --calibration, every candidate ranks channels and refits consumers as a fixed fraction
+    /// does.
     ///
     /// Example: --sparsity 0.3
     ///

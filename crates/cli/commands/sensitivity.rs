@@ -9,8 +9,8 @@ use onnx_prune_core::prune::{select, Pattern};
 use onnx_prune_core::shrink;
 use onnx_prune_core::{Model, DEFAULT_MIN_PARAMS};
 use onnx_prune_tune::{
-    group_units, measure_groups, measure_weights, Baseline, Planner, Progress, Sensitivity,
-    Structure,
+    group_units, measure_groups, measure_weights, Baseline, ChannelCalibration, Planner, Progress,
+    Sensitivity, Structure,
 };
 
 use crate::args::{MethodArg, SensitivityArgs, StructureArg};
@@ -29,25 +29,32 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
     let channels = args.structure == StructureArg::Channels;
     let pattern = parse_pattern(&args.pattern)?;
     if channels {
+        let flags = &args.calibration;
         let defaults = (
             pattern == Pattern::Unstructured,
             args.min_params == DEFAULT_MIN_PARAMS,
-            args.calibration.method == MethodArg::Magnitude
-                && args.calibration.calibration.is_empty(),
+            flags.method == MethodArg::Magnitude,
+            flags.calibration_order.is_none() && !flags.correct_bias,
         );
         for (default, flag) in [
             (defaults.0, "--pattern"),
             (defaults.1, "--min-params"),
-            (defaults.2, "--method and --calibration"),
+            (defaults.2, "--method"),
+            (defaults.3, "--calibration-order and --correct-bias"),
         ] {
             if !default {
-                bail!("{flag}: no effect with --structure channels, which removes whole channels by group L2 norm");
+                bail!("{flag}: no effect with --structure channels, which removes whole channels by group L2 norm (with --calibration: by activations, refitting their consumers)");
             }
         }
     } else if pattern.fixed_sparsity().is_some() {
         bail!("--pattern {pattern} fixes the sparsity; sensitivity varies it: use unstructured or block:RxC");
     }
     let (method, calibrated) = calibration(&args.calibration)?;
+    let method = match channels {
+        true if calibrated.is_some() => "activation",
+        true => "group_l2",
+        false => method.name(),
+    };
     let model = Model::load(&args.model)?;
     let mut files = Files::default();
     files.read_model(&model).read_check_inputs(&options);
@@ -80,12 +87,21 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
                  shrink --dry-run` for the groups and what blocks them)"
             );
         }
+        let calibration = match &calibrated {
+            Some((_, options)) => {
+                progress.phase("calibrating through tract");
+                let gathered =
+                    ChannelCalibration::gather(&model, &analysis, &units, (options, true))?;
+                print_notes(&gathered.notes);
+                Some(gathered)
+            }
+            None => None,
+        };
         progress.phase("running the model through tract");
         let baseline = Baseline::load(&args.model, &options)?;
         print_notes(baseline.notes());
         let reports = measure_groups(
-            &model,
-            &analysis,
+            (&model, &analysis, calibration.as_ref()),
             (&units, &sparsities),
             &baseline,
             &progress,
@@ -117,9 +133,9 @@ pub fn run(args: SensitivityArgs) -> Result<ExitCode> {
     };
     drop(progress);
     let how = if channels {
-        (Structure::Channels, "group_l2", None)
+        (Structure::Channels, method, None)
     } else {
-        (Structure::Weights, method.name(), Some(pattern.to_string()))
+        (Structure::Weights, method, Some(pattern.to_string()))
     };
     let result = Sensitivity::from_reports(how, units, sparsities, &reports);
     if let Some(path) = &args.report {

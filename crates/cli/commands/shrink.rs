@@ -11,8 +11,8 @@ use onnx_prune_core::shrink::vocab::{self, VocabReport};
 use onnx_prune_core::shrink::{self, GraphEdit, ShrinkReport, ShrinkReportTotals};
 use onnx_prune_core::{Destination, Model};
 use onnx_prune_tune::{
-    free_inputs, group_units, macs_before_after, search_groups, Baseline, GroupSearch, MacCount,
-    Outcome, Progress,
+    free_inputs, group_units, macs_before_after, search_groups, Baseline, ChannelCalibration,
+    GroupSearch, MacCount, Outcome, Progress,
 };
 use onnx_prune_verify::Calibration;
 use tempfile::TempDir;
@@ -20,8 +20,8 @@ use tempfile::TempDir;
 use crate::args::{ShrinkArgs, ShrinkScopeArg, SparsityArg};
 use crate::files::{preflight_check, source_path, Files};
 use crate::options::{
-    check_options_if, max_evaluations, regexes, search_check, shapes, shrink_calibration,
-    shrink_request, Passes,
+    check_calibration_flags, check_options_if, max_evaluations, regexes, search_check, shapes,
+    shrink_calibration, shrink_request, Passes,
 };
 use crate::outcome::{check_model, finish_check, nothing_passed, stage_json};
 use crate::progress::Bar;
@@ -400,8 +400,6 @@ fn refuse_with_auto(args: &ShrinkArgs) -> Result<()> {
             matches!(args.scope, Some(ShrinkScopeArg::Global)),
             "--scope global",
         ),
-        (!args.calibration.is_empty(), "--calibration"),
-        (args.no_refit, "--no-refit"),
     ];
     if let Some((_, flag)) = conflicts.iter().find(|(given, _)| *given) {
         bail!(
@@ -412,7 +410,7 @@ fn refuse_with_auto(args: &ShrinkArgs) -> Result<()> {
     if args.round_to == Some(0) {
         bail!("--round-to must be at least 1 (a channel count that is a multiple of 0 is empty)");
     }
-    Ok(())
+    check_calibration_flags(args)
 }
 
 /// `--sparsity auto`: each channel group's sensitivity measured (the group shrunk alone), the
@@ -429,6 +427,10 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
     let mut files = Files::default();
     files.read_model(&model).read_check_inputs(&options);
     preflight_check(&options)?;
+    let calibration_options = shrink_calibration(&args);
+    for source in calibration_options.iter().flat_map(|o| &o.inputs) {
+        files.read(source_path(source));
+    }
     files.write_model("-o", &model, Destination::File(output))?;
     if let Some(report) = &args.report {
         files.write("--report", report);
@@ -449,6 +451,16 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
     }
 
     let progress = Bar::start();
+    let calibration = match &calibration_options {
+        Some(options) => {
+            progress.phase("calibrating through tract");
+            let refit = (options, !args.no_refit);
+            let gathered = ChannelCalibration::gather(&model, &analysis, &units, refit)?;
+            print_notes(&gathered.notes);
+            Some(gathered)
+        }
+        None => None,
+    };
     progress.phase("running the model through tract");
     let baseline = Baseline::load(&args.model, &options)?;
     print_notes(baseline.notes());
@@ -457,6 +469,7 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
         analysis: &analysis,
         units: &units,
         round_to: args.round_to.unwrap_or(1),
+        calibration: calibration.as_ref(),
         metric,
         max_evaluations,
     };
@@ -468,10 +481,23 @@ fn auto(args: ShrinkArgs) -> Result<ExitCode> {
     };
     print_notes(&searched.notes);
     let summary = searched.summary(("groups", "producer"), units.iter().map(|u| u.name.clone()));
-    let (removed, totals) = &searched.written;
+    let (shrunk, totals) = &searched.written;
     let macs = counted_macs(&model, &outputs.staged(output)?, &options.shapes);
     let counted = macs.as_ref().map(|m| (m.before, m.after));
-    let mut report = ShrinkReport::new(&analysis, removed, None, false, *totals, counted);
+    let calibrated = calibration.is_some();
+    let mut report = ShrinkReport::new(
+        &analysis,
+        &shrunk.removed,
+        None,
+        calibrated,
+        *totals,
+        counted,
+    );
+    report.method = if calibrated { "activation" } else { "group-l2" };
+    report.refits.clone_from(&shrunk.refits);
+    if let Some(calibration) = &calibration {
+        report.notes.clone_from(&calibration.notes);
+    }
     let free = macs.map(|m| m.free_inputs).unwrap_or_default();
     report.notes.extend(free_note(&free));
     if let Some(path) = &args.report {

@@ -20,17 +20,9 @@ pub fn shrink_request(args: &ShrinkArgs) -> Result<Request> {
     if args.fraction().is_none() && !args.calibration.is_empty() && args.drop_layers.is_none() {
         bail!("--calibration has no effect without --sparsity (dead channels need no data)");
     }
-    if args.calibration.is_empty() && args.calibration_samples.is_some() {
-        bail!("--calibration-samples has no effect without --calibration");
-    }
-    if args.calibration.is_empty() && args.no_refit {
-        bail!("--no-refit has no effect without --calibration (only calibration data refits)");
-    }
+    check_calibration_flags(args)?;
     if args.fraction().is_none() && args.no_refit {
         bail!("--no-refit has no effect without --sparsity (only removed channels are refitted)");
-    }
-    if args.calibration_samples == Some(0) {
-        bail!("--calibration-samples must be at least 1");
     }
     if args.round_to == Some(0) {
         bail!("--round-to must be at least 1 (a channel count that is a multiple of 0 is empty)");
@@ -47,6 +39,20 @@ pub fn shrink_request(args: &ShrinkArgs) -> Result<Request> {
         activations: None,
         group_sparsity: None,
     })
+}
+
+/// Refuses the calibration flags that have no effect, or no meaning.
+pub fn check_calibration_flags(args: &ShrinkArgs) -> Result<()> {
+    if args.calibration.is_empty() && args.calibration_samples.is_some() {
+        bail!("--calibration-samples has no effect without --calibration");
+    }
+    if args.calibration.is_empty() && args.no_refit {
+        bail!("--no-refit has no effect without --calibration (only calibration data refits)");
+    }
+    if args.calibration_samples == Some(0) {
+        bail!("--calibration-samples must be at least 1");
+    }
+    Ok(())
 }
 
 /// The calibration data `--calibration` and `--calibration-samples` name, if any.

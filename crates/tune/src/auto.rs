@@ -13,6 +13,7 @@ use regex::Regex;
 
 use crate::baseline::Baseline;
 use crate::budget::LayerCurve;
+use crate::channels::{removal, ChannelCalibration, Removal};
 use crate::error::{Error, Result};
 use crate::groups::{allocation, measure_groups, GroupUnit};
 use crate::metric::Metric;
@@ -221,6 +222,8 @@ pub struct GroupSearch<'a> {
     pub units: &'a [GroupUnit],
     /// Channel counts stay multiples of this.
     pub round_to: usize,
+    /// Ranks channels and refits consumers (`None`: by weights alone, no refit).
+    pub calibration: Option<&'a ChannelCalibration>,
     /// What the curves measure (the metric the check's tolerances bound).
     pub metric: Metric,
     /// Checks the search may run.
@@ -229,43 +232,48 @@ pub struct GroupSearch<'a> {
 
 /// The largest per-group allocation that passes the check of `baseline`, prepared for
 /// `output` among `outputs` (in place once they are committed) and checked there once more;
-/// the channels removed per group and the totals come back.
+/// the channels removed per group (with the refit of their consumers) and the totals come
+/// back.
 pub fn search_groups(
     search: &GroupSearch,
     baseline: &Baseline,
     (outputs, output): (&mut Outputs, &Path),
     progress: &dyn Progress,
-) -> Result<Outcome<(Vec<Vec<usize>>, ShrinkTotals)>> {
+) -> Result<Outcome<(Removal, ShrinkTotals)>> {
     let (model, analysis) = (search.model, search.analysis);
-    let reports = measure_groups(model, analysis, (search.units, &GRID), baseline, progress)?;
+    let reports = measure_groups(
+        (model, analysis, search.calibration),
+        (search.units, &GRID),
+        baseline,
+        progress,
+    )?;
     let params: Vec<u64> = search.units.iter().map(|u| u.params).collect();
     let curves = curves(&params, &reports, search.metric);
     let removal = |sparsities: &[f64]| {
-        shrink::choose(
-            model,
-            analysis,
-            &allocation(analysis, search.units, sparsities, search.round_to),
-        )
+        let request = allocation(analysis, search.units, sparsities, search.round_to);
+        removal(model, analysis, request, search.calibration)
     };
     let found = search_scratch(
         &curves,
         search.max_evaluations,
         progress,
         |sparsities, candidate| {
-            shrink::save_shrunk(model, analysis, &removal(sparsities)?, &[], candidate)?;
+            let shrunk = removal(sparsities)?;
+            shrink::save_shrunk(model, analysis, &shrunk.removed, &shrunk.edits, candidate)?;
             baseline.check(candidate)
         },
     )?;
     let Some(best) = found.best.clone() else {
         return Ok(Outcome::NothingPassed(Box::new(found)));
     };
-    let removed = removal(&best.sparsities)?;
-    let (_, totals) = shrink::stage_shrunk(outputs, model, (analysis, &removed), &[], output)?;
+    let shrunk = removal(&best.sparsities)?;
+    let removed = (analysis, shrunk.removed.as_slice());
+    let (_, totals) = shrink::stage_shrunk(outputs, model, removed, &shrunk.edits, output)?;
     let check = baseline.compare(&outputs.staged(output)?)?;
     Ok(Outcome::Passed(Box::new(Searched::new(
         (found, best),
         (search.metric, reports.len()),
-        (removed, totals),
+        (shrunk, totals),
         check,
     ))))
 }

@@ -8,6 +8,7 @@ use onnx_prune_verify::CheckReport;
 use regex::Regex;
 
 use crate::baseline::Baseline;
+use crate::channels::{removal, ChannelCalibration};
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::sensitivity::each_candidate;
@@ -92,12 +93,12 @@ pub fn group_units(
         .collect()
 }
 
-/// Checks `model` against `baseline` with each group alone shrunk at each sparsity, in
-/// parallel, counting the checks on `progress`: the report of group `u` at sparsity `s` is at
+/// Checks `model` against `baseline` with each group alone shrunk at each sparsity (channels
+/// ranked and consumers refitted by `calibration` when given), in parallel, counting the
+/// checks on `progress`: the report of group `u` at sparsity `s` is at
 /// `u * sparsities.len() + s`.
 pub fn measure_groups(
-    model: &Model,
-    analysis: &Analysis,
+    (model, analysis, calibration): (&Model, &Analysis, Option<&ChannelCalibration>),
     (units, sparsities): (&[GroupUnit], &[f64]),
     baseline: &Baseline,
     progress: &dyn Progress,
@@ -110,8 +111,9 @@ pub fn measure_groups(
         ),
         |u, s, candidate| {
             let unit = &units[u];
-            let removed = shrink::choose(model, analysis, &alone(&unit.name, sparsities[s]))?;
-            shrink::save_shrunk(model, analysis, &removed, &[], candidate)?;
+            let request = alone(&unit.name, sparsities[s]);
+            let shrunk = removal(model, analysis, request, calibration)?;
+            shrink::save_shrunk(model, analysis, &shrunk.removed, &shrunk.edits, candidate)?;
             baseline.check(candidate).map_err(|e| {
                 e.context(format!(
                     "checking group `{}` at {}",

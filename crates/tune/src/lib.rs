@@ -43,6 +43,7 @@
 mod auto;
 mod baseline;
 pub mod budget;
+mod channels;
 mod error;
 mod groups;
 mod macs;
@@ -54,6 +55,7 @@ mod sensitivity;
 
 pub use auto::{search_groups, search_weights, GroupSearch, Outcome, Searched, WeightSearch};
 pub use baseline::Baseline;
+pub use channels::{ChannelCalibration, Removal};
 pub use error::{Error, Result};
 pub use groups::{allocation, group_units, measure_groups, GroupUnit};
 pub use macs::{free_inputs, macs, macs_before_after, MacCount};

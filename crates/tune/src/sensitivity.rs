@@ -93,6 +93,7 @@ impl Sensitivity {
         match &self.pattern {
             Some(pattern) if self.method == "magnitude" => pattern.clone(),
             Some(pattern) => format!("{}, {pattern}", self.method),
+            None if self.method == "activation" => "activations, refitted".to_string(),
             None => "group L2 norm".to_string(),
         }
     }
