@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::{Error, Result};
 use crate::model::{Model, Node, Source, Tensor};
-use crate::proto::DataType;
 
 use super::layout::{Layout, Owner};
 use super::{Analysis, Group};
@@ -103,7 +102,7 @@ pub(crate) struct RawGroup {
 pub(crate) struct Builder<'m> {
     pub model: &'m Model,
     /// Constant tensors of the main graph by name.
-    consts: HashMap<&'m str, usize>,
+    pub(crate) consts: HashMap<&'m str, usize>,
     /// How many node inputs (any graph) name each tensor.
     uses: HashMap<&'m str, usize>,
     /// The main graph's node making each tensor.
@@ -381,42 +380,6 @@ impl<'m> Builder<'m> {
     /// Whether `name` is a constant of the main graph.
     pub fn is_const(&self, name: &str) -> bool {
         self.consts.contains_key(name)
-    }
-
-    /// The integer values of the constant `name` (int64 or int32), if it is one.
-    pub fn const_ints(&self, name: &str) -> Option<Vec<i64>> {
-        let tensor = &self.model.tensors()[*self.consts.get(name)?];
-        let bytes = crate::model::values::dense_bytes(self.model, tensor).ok()?;
-        match tensor.dtype {
-            DataType::Other(7) => Some(
-                bytes
-                    .chunks_exact(8)
-                    .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-                    .collect(),
-            ),
-            DataType::Other(6) => Some(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
-                    .collect(),
-            ),
-            _ => None,
-        }
-    }
-
-    /// The float values of the constant `name`, if it is a float32 one.
-    pub fn const_floats(&self, name: &str) -> Option<Vec<f32>> {
-        let tensor = &self.model.tensors()[*self.consts.get(name)?];
-        if tensor.dtype != DataType::Float32 {
-            return None;
-        }
-        let bytes = crate::model::values::dense_bytes(self.model, tensor).ok()?;
-        Some(
-            bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .collect(),
-        )
     }
 
     /// An error naming the current node: the graph contradicts itself.

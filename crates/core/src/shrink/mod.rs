@@ -25,6 +25,7 @@
 
 mod analyze;
 mod choose;
+mod consts;
 mod edit;
 mod elementwise;
 mod encode;
