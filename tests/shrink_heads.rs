@@ -8,6 +8,7 @@ use onnx_prune_core::shrink::{self, Analysis};
 use onnx_prune_core::Model;
 
 use crate::common::{arg, fixture, run, stdout_ok};
+use crate::graph_diff::graph_diff;
 use crate::shrink::assert_same_on;
 
 fn dir() -> PathBuf {
@@ -265,5 +266,24 @@ fn fused_attention_ops_keep_num_heads_with_their_weights() {
                 _ => assert_eq!(dims(3), Some(vec![48]), "{name}: {}", node.name),
             }
         }
+    }
+}
+
+#[test]
+fn graph_after_removing_heads() {
+    // The second half of every open group's units (heads, FFN neurons) removed: what the
+    // rewrite changes in a BERT, GPT-2's fused QKV, a grouped-query Llama and a fused Attention.
+    for name in [
+        "bert_torchscript.onnx",
+        "gpt2_torchscript.onnx",
+        "llama_dynamo.onnx",
+        "bert_ort_attention.onnx",
+    ] {
+        let model = Model::load(dir().join(name)).unwrap();
+        let analysis = shrink::analyze(&model).unwrap();
+        let (bytes, _) =
+            shrink::shrink_bytes(&model, &analysis, &second_halves(&analysis), &[]).unwrap();
+        let diff = graph_diff(&std::fs::read(dir().join(name)).unwrap(), &bytes);
+        insta::assert_snapshot!(format!("heads_{name}"), diff);
     }
 }
