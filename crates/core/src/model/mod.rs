@@ -99,6 +99,16 @@ pub struct ModelInfo {
     pub graph_name: String,
 }
 
+impl ModelInfo {
+    /// The version of the default (`ai.onnx`) operator set; 1 when none is imported.
+    pub fn default_opset(&self) -> i64 {
+        self.opsets
+            .iter()
+            .find(|(domain, _)| domain.is_empty() || domain == "ai.onnx")
+            .map_or(1, |(_, v)| *v)
+    }
+}
+
 /// A graph: the main graph or a subgraph held by a node attribute.
 #[derive(Debug, Clone)]
 pub struct Graph {

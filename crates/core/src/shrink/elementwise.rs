@@ -2,6 +2,8 @@
 //! the coupling ops (Add, Mul, Where, ...) that merge their inputs' groups and cut their
 //! per-channel constant operands.
 
+use num_integer::gcd;
+
 use crate::error::Result;
 use crate::model::Node;
 
@@ -97,8 +99,15 @@ pub(super) fn clip(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Resu
 
 /// Merges `a` and `o` channel for channel; false when they do not line up.
 fn merge(b: &mut Builder, a: &Layout, o: &Layout) -> bool {
-    if a.total() != o.total() || a.flat != o.flat || a.neg != o.neg || a.segs.len() != o.segs.len()
-    {
+    a.flat == o.flat && a.neg == o.neg && merge_segments(b, a, o, false)
+}
+
+/// Merges the segments of `a` and `o` pairwise (same total, same segment lengths); false when
+/// they do not line up. With `parts`, two ranges of one group go together by making the
+/// distance between them a period of the group (the Q, K and V parts of a fused projection);
+/// without, they do not line up.
+pub(super) fn merge_segments(b: &mut Builder, a: &Layout, o: &Layout, parts: bool) -> bool {
+    if a.total() != o.total() || a.segs.len() != o.segs.len() {
         return false;
     }
     for (sa, so) in a.segs.iter().zip(&o.segs) {
@@ -113,8 +122,11 @@ fn merge(b: &mut Builder, a: &Layout, o: &Layout) -> bool {
                 if ra == ro && at_a == at_o {
                     continue;
                 }
+                if ra == ro && parts {
+                    let raw = &mut b.raw[ra];
+                    raw.period = gcd(gcd(raw.period, at_a.abs_diff(at_o)), raw.size);
                 // One side must be a whole group: it becomes that range of the other.
-                if ra != ro && at_a == 0 && sa.len == b.raw[ra].size {
+                } else if ra != ro && at_a == 0 && sa.len == b.raw[ra].size {
                     b.embed(ra, ro, at_o);
                 } else if ra != ro && at_o == 0 && so.len == b.raw[ro].size {
                     b.embed(ro, ra, at_a);

@@ -101,12 +101,7 @@ pub(crate) fn explicit_split(
     sizes: &[i64],
     splice: &mut Splice,
 ) {
-    let opset = model
-        .info()
-        .opsets
-        .iter()
-        .find(|(domain, _)| domain.is_empty() || domain == "ai.onnx")
-        .map_or(1, |(_, v)| *v);
+    let opset = model.info().default_opset();
     let n = &wire.nodes[node];
     let graph_node = &model.graphs()[0].nodes[node];
     let node_chain = vec![wire.graph, n.field];

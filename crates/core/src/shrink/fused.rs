@@ -46,8 +46,15 @@ fn heads(node: &Node, channels: usize) -> Option<usize> {
     (heads > 0 && channels % heads == 0).then_some(heads)
 }
 
-/// Records that `num_heads` (and `qkv_hidden_sizes`, when given) follow the heads of `x`.
-fn recount_heads(b: &mut Builder, index: usize, node: &Node, x: &Layout, per: usize) {
+/// Records that `num_heads` (and `qkv_hidden_sizes`, when given) follow the heads of `x`; a
+/// node that also outputs its KV cache blocks them (the cache is part of the interface).
+fn follow_heads(b: &mut Builder, index: usize, node: &Node, x: &Layout, per: usize) {
+    if node.outputs.iter().filter(|o| !o.is_empty()).count() > 1 {
+        b.block_here(
+            x,
+            "it also outputs a KV cache, part of the model's interface",
+        );
+    }
     b.recounts.push(Recount::Int {
         node: index,
         attr: "num_heads",
@@ -84,7 +91,6 @@ fn attention(
     let dims = b.model.tensors()[w].dims.clone();
     let sizes = node.int_lists.get("qkv_hidden_sizes");
     let equal = sizes.is_none_or(|s| s.len() == 3 && s[0] == s[1] && s[1] == s[2]);
-    let outputs = node.outputs.iter().filter(|o| !o.is_empty()).count();
     if dims.len() != 2 || dims[1] % 3 != 0 || !equal || ins.iter().skip(1).any(Option::is_some) {
         return Ok(None);
     }
@@ -103,13 +109,7 @@ fn attention(
         let c = b.cut(bias, 0, thrice(whole.owners(1)), CutKind::Producer);
         b.clauses.push(vec![c]);
     }
-    recount_heads(b, index, node, &whole, per);
-    if outputs > 1 {
-        b.block_here(
-            &whole,
-            "it also outputs a KV cache, part of the model's interface",
-        );
-    }
+    follow_heads(b, index, node, &whole, per);
     Ok(Some(vec![Some(whole)]))
 }
 
@@ -125,7 +125,6 @@ fn multi_head(
     else {
         return Ok(None);
     };
-    let outputs = node.outputs.iter().filter(|o| !o.is_empty()).count();
     let rest_carries = ins.iter().skip(3).any(Option::is_some);
     let Some(heads) = heads(node, q.total()) else {
         return Ok(None);
@@ -151,13 +150,7 @@ fn multi_head(
         }
     }
     b.member(q, CutKind::Param);
-    recount_heads(b, index, node, q, per);
-    if outputs > 1 {
-        b.block_here(
-            q,
-            "it also outputs a KV cache, part of the model's interface",
-        );
-    }
+    follow_heads(b, index, node, q, per);
     Ok(Some(vec![Some(q.clone())]))
 }
 

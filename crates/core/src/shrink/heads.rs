@@ -11,13 +11,15 @@
 
 use std::collections::HashSet;
 
-use num_integer::{gcd, lcm};
+use num_integer::lcm;
 
 use crate::error::Result;
 use crate::model::Node;
 
 use super::analyze::{Builder, CutKind};
+use super::elementwise::merge_segments;
 use super::head_shapes::{expand, positions, reshape};
+use super::index_maps::{ints, is_channel, squeeze};
 use super::layout::{Head, Layout};
 use super::ops::{Outputs, KEEP_ZERO, NOT_ZERO};
 
@@ -26,40 +28,11 @@ pub(crate) fn reads_heads(ins: &[Option<Layout>]) -> bool {
     ins.iter().flatten().any(|l| l.head.is_some())
 }
 
-/// Merges `a` and `o` channel for channel (the same heads go from both); false when they do
-/// not line up.
+/// Merges `a` and `o` channel for channel (the same heads go from both, also heads of
+/// several parts of one group); false when they do not line up.
 pub(crate) fn merge(b: &mut Builder, a: &Layout, o: &Layout) -> bool {
     let per = |l: &Layout| l.head.map(|h| h.per);
-    if a.total() != o.total() || per(a) != per(o) || a.segs.len() != o.segs.len() {
-        return false;
-    }
-    for (sa, so) in a.segs.iter().zip(&o.segs) {
-        if sa.len != so.len {
-            return false;
-        }
-        match (sa.group, so.group) {
-            (None, None) => {}
-            (Some(ga), Some(go)) => {
-                let ((ra, offa), (ro, offo)) = (b.find_off(ga), b.find_off(go));
-                let (at_a, at_o) = (sa.start + offa, so.start + offo);
-                if ra == ro {
-                    // Parts of one group (a fused QKV projection): the same heads of each part.
-                    if at_a != at_o {
-                        let raw = &mut b.raw[ra];
-                        raw.period = gcd(gcd(raw.period, at_a.abs_diff(at_o)), raw.size);
-                    }
-                } else if at_a == 0 && sa.len == b.raw[ra].size {
-                    b.embed(ra, ro, at_o);
-                } else if at_o == 0 && so.len == b.raw[ro].size {
-                    b.embed(ro, ra, at_a);
-                } else {
-                    return false;
-                }
-            }
-            _ => return false,
-        }
-    }
-    true
+    per(a) == per(o) && merge_segments(b, a, o, true)
 }
 
 /// Handles a node that reads a head axis.
@@ -147,31 +120,30 @@ fn attention(b: &mut Builder, ins: &[Option<Layout>]) -> std::result::Result<Lay
     if !same_axis || shape(ha) != shape(ho) || positions(a) != positions(o) {
         return Err("its inputs do not hold heads on the same batch axis".into());
     }
-    if ha.repeat != ho.repeat {
-        let (plain, repeated) = if ha.repeat == 1 { (a, o) } else { (o, a) };
-        let r = repeated.head.expect("heads").repeat;
-        let (Some(p), Some(q)) = (b.whole_root(plain), b.whole_root(repeated)) else {
-            return Err("its grouped heads are not whole projections".into());
-        };
-        if plain.head.expect("heads").repeat != 1 {
-            return Err("both inputs repeat their heads".into());
-        }
-        b.raw[p].block = lcm(b.raw[p].block, ha.per * r);
-        b.unit_links.push((p, q));
-        let nonzero = a.nonzero.clone().and(o.nonzero.clone());
-        return Ok(Layout {
-            nonzero,
-            ..plain.clone()
-        });
-    }
-    if !merge(b, a, o) {
-        return Err("its inputs' heads do not line up".into());
-    }
     // A product is zero where one factor is.
     let nonzero = a.nonzero.clone().and(o.nonzero.clone());
+    if ha.repeat == ho.repeat {
+        if !merge(b, a, o) {
+            return Err("its inputs' heads do not line up".into());
+        }
+        return Ok(Layout {
+            nonzero,
+            ..o.clone()
+        });
+    }
+    let (plain, repeated) = if ha.repeat == 1 { (a, o) } else { (o, a) };
+    let r = repeated.head.expect("heads").repeat;
+    let (Some(p), Some(q)) = (b.whole_root(plain), b.whole_root(repeated)) else {
+        return Err("its grouped heads are not whole projections".into());
+    };
+    if plain.head.expect("heads").repeat != 1 {
+        return Err("both inputs repeat their heads".into());
+    }
+    b.raw[p].block = lcm(b.raw[p].block, ha.per * r);
+    b.unit_links.push((p, q));
     Ok(Layout {
         nonzero,
-        ..o.clone()
+        ..plain.clone()
     })
 }
 
@@ -181,12 +153,7 @@ fn softmax(b: &mut Builder, node: &Node, x: &Layout) -> std::result::Result<Layo
     let axis = node.ints.get("axis").copied().unwrap_or(-1);
     let axis = if axis < 0 { axis + rank } else { axis };
     // Before opset 13 the axes from `axis` on are flattened into one.
-    let opset13 = b
-        .model
-        .info()
-        .opsets
-        .iter()
-        .any(|(domain, v)| (domain.is_empty() || domain == "ai.onnx") && *v >= 13);
+    let opset13 = b.model.info().default_opset() >= 13;
     if axis == head || (!opset13 && axis <= head) {
         return Err("it normalises across heads".into());
     }
@@ -293,18 +260,10 @@ fn along(
     ins: &[Option<Layout>],
 ) -> std::result::Result<Layout, String> {
     let x = ins.iter().flatten().next().expect("a head input").clone();
-    let rank = x.rank.ok_or("the rank of its head input is unknown")?;
-    let axis = head_axis(&x)?;
-    let op = node.op_type.as_str();
-    let given = |i: usize, attr: &str| match node.inputs.get(i).filter(|n| !n.is_empty()) {
-        Some(name) => b.const_ints(name),
-        None => node.int_lists.get(attr).cloned(),
-    };
-    let positive = |a: i64, rank: usize| if a < 0 { a + rank as i64 } else { a };
-    match op {
+    let axis = node.ints.get("axis").copied().unwrap_or(0);
+    match node.op_type.as_str() {
         "Concat" => {
-            let at = positive(node.ints.get("axis").copied().unwrap_or(0), rank);
-            if at == axis as i64 {
+            if is_channel(&x, axis) != Some(false) {
                 return Err("it joins tensors along the head axis".into());
             }
             for (i, name) in node.inputs.iter().enumerate() {
@@ -315,52 +274,27 @@ fn along(
             }
             Ok(x)
         }
-        "Split" => {
-            let at = positive(node.ints.get("axis").copied().unwrap_or(0), rank);
-            if at == axis as i64 {
-                return Err("it splits the head axis".into());
-            }
-            Ok(x)
-        }
+        "Split" => match is_channel(&x, axis) {
+            Some(false) => Ok(x),
+            _ => Err("it splits the head axis".into()),
+        },
         "Slice" => {
             if ins.iter().skip(1).any(Option::is_some) {
                 return Err("its bounds depend on the heads".into());
             }
-            let axes = given(3, "axes").ok_or("it slices every axis")?;
-            if axes.iter().any(|&a| positive(a, rank) == axis as i64) {
+            let axes = ints(b, node, 3, "axes").ok_or("it slices every axis")?;
+            if axes.iter().any(|&a| is_channel(&x, a) != Some(false)) {
                 return Err("it slices the head axis".into());
             }
             Ok(x)
         }
         _ => {
-            let axes = given(1, "axes").ok_or("its axes are not constant")?;
-            let (new_rank, moved) = if op == "Squeeze" {
-                let axes: Vec<i64> = axes.iter().map(|&a| positive(a, rank)).collect();
-                if axes.contains(&(axis as i64)) {
-                    return Err("it squeezes the head axis".into());
-                }
-                let before = axes.iter().filter(|&&a| a < axis as i64).count();
-                (rank - axes.len(), axis - before)
-            } else {
-                let new_rank = rank + axes.len();
-                let mut axes: Vec<i64> = axes.iter().map(|&a| positive(a, new_rank)).collect();
-                axes.sort_unstable();
-                let mut at = axis as i64;
-                for a in axes {
-                    if a <= at {
-                        at += 1;
-                    }
-                }
-                (new_rank, at as usize)
-            };
-            if x.head.is_some_and(|h| h.folded) && moved != 0 {
+            let folded = x.head.is_some_and(|h| h.folded);
+            let out = squeeze(b, node, x)?;
+            if folded && out.axis() != Some(0) {
                 return Err("it moves heads folded into the batch axis".into());
             }
-            Ok(Layout {
-                rank: Some(new_rank),
-                neg: moved as i64 - new_rank as i64,
-                ..x
-            })
+            Ok(out)
         }
     }
 }

@@ -94,7 +94,7 @@ fn x_of(ins: &[Option<Layout>]) -> Layout {
 }
 
 /// Integer values of input `i` or, when absent, of the attribute `attr`.
-fn ints(b: &Builder, node: &Node, i: usize, attr: &str) -> Option<Vec<i64>> {
+pub(super) fn ints(b: &Builder, node: &Node, i: usize, attr: &str) -> Option<Vec<i64>> {
     match node.inputs.get(i).filter(|n| !n.is_empty()) {
         Some(name) => b.const_ints(name),
         None => node.int_lists.get(attr).cloned(),
@@ -108,7 +108,7 @@ fn positive(axis: i64, rank: usize) -> Option<usize> {
 }
 
 /// Whether `axis` (as the op gives it) is the layout's channel axis; `None` when unknown.
-fn is_channel(x: &Layout, axis: i64) -> Option<bool> {
+pub(super) fn is_channel(x: &Layout, axis: i64) -> Option<bool> {
     if axis < 0 {
         return Some(axis == x.neg);
     }
@@ -350,7 +350,11 @@ fn reshape(b: &mut Builder, node: &Node, x: Layout) -> std::result::Result<Layou
     })
 }
 
-fn squeeze(b: &mut Builder, node: &Node, x: Layout) -> std::result::Result<Layout, String> {
+pub(super) fn squeeze(
+    b: &mut Builder,
+    node: &Node,
+    x: Layout,
+) -> std::result::Result<Layout, String> {
     let axes = ints(b, node, 1, "axes").ok_or("its axes are not given")?;
     let rank = x.rank.ok_or("the input's rank is unknown")?;
     let pos = x.axis().ok_or("the input's rank is unknown")?;

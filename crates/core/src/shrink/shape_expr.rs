@@ -43,13 +43,20 @@ enum Value {
     ShapeOf(String, i64),
 }
 
+impl Value {
+    /// The elements, when the length is known.
+    fn into_list(self, b: &Builder) -> Option<Vec<Sym>> {
+        match self {
+            Value::List(list) => Some(list),
+            Value::ShapeOf(tensor, start) => shape_list(b, &tensor, start, None),
+        }
+    }
+}
+
 /// The elements of input `input` of main-graph node `node` (a 1-D integer tensor), as far as
 /// they can be followed; `None` when its length is not known.
 pub(crate) fn elements(b: &Builder, node: usize, input: usize) -> Option<Vec<Sym>> {
-    match value(b, node, input, 0)? {
-        Value::List(list) => Some(list),
-        Value::ShapeOf(tensor, start) => shape_list(b, &tensor, start, None),
-    }
+    value(b, node, input, 0)?.into_list(b)
 }
 
 fn shape_list(b: &Builder, tensor: &str, start: i64, end: Option<i64>) -> Option<Vec<Sym>> {
@@ -92,10 +99,7 @@ fn value(b: &Builder, node: usize, input: usize, depth: usize) -> Option<Value> 
     }
     let p = b.producer_of(name)?;
     let producer = &graph.nodes[p];
-    let list = |i: usize| match value(b, p, i, depth + 1)? {
-        Value::List(list) => Some(list),
-        Value::ShapeOf(tensor, start) => shape_list(b, &tensor, start, None),
-    };
+    let list = |i: usize| value(b, p, i, depth + 1)?.into_list(b);
     match producer.op_type.as_str() {
         "Shape" => {
             let start = producer.ints.get("start").copied().unwrap_or(0);
@@ -119,22 +123,28 @@ fn value(b: &Builder, node: usize, input: usize, depth: usize) -> Option<Value> 
         },
         "Gather" if producer.ints.get("axis").copied().unwrap_or(0) == 0 => {
             let indices = b.const_ints(producer.inputs.get(1)?)?;
-            let picked = |i: i64, all: Option<&[Sym]>| -> Option<Sym> {
-                match (&value(b, p, 0, depth + 1)?, all) {
-                    (Value::ShapeOf(tensor, start), None) if i >= 0 => {
-                        Some(Sym::Dim(tensor.clone(), (start + i) as usize))
-                    }
-                    (_, Some(all)) => {
+            // A shape of unknown rank still gives its dimensions counted from the start.
+            let data = value(b, p, 0, depth + 1)?;
+            let start = match &data {
+                Value::ShapeOf(tensor, start) => Some((tensor.clone(), *start)),
+                Value::List(_) => None,
+            };
+            let all = data.into_list(b);
+            let picked = |i: i64| -> Option<Sym> {
+                match (&all, &start) {
+                    (Some(all), _) => {
                         let at = if i < 0 { i + all.len() as i64 } else { i };
                         all.get(usize::try_from(at).ok()?).cloned()
+                    }
+                    (None, Some((tensor, start))) if i >= 0 => {
+                        Some(Sym::Dim(tensor.clone(), (start + i) as usize))
                     }
                     _ => None,
                 }
             };
-            let all = list(0);
             indices
                 .iter()
-                .map(|&i| picked(i, all.as_deref()))
+                .map(|&i| picked(i))
                 .collect::<Option<Vec<_>>>()
                 .map(Value::List)
         }
