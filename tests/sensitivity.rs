@@ -305,12 +305,7 @@ fn candidates_run_in_the_loaded_model_measure_what_a_check_of_their_file_does() 
         "--report",
         arg(&report),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let json = report_of(&out, &report);
     assert_eq!(json["metric"], "cosine_drop");
     let curves = json["weights"].as_array().unwrap();
     assert!(curves.len() >= 3, "{json}");

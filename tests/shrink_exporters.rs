@@ -2,7 +2,7 @@
 //! shared between C2f blocks (Ultralytics' YOLOv8 export), per-channel biases computed as
 //! `Reshape(Constant, Identity(Constant))` (Paddle2ONNX), and blocks named by their cause.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use onnx_prune_core::shrink;
 use onnx_prune_core::Model;
@@ -56,37 +56,47 @@ fn shrink_runs(name: &str, sparsity: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
 }
 
-/// The second half of every open group's units removed.
-fn second_halves(analysis: &shrink::Analysis) -> Vec<Vec<usize>> {
+/// The second half of every open group's units (channels, grouped-convolution periods or
+/// attention heads) removed.
+pub fn second_halves(analysis: &shrink::Analysis) -> Vec<Vec<usize>> {
     analysis
         .groups
         .iter()
         .map(|g| match g.blocked.is_empty() {
             true => (0..g.channels)
-                .filter(|c| c % g.period >= g.period.div_ceil(2))
+                .filter(|&c| g.unit_of(c) >= g.units().div_ceil(2))
                 .collect(),
             false => Vec::new(),
         })
         .collect()
 }
 
-/// Shrinks the second half of every open group of `name` and checks the result computes what
-/// the original with those channels' consumer weights zeroed computes, on the fixture's inputs.
-fn assert_second_halves_shrink_as_masked(name: &str) {
+/// Shrinks the second half of every open group of `model` and checks the result computes what
+/// the original with those units' consumer weights zeroed computes, on `inputs`.
+pub fn assert_second_halves_shrink_as_masked(model: &Path, inputs: &Path) {
     let dir = tempfile::tempdir().unwrap();
-    let model = Model::load(real(name)).unwrap();
-    let analysis = shrink::analyze(&model).unwrap();
+    let loaded = Model::load(model).unwrap();
+    let analysis = shrink::analyze(&loaded).unwrap();
     let removed = second_halves(&analysis);
-    let (bytes, _) = shrink::shrink_bytes(&model, &analysis, &removed, &[]).unwrap();
+    let (bytes, _) = shrink::shrink_bytes(&loaded, &analysis, &removed, &[]).unwrap();
     let masked =
-        shrink::zeroed_bytes(&model, &analysis, &removed, shrink::Side::Consumers).unwrap();
+        shrink::zeroed_bytes(&loaded, &analysis, &removed, shrink::Side::Consumers).unwrap();
     let (a, b) = (
         dir.path().join("masked.onnx"),
         dir.path().join("shrunk.onnx"),
     );
     std::fs::write(&a, masked).unwrap();
     std::fs::write(&b, bytes).unwrap();
-    assert_same_on(&a, &b, &real(&name.replace(".onnx", "_inputs.npz")));
+    assert_same_on(&a, &b, inputs);
+}
+
+/// [`assert_second_halves_shrink_as_masked`] on a fixture of `fixtures/shrink/real`, with its
+/// own inputs.
+fn assert_real_halves_shrink_as_masked(name: &str) {
+    assert_second_halves_shrink_as_masked(
+        &real(name),
+        &real(&name.replace(".onnx", "_inputs.npz")),
+    );
 }
 
 #[test]
@@ -106,7 +116,7 @@ fn shared_split_sizes_get_a_copy_per_split() {
 #[test]
 fn a_shrunk_yolo_export_computes_what_its_masked_original_computes() {
     // Split sizes change in every C2f.
-    assert_second_halves_shrink_as_masked("yolov8_tiny.onnx");
+    assert_real_halves_shrink_as_masked("yolov8_tiny.onnx");
 }
 
 #[test]
@@ -114,7 +124,7 @@ fn reshaped_constant_biases_fold_into_their_groups() {
     // Paddle2ONNX adds each squeeze-excite Conv's bias as Reshape(Constant, Identity(Constant)):
     // folded, 14 of 16 groups open.
     assert_eq!(open_groups("ppocr_cls_tiny.onnx"), (14, 16));
-    assert_second_halves_shrink_as_masked("ppocr_cls_tiny.onnx");
+    assert_real_halves_shrink_as_masked("ppocr_cls_tiny.onnx");
     shrink_runs("ppocr_cls_tiny.onnx", "0.3");
 }
 

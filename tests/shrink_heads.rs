@@ -2,29 +2,18 @@
 //! exporters): the head groups found in each, and shrunk heads computing what the original
 //! computes with those heads' output-projection rows zeroed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use onnx_prune_core::shrink::{self, Analysis};
 use onnx_prune_core::Model;
 
-use crate::common::{arg, fixture, run, stdout_ok};
+use crate::common::{arg, fixture, report_of, shrink_in};
 use crate::graph_diff::graph_diff;
-use crate::shrink::assert_same_on;
+use crate::shrink_exporters::{assert_second_halves_shrink_as_masked, second_halves};
+use crate::shrink_layers::transformer_fixtures;
 
 fn dir() -> PathBuf {
     fixture("transformers")
-}
-
-/// The facts `fixtures/transformers/export.py` recorded, per fixture.
-fn facts() -> Vec<(String, serde_json::Value)> {
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir().join("expected.json")).unwrap()).unwrap();
-    json["fixtures"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 /// The open groups of `analysis` that remove whole heads.
@@ -36,7 +25,7 @@ fn head_groups(analysis: &Analysis) -> Vec<&shrink::Group> {
 /// part of the model's interface and stays whole). torch.nn.MultiheadAttention (`digits_vit_*`)
 /// packs Q, K and V on an axis of their own and stays whole too.
 fn unfused() -> Vec<(String, serde_json::Value)> {
-    facts()
+    transformer_fixtures()
         .into_iter()
         .filter(|(name, _)| {
             !name.contains("_ort_") && !name.starts_with("digits_vit") && !name.contains("_kv_")
@@ -77,39 +66,6 @@ fn attention_heads_of_each_export() {
     }
 }
 
-/// The second half of every open group's units (heads, or channels) removed.
-fn second_halves(analysis: &Analysis) -> Vec<Vec<usize>> {
-    analysis
-        .groups
-        .iter()
-        .map(|g| match g.blocked.is_empty() {
-            true => (0..g.channels)
-                .filter(|&c| g.unit_of(c) >= g.units().div_ceil(2))
-                .collect(),
-            false => Vec::new(),
-        })
-        .collect()
-}
-
-/// Shrinks the second half of every open group of `model` and checks that it computes what
-/// the original computes with those units' consumer weights zeroed, on `inputs`.
-fn assert_second_halves_shrink_as_masked(model: &Path, inputs: &Path) {
-    let tmp = tempfile::tempdir().unwrap();
-    let loaded = Model::load(model).unwrap();
-    let analysis = shrink::analyze(&loaded).unwrap();
-    let removed = second_halves(&analysis);
-    let (bytes, _) = shrink::shrink_bytes(&loaded, &analysis, &removed, &[]).unwrap();
-    let masked =
-        shrink::zeroed_bytes(&loaded, &analysis, &removed, shrink::Side::Consumers).unwrap();
-    let (a, b) = (
-        tmp.path().join("masked.onnx"),
-        tmp.path().join("shrunk.onnx"),
-    );
-    std::fs::write(&a, masked).unwrap();
-    std::fs::write(&b, bytes).unwrap();
-    assert_same_on(&a, &b, inputs);
-}
-
 #[test]
 fn shrunk_heads_compute_what_zeroed_heads_compute() {
     for (name, facts) in unfused() {
@@ -124,19 +80,9 @@ fn shrunk_heads_compute_what_zeroed_heads_compute() {
 #[test]
 fn shrink_reports_heads_before_and_after() {
     let tmp = tempfile::tempdir().unwrap();
-    let (out, report) = (tmp.path().join("out.onnx"), tmp.path().join("r.json"));
-    stdout_ok(&[
-        "shrink",
-        arg(&dir().join("bert_torchscript.onnx")),
-        "-o",
-        arg(&out),
-        "--sparsity",
-        "0.5",
-        "--report",
-        arg(&report),
-    ]);
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let model = dir().join("bert_torchscript.onnx");
+    let (out, _) = shrink_in(tmp.path(), &model, &["--sparsity", "0.5"]);
+    let report = report_of(&out, &tmp.path().join("r.json"));
     let heads: Vec<(u64, u64)> = report["groups"]
         .as_array()
         .unwrap()
@@ -157,16 +103,10 @@ fn shrink_reports_heads_before_and_after() {
 /// held-out split.
 fn half_the_heads(calibrated: bool) -> (f64, f64) {
     let tmp = tempfile::tempdir().unwrap();
-    let (out, report) = (tmp.path().join("out.onnx"), tmp.path().join("r.json"));
     let test = dir().join("text_bert_test.npz");
     let labels = format!("{}:labels", test.display());
     let calibration = dir().join("text_bert_calibration.npz");
-    let model = dir().join("text_bert_torchscript.onnx");
     let mut args = vec![
-        "shrink",
-        arg(&model),
-        "-o",
-        arg(&out),
         "--sparsity",
         "0.5",
         "--include",
@@ -176,21 +116,18 @@ fn half_the_heads(calibrated: bool) -> (f64, f64) {
         arg(&test),
         "--labels",
         &labels,
-        "--report",
-        arg(&report),
     ];
     if calibrated {
         args.extend(["--calibration", arg(&calibration)]);
     }
+    let model = dir().join("text_bert_torchscript.onnx");
     // Exit 1 when the check fails (by weight norms it does): the report is written either way.
-    let out = run(&args);
+    let (out, report) = shrink_in(tmp.path(), &model, &args);
     assert!(
         matches!(out.status.code(), Some(0 | 1)),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
     let heads: Vec<u64> = report["groups"]
         .as_array()
         .unwrap()
@@ -231,16 +168,9 @@ fn fused_attention_ops_keep_num_heads_with_their_weights() {
     // biases of both, [96], become [48].
     for name in ["bert_ort_attention.onnx", "bert_ort_mha.onnx"] {
         let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join(name);
-        stdout_ok(&[
-            "shrink",
-            arg(&dir().join(name)),
-            "-o",
-            arg(&out),
-            "--sparsity",
-            "0.5",
-        ]);
-        let model = Model::load(&out).unwrap();
+        let (out, _) = shrink_in(tmp.path(), &dir().join(name), &["--sparsity", "0.5"]);
+        report_of(&out, &tmp.path().join("r.json"));
+        let model = Model::load(tmp.path().join("out.onnx")).unwrap();
         let graph = &model.graphs()[0];
         let fused: Vec<&onnx_prune_core::model::Node> = graph
             .nodes

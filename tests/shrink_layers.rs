@@ -314,7 +314,7 @@ fn bad_input_exits_2_and_writes_nothing() {
 }
 
 /// The facts of the transformer fixtures of `fixtures/transformers` (their `expected.json`).
-fn transformer_fixtures() -> Vec<(String, serde_json::Value)> {
+pub fn transformer_fixtures() -> Vec<(String, serde_json::Value)> {
     facts(&fixture("transformers/expected.json"), "fixtures")
 }
 
