@@ -133,3 +133,47 @@ pub fn graph_diff(before: &[u8], after: &[u8]) -> String {
     }
     out
 }
+
+/// What [`graph_diff`] leaves out: graph inputs and outputs whose declared shape changed, and
+/// integer attributes of nodes (matched by name) whose values changed.
+pub fn interface_diff(before: &[u8], after: &[u8]) -> String {
+    let (a, b) = (graph(before), graph(after));
+    let mut out = String::new();
+    let declared = |g: &GraphProto| -> Vec<(&'static str, String, Vec<String>)> {
+        let inputs = g.input.iter().map(|v| ("input", v));
+        let outputs = g.output.iter().map(|v| ("output", v));
+        inputs
+            .chain(outputs)
+            .map(|(kind, v)| (kind, v.name.clone(), dims(v)))
+            .collect()
+    };
+    let after_declared = declared(&b);
+    for (kind, name, old) in declared(&a) {
+        if let Some((_, _, new)) = after_declared
+            .iter()
+            .find(|(k, n, _)| *k == kind && *n == name)
+        {
+            if *new != old {
+                let _ = writeln!(out, "graph {kind} {name}: {old:?} -> {new:?}");
+            }
+        }
+    }
+    for node in &a.node {
+        let Some(other) = b.node.iter().find(|n| n.name == node.name) else {
+            continue;
+        };
+        for attr in &node.attribute {
+            let Some(new) = other.attribute.iter().find(|x| x.name == attr.name) else {
+                continue;
+            };
+            if (new.i, &new.ints) != (attr.i, &attr.ints) {
+                let _ = writeln!(
+                    out,
+                    "attribute {}.{}: {} {:?} -> {} {:?}",
+                    node.name, attr.name, attr.i, attr.ints, new.i, new.ints
+                );
+            }
+        }
+    }
+    out
+}

@@ -26,6 +26,7 @@ mod sensitivity;
 mod shrink;
 mod shrink_exporters;
 mod shrink_heads;
+mod shrink_kv;
 mod shrink_layers;
 mod shrink_on_disk;
 mod shrink_refit;

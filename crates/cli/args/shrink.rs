@@ -114,6 +114,14 @@ pub struct ShrinkArgs {
     #[arg(long, value_name = "ID")]
     pub unknown_token: Option<i64>,
 
+    /// Let attention heads go that a graph input or output holds too (a KV cache:
+    /// `past_key_values.*` inputs, `present.*` outputs, the caches of onnxruntime's fused
+    /// attention): their head axis gets the kept count, the same heads go from the cache
+    /// inputs, and the caller feeds and reads caches of the new shape. The report's
+    /// `interface_changes` lists them. Without it such groups stay whole (--dry-run names them).
+    #[arg(long)]
+    pub allow_interface_change: bool,
+
     /// List every channel group (producers, consumers, the nodes in between, channel count)
     /// and every blocked one with the node that blocks it; with --drop-layers the layers found
     /// and their influence instead, with --vocab the embedding tables; write nothing.
@@ -126,7 +134,9 @@ pub struct ShrinkArgs {
     /// Write a JSON report: per group producers, consumers, channels_before, channels_after
     /// and removed; totals params_before/after, bytes_before/after (the model and its external
     /// data files on disk) and macs_before/after; with --drop-layers, `layers` (every layer's
-    /// influence, which were removed); with --vocab, `vocabulary` (rows_before, rows_after).
+    /// influence, which were removed); with --vocab, `vocabulary` (rows_before, rows_after);
+    /// with --allow-interface-change, `interface_changes` (the cache inputs and outputs whose
+    /// head axis changed, and the positions removed).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 

@@ -21,7 +21,7 @@ use crate::args::{ShrinkArgs, ShrinkScopeArg, SparsityArg};
 use crate::files::{preflight_check, source_path, Files};
 use crate::options::{
     check_calibration_flags, check_options_if, max_evaluations, regexes, search_check, shapes,
-    shrink_calibration, shrink_request, Passes,
+    shrink_calibration, shrink_interface, shrink_request, Passes,
 };
 use crate::outcome::{check_model, finish_check, nothing_passed, stage_json};
 use crate::progress::Bar;
@@ -36,6 +36,7 @@ const LATENCY_RUNS: usize = 10;
 
 pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
     Passes::check_flags(&args)?;
+    let interface = shrink_interface(&args)?;
     if args.sparsity == Some(SparsityArg::Auto) {
         return auto(args);
     }
@@ -106,7 +107,7 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
     let calibration = staged_calibration.as_ref().or(calibration.as_ref());
     let mut channel_pass = None;
     if channels {
-        let analysis = shrink::analyze(model)?;
+        let analysis = shrink::analyze_with(model, interface)?;
         if let Some(calibration) = calibration {
             let taps = analysis.activation_taps();
             let norms = calibration.channel_sq_norms(model.bytes(), &taps)?;

@@ -14,7 +14,7 @@ pub use check::{
 };
 pub use passes::Passes;
 pub use prune::{calibration, parse_pattern, parse_sparsities, prune_config, selection};
-pub use shrink::{check_calibration_flags, shrink_calibration, shrink_request};
+pub use shrink::{check_calibration_flags, shrink_calibration, shrink_interface, shrink_request};
 
 /// `--max-evaluations`, or its default.
 pub fn max_evaluations(given: Option<usize>) -> Result<usize> {

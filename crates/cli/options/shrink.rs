@@ -1,11 +1,11 @@
 //! Shrink flags to a channel-removal request and its calibration data.
 
 use anyhow::{bail, Result};
-use onnx_prune_core::shrink::{Request, ShrinkScope};
+use onnx_prune_core::shrink::{Interface, Request, ShrinkScope};
 use onnx_prune_verify::CalibrationOptions;
 
 use super::{input_source, regexes};
-use crate::args::{ShrinkArgs, ShrinkScopeArg};
+use crate::args::{ShrinkArgs, ShrinkScopeArg, SparsityArg};
 
 /// The request the flags of a fixed-sparsity (or dead-channel) shrink ask for; flags without
 /// effect are errors.
@@ -62,4 +62,26 @@ pub fn shrink_calibration(args: &ShrinkArgs) -> Option<CalibrationOptions> {
         samples: args.calibration_samples.unwrap_or(128),
         ..CalibrationOptions::default()
     })
+}
+
+/// Whether `--allow-interface-change` lets heads go from KV caches. Refused where the shrunk
+/// model is run on the input's data: `--check` and `--sparsity auto` feed both models the same
+/// inputs, which no longer fit a cache with fewer heads.
+pub fn shrink_interface(args: &ShrinkArgs) -> Result<Interface> {
+    if !args.allow_interface_change {
+        return Ok(Interface::Keep);
+    }
+    if args.check || args.sparsity == Some(SparsityArg::Auto) {
+        let flag = if args.check {
+            "--check"
+        } else {
+            "--sparsity auto"
+        };
+        bail!(
+            "{flag} runs the shrunk model on the same inputs as the original, which do not fit \
+             the smaller caches --allow-interface-change gives: drop one of them and check the \
+             written model with caches of its new shape"
+        );
+    }
+    Ok(Interface::MayChange)
 }

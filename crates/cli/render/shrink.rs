@@ -35,6 +35,12 @@ pub fn render_shrink(analysis: &Analysis, report: &ShrinkReport, free: &[String]
             &[0, 2, 3],
         ) + "\n"
     };
+    for change in &report.interface_changes {
+        out.push_str(&format!(
+            "interface changed: graph {} `{}` axis {}: {} -> {} heads (removed {:?})\n",
+            change.kind, change.name, change.axis, change.before, change.after, change.removed
+        ));
+    }
     if !report.refits.is_empty() {
         out.push('\n');
         out.push_str(&refit_table(&report.refits));

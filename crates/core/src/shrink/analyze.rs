@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::error::{Error, Result};
 use crate::model::{Model, Node, Source, Tensor};
 
+use super::interface::{Interface, Port};
 use super::layout::{Layout, Owner};
 use super::{Analysis, Group};
 
@@ -128,6 +129,8 @@ pub(crate) struct Builder<'m> {
     /// Groups whose units go together though their channels differ (grouped-query attention:
     /// a query group's unit is a KV head's query heads, the KV group's unit that KV head).
     pub unit_links: Vec<(usize, usize)>,
+    /// Graph inputs and outputs that hold heads (KV caches), with their layouts.
+    pub(crate) ports: Vec<(Port, Layout)>,
 }
 
 impl<'m> Builder<'m> {
@@ -173,6 +176,7 @@ impl<'m> Builder<'m> {
             lost: HashMap::new(),
             head_counts: HashMap::new(),
             unit_links: Vec::new(),
+            ports: Vec::new(),
         }
     }
 
@@ -390,13 +394,17 @@ impl<'m> Builder<'m> {
         ))
     }
 
-    fn finish(mut self, outputs: &[String]) -> Analysis {
-        // Groups that reach a graph output or a subgraph are blocked.
+    fn finish(mut self, outputs: &[String], interface: Interface) -> Analysis {
+        // Groups that reach a graph output or a subgraph are blocked, but for heads on an
+        // output's axis (a KV cache), which change the interface.
         for name in outputs {
             if let Some(layout) = self.layouts.get(name).cloned() {
-                self.block(&layout, &format!("graph output `{name}`"));
+                if !self.output_port(name, &layout) {
+                    self.block(&layout, &format!("graph output `{name}`"));
+                }
             }
         }
+        self.settle_ports(interface);
         let inner: BTreeSet<&str> = self.model.graphs()[1..]
             .iter()
             .flat_map(|g| g.nodes.iter().flat_map(|n| n.inputs.iter()))
@@ -450,6 +458,13 @@ impl<'m> Builder<'m> {
                 }
             }
         }
+        let mut ports: Vec<Port> = std::mem::take(&mut self.ports)
+            .into_iter()
+            .map(|(port, _)| port)
+            .collect();
+        for port in &mut ports {
+            resolve(&mut port.owners, &mut self);
+        }
         let mut activations: Vec<(String, Vec<usize>)> = Vec::new();
         let layouts = std::mem::take(&mut self.layouts);
         for (name, layout) in layouts {
@@ -484,19 +499,21 @@ impl<'m> Builder<'m> {
             clauses: self.clauses,
             recounts,
             activations,
+            ports,
         }
     }
 }
 
-/// The dependency groups of `model`'s main graph.
-pub(crate) fn analyze(model: &Model, outputs: &[String]) -> Result<Analysis> {
+/// The dependency groups of `model`'s main graph (`interface`: whether heads may change the
+/// shapes of graph inputs and outputs).
+pub(crate) fn analyze(model: &Model, outputs: &[String], interface: Interface) -> Result<Analysis> {
     let mut b = Builder::new(model);
     let graph = &model.graphs()[0];
     for (index, node) in graph.nodes.iter().enumerate() {
         b.here = (index, node.label(index), node.op_type.clone());
         handle(&mut b, index, node)?;
     }
-    Ok(b.finish(outputs))
+    Ok(b.finish(outputs, interface))
 }
 
 /// Dispatches one node: ops the tool understands, or blocking.

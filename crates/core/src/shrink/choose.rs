@@ -227,7 +227,14 @@ pub fn choose(model: &Model, analysis: &Analysis, request: &Request) -> Result<V
         })
         .collect();
     if !selected.iter().any(|&s| s) {
-        return Err(Error::Usage(nothing_selected(model, analysis)));
+        let mut why = nothing_selected(model, analysis);
+        if let Some(port) = analysis.groups.iter().find_map(|g| g.interface_block()) {
+            why.push_str(&format!(
+                "; some stay whole because a KV cache holds their heads ({port}): give \
+                 --allow-interface-change to remove them from the caches too"
+            ));
+        }
+        return Err(Error::Usage(why));
     }
     let scores = scores(model, analysis, request.activations.as_ref())?;
     // Units kept must be a multiple of `step` so that kept channels are a multiple of `round`.

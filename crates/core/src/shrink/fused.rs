@@ -1,7 +1,10 @@
 //! The fused ops of onnxruntime's transformer optimizer (`com.microsoft`): `Attention` (one
 //! packed Q|K|V weight, a group of heads made here), `MultiHeadAttention` (Q, K and V from
-//! three projections, merged into one group of heads), and `BiasGelu`/`FastGelu` (per-channel
-//! bias and activation). `num_heads` and `qkv_hidden_sizes` follow the heads kept.
+//! three projections, merged into one group of heads), `GroupQueryAttention` (Q heads in
+//! groups of one KV head each: the query projection's group linked to the K/V one, as for
+//! unfused grouped-query attention, with its KV cache as the interface's ports), and
+//! `BiasGelu`/`FastGelu` (per-channel bias and activation). `num_heads`, `kv_num_heads` and
+//! `qkv_hidden_sizes` follow the heads kept.
 
 use num_integer::lcm;
 
@@ -9,7 +12,7 @@ use crate::error::Result;
 use crate::model::Node;
 
 use super::analyze::{Builder, Count, CutKind, Recount};
-use super::layout::{Layout, Owner};
+use super::layout::{Head, Layout, Owner};
 use super::ops::{consume, own_input, Outputs};
 
 /// Whether the node makes a group of its own (a packed QKV weight).
@@ -30,6 +33,7 @@ pub(crate) fn apply(
     match node.op_type.as_str() {
         "Attention" => attention(b, index, node, ins),
         "MultiHeadAttention" => multi_head(b, index, node, ins),
+        "GroupQueryAttention" => group_query(b, index, node, ins),
         "BiasGelu" | "FastGelu" => bias_gelu(b, node, ins),
         _ => Ok(None),
     }
@@ -172,4 +176,97 @@ fn bias_gelu(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Out
     }
     b.member(x, CutKind::Param);
     Ok(Some(vec![Some(x.clone())]))
+}
+
+/// `GroupQueryAttention(query, key, value, past_key?, past_value?, seqlens_k,
+/// total_sequence_length, cos_cache?, sin_cache?, ...)` over three projections: query head `h`
+/// reads KV head `h / (num_heads / kv_num_heads)`, so the query group's unit is the query
+/// heads of one KV head, linked to that KV head of the K and V groups (merged). The caches
+/// (`past_*` graph inputs, `present_*` outputs, `[B, kv_num_heads, S, D]`) hold the KV heads.
+fn group_query(
+    b: &mut Builder,
+    index: usize,
+    node: &Node,
+    ins: &[Option<Layout>],
+) -> Result<Outputs> {
+    let outs = node.outputs.len();
+    let (Some(Some(q)), Some(Some(k)), Some(Some(v))) = (ins.first(), ins.get(1), ins.get(2))
+    else {
+        for l in ins.iter().flatten() {
+            b.block_here(
+                l,
+                "its query, key and value are not three projections (packed QKV)",
+            );
+        }
+        return Ok(Some(vec![None; outs]));
+    };
+    let count = |attr: &str| {
+        let n = usize::try_from(*node.ints.get(attr)?).ok()?;
+        (n > 0).then_some(n)
+    };
+    let fits = |heads: usize, d: usize, l: &Layout| l.total() == heads * d && l.neg == -1;
+    let shape = match (count("num_heads"), count("kv_num_heads")) {
+        (Some(heads), Some(kv)) if heads % kv == 0 && q.total() % heads == 0 => {
+            let d = q.total() / heads;
+            (fits(heads, d, q) && fits(kv, d, k) && fits(kv, d, v)).then_some((heads / kv, d))
+        }
+        _ => None,
+    };
+    let roots = (b.whole_root(q), b.whole_root(k));
+    let carries = ins.iter().skip(3).any(Option::is_some);
+    let (Some((repeat, d)), (Some(qr), Some(kr)), false) = (shape, roots, carries) else {
+        for l in ins.iter().flatten() {
+            b.block_here(l, "its query heads do not line up with its key/value heads");
+        }
+        return Ok(Some(vec![None; outs]));
+    };
+    if qr == kr || !super::heads::merge(b, k, v) {
+        for l in [q, k, v] {
+            b.block_here(l, "its key and value heads do not line up");
+        }
+        return Ok(Some(vec![None; outs]));
+    }
+    set_block(b, q, d * repeat);
+    set_block(b, k, d);
+    b.unit_links.push((qr, kr));
+    b.member(q, CutKind::Param);
+    b.member(k, CutKind::Param);
+    b.recounts.push(Recount::Int {
+        node: index,
+        attr: "num_heads",
+        count: Count::Kept(q.head_owners(d)),
+    });
+    b.recounts.push(Recount::Int {
+        node: index,
+        attr: "kv_num_heads",
+        count: Count::Kept(k.head_owners(d)),
+    });
+    // The caches: [B, kv_num_heads, S, D], one head per position. The output is zero where
+    // V is, unless a past cache adds values of its own.
+    let mut cache = Layout {
+        rank: Some(4),
+        neg: -3,
+        head: Some(Head::new(d)),
+        ..v.clone()
+    };
+    let mut out = Layout {
+        nonzero: v.nonzero.clone(),
+        ..q.clone()
+    };
+    for past in [3, 4] {
+        let Some(name) = node.inputs.get(past).filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        if let Err(why) = b.cache_input(name, &cache) {
+            for l in [q, k] {
+                b.block_here(l, &why);
+            }
+            return Ok(Some(vec![None; outs]));
+        }
+        b.not_zero(&mut cache);
+        b.not_zero(&mut out);
+    }
+    let mut outputs = vec![Some(out)];
+    outputs.extend((1..outs).map(|i| (i < 3).then(|| cache.clone())));
+    Ok(Some(outputs))
 }

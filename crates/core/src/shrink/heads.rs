@@ -259,7 +259,7 @@ fn along(
     node: &Node,
     ins: &[Option<Layout>],
 ) -> std::result::Result<Layout, String> {
-    let x = ins.iter().flatten().next().expect("a head input").clone();
+    let mut x = ins.iter().flatten().next().expect("a head input").clone();
     let axis = node.ints.get("axis").copied().unwrap_or(0);
     match node.op_type.as_str() {
         "Concat" => {
@@ -269,7 +269,12 @@ fn along(
             for (i, name) in node.inputs.iter().enumerate() {
                 match &ins[i] {
                     Some(other) if other.neg == x.neg && merge(b, &x, other) => {}
-                    _ => return Err(format!("it joins the heads with `{name}`")),
+                    Some(_) => return Err(format!("it joins the heads with `{name}`")),
+                    // A KV cache: the past keys or values, a graph input.
+                    None => {
+                        b.cache_input(name, &x)?;
+                        b.not_zero(&mut x);
+                    }
                 }
             }
             Ok(x)

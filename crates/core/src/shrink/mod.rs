@@ -36,6 +36,7 @@ mod fused;
 mod head_shapes;
 mod heads;
 mod index_maps;
+mod interface;
 pub mod layers;
 mod layout;
 mod links;
@@ -55,6 +56,7 @@ use crate::model::Model;
 
 pub use choose::{choose, patterns_match, Importance, Request, ShrinkScope};
 pub use edit::GraphEdit;
+pub use interface::{Interface, InterfaceChange};
 pub use macs::{mac_values, macs};
 pub use refit::{refit, RefitOutcome, MAX_REFIT_COLS};
 pub use report::{GroupOutcome, ShrinkReport, ShrinkReportTotals};
@@ -104,6 +106,12 @@ impl Group {
         (c % self.period) / self.block
     }
 
+    /// The first graph input or output that blocks the group because it holds the group's
+    /// heads (a KV cache, kept without [`Interface::MayChange`]), as `--dry-run` names it.
+    pub fn interface_block(&self) -> Option<&str> {
+        self.blocked.iter().find_map(|why| interface::port_of(why))
+    }
+
     /// The channels of unit `u`.
     pub fn channels_of(&self, u: usize) -> impl Iterator<Item = usize> + '_ {
         (0..self.channels).filter(move |&c| self.unit_of(c) == u)
@@ -120,14 +128,23 @@ pub struct Analysis {
     pub(crate) recounts: Vec<analyze::Recount>,
     /// Activation tensors and the groups their channel axis holds.
     pub(crate) activations: Vec<(String, Vec<usize>)>,
+    /// Graph inputs and outputs that hold heads (KV caches).
+    pub(crate) ports: Vec<interface::Port>,
 }
 
-/// Finds the channel dependency groups of `model`'s main graph. A graph whose shapes
-/// contradict each other (a weight that does not fit its input) is an error naming the node.
+/// Finds the channel dependency groups of `model`'s main graph, keeping its interface (groups
+/// whose heads reach a graph input or output are blocked). A graph whose shapes contradict
+/// each other (a weight that does not fit its input) is an error naming the node.
 pub fn analyze(model: &Model) -> Result<Analysis> {
+    analyze_with(model, Interface::Keep)
+}
+
+/// [`analyze()`], with `interface` saying whether heads that reach graph inputs and outputs
+/// (KV caches) may go, changing those inputs' and outputs' shapes.
+pub fn analyze_with(model: &Model, interface: Interface) -> Result<Analysis> {
     let wire = wire::scan(model)?;
     let outputs: Vec<String> = wire.outputs.iter().map(|o| o.name.clone()).collect();
-    analyze::analyze(model, &outputs)
+    analyze::analyze(model, &outputs, interface)
 }
 
 impl Analysis {

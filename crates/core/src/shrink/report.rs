@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Analysis, RefitOutcome, ShrinkTotals};
+use super::{Analysis, InterfaceChange, RefitOutcome, ShrinkTotals};
 
 /// One group in the report.
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +61,10 @@ pub struct ShrinkReport {
     pub groups: Vec<GroupOutcome>,
     /// Totals.
     pub totals: ShrinkReportTotals,
+    /// Graph inputs and outputs whose shapes changed (KV caches that lost heads, with
+    /// `--allow-interface-change`): the caller feeds and reads them with the new shapes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interface_changes: Vec<InterfaceChange>,
     /// Per consumer of a shrunk group, its least-squares refit (with calibration data and
     /// without `--no-refit`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -121,6 +125,7 @@ impl ShrinkReport {
                 bytes_before: totals.bytes_before,
                 bytes_after: totals.bytes_after,
             },
+            interface_changes: analysis.interface_changes(removed),
             refits: Vec::new(),
             notes: Vec::new(),
         }

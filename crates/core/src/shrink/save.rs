@@ -422,6 +422,8 @@ fn splices<'m>(
             splice.replace(v.span.clone(), Patch::Bytes(patch), vec![wire.graph]);
         }
     }
+    let changes = analysis.interface_changes(removed);
+    super::interface::patch_ports(model, wire, &changes, &mut splice)?;
     let external = lay_out(model, external, &BTreeSet::new(), &mut splice)?;
     let (bytes_before, bytes_after) = bytes_before_after(model, &splice, &external);
     Ok((
