@@ -1,7 +1,7 @@
 //! `shrink --allow-interface-change`: attention heads that a KV cache holds (graph inputs
 //! `past_key_values.*`, outputs `present.*`) go from the projections and from the caches'
 //! declared shapes alike, on the Llama exports with a cache (both torch exporters) and on
-//! onnxruntime's fused `GroupQueryAttention` (`fixtures/transformers/gqa/generate.py`).
+//! onnxruntime's fused `GroupQueryAttention` (`fixtures/transformers/fused_kv/generate.py`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ fn kv(name: &str) -> PathBuf {
 }
 
 fn gqa() -> PathBuf {
-    fixture("transformers/gqa/llama_ort_gqa.onnx")
+    fixture("transformers/fused_kv/llama_ort_gqa.onnx")
 }
 
 /// The open groups of `analysis` that remove whole heads, by units.
@@ -298,7 +298,7 @@ fn the_flag_opens_cache_heads_and_the_report_lists_the_changed_interface() {
 
 #[test]
 fn group_query_attention_keeps_its_head_counts_with_its_weights() {
-    // tract does not run com.microsoft ops: bench/transformers/gqa_heads.py checks the shrunk
+    // tract does not run com.microsoft ops: bench/transformers/fused_kv_heads.py checks the shrunk
     // model against its masked original in onnxruntime. Here: the fused op's query heads go by
     // their KV head (2 query heads of 16 channels each), num_heads 4 -> 2 and kv_num_heads
     // 2 -> 1, the projections [32, 64] -> [32, 32] (Q) and [32, 32] -> [32, 16] (K, V), the
@@ -348,5 +348,34 @@ fn group_query_attention_keeps_its_head_counts_with_its_weights() {
                 input.name
             );
         }
+    }
+}
+
+#[test]
+fn fused_attention_caches_lose_the_heads_of_their_attention() {
+    // MultiHeadAttention with `past_key`/`past_value` and com.microsoft Attention with its one
+    // `past` [2, B, heads, S, D]: the caches' head axis (1, and 2 for Attention) follows the
+    // heads kept, 4 -> 2, with num_heads (onnxruntime agrees with the masked original:
+    // bench/transformers/fused_kv_heads.py).
+    for (name, axis) in [("decoder_ort_mha", 1), ("decoder_ort_attention", 2)] {
+        let path = fixture("transformers/fused_kv").join(format!("{name}.onnx"));
+        let model = Model::load(&path).unwrap();
+        let kept = shrink::analyze(&model).unwrap();
+        assert!(head_units(&kept).is_empty(), "{name}: {}", kept.describe());
+        let analysis = shrink::analyze_with(&model, Interface::MayChange).unwrap();
+        assert_eq!(head_units(&analysis), vec![4, 4], "{}", analysis.describe());
+        let removed = second_halves(&analysis);
+        let changes = analysis.interface_changes(&removed);
+        assert!(!changes.is_empty());
+        assert!(
+            changes
+                .iter()
+                .all(|c| (c.axis, c.before, c.after, &c.removed[..]) == (axis, 4, 2, &[2, 3][..])),
+            "{name}: {changes:?}"
+        );
+        let (bytes, _) = shrink::shrink_bytes(&model, &analysis, &removed, &[]).unwrap();
+        let original = std::fs::read(&path).unwrap();
+        let diff = graph_diff(&original, &bytes) + &interface_diff(&original, &bytes);
+        insta::assert_snapshot!(format!("kv_{name}"), diff);
     }
 }

@@ -4,7 +4,8 @@
 //! groups of one KV head each: the query projection's group linked to the K/V one, as for
 //! unfused grouped-query attention, with its KV cache as the interface's ports), and
 //! `BiasGelu`/`FastGelu` (per-channel bias and activation). `num_heads`, `kv_num_heads` and
-//! `qkv_hidden_sizes` follow the heads kept.
+//! `qkv_hidden_sizes` follow the heads kept. The fused attentions' KV caches (`past` inputs,
+//! `present` outputs) are ports of the model's interface ([`super::interface`]).
 
 use num_integer::lcm;
 
@@ -12,7 +13,7 @@ use crate::error::Result;
 use crate::model::Node;
 
 use super::analyze::{Builder, Count, CutKind, Recount};
-use super::layout::{Head, Layout, Owner};
+use super::layout::{Flat, Head, Layout, Owner};
 use super::ops::{consume, own_input, Outputs};
 
 /// Whether the node makes a group of its own (a packed QKV weight).
@@ -50,15 +51,8 @@ fn heads(node: &Node, channels: usize) -> Option<usize> {
     (heads > 0 && channels % heads == 0).then_some(heads)
 }
 
-/// Records that `num_heads` (and `qkv_hidden_sizes`, when given) follow the heads of `x`; a
-/// node that also outputs its KV cache blocks them (the cache is part of the interface).
+/// Records that `num_heads` (and `qkv_hidden_sizes`, when given) follow the heads of `x`.
 fn follow_heads(b: &mut Builder, index: usize, node: &Node, x: &Layout, per: usize) {
-    if node.outputs.iter().filter(|o| !o.is_empty()).count() > 1 {
-        b.block_here(
-            x,
-            "it also outputs a KV cache, part of the model's interface",
-        );
-    }
     b.recounts.push(Recount::Int {
         node: index,
         attr: "num_heads",
@@ -114,7 +108,49 @@ fn attention(
         b.clauses.push(vec![c]);
     }
     follow_heads(b, index, node, &whole, per);
-    Ok(Some(vec![Some(whole)]))
+    // The cache: `past` (input 4) and `present` (output 1), `[2, B, num_heads, S, D]`.
+    Ok(Some(with_cache(b, node, whole, per, (&[4], &[1], 5))))
+}
+
+/// The outputs of a fused attention node whose first output is `x` (heads of `per`
+/// channels) and whose KV cache is `(past inputs, present outputs, rank)`, the heads on axis
+/// -3: the caches are ports of the interface ([`Builder::cache_input`]); a past that is not a
+/// graph input, or another output (attention scores), blocks.
+fn with_cache(
+    b: &mut Builder,
+    node: &Node,
+    mut x: Layout,
+    per: usize,
+    (pasts, presents, rank): (&[usize], &[usize], usize),
+) -> Vec<Option<Layout>> {
+    let mut cache = Layout {
+        rank: Some(rank),
+        neg: -3,
+        head: Some(Head::new(per)),
+        flat: Flat::No,
+        ..x.clone()
+    };
+    let given = |i: usize, names: &[String]| names.get(i).is_some_and(|n| !n.is_empty());
+    let mut outputs = vec![None; node.outputs.len().saturating_sub(1)];
+    for &past in pasts.iter().filter(|&&p| given(p, &node.inputs)) {
+        if let Err(why) = b.cache_input(&node.inputs[past], &cache) {
+            b.block_here(&x, &why);
+            return [vec![Some(x)], outputs].concat();
+        }
+        // The attention reads the past values too: zero weights no longer give zero outputs.
+        b.not_zero(&mut cache);
+        b.not_zero(&mut x);
+    }
+    for (i, out) in outputs.iter_mut().enumerate() {
+        match (given(i + 1, &node.outputs), presents.contains(&(i + 1))) {
+            (false, _) => {}
+            (true, true) => *out = Some(cache.clone()),
+            (true, false) => {
+                b.block_here(&x, "it also outputs its attention scores by head");
+            }
+        }
+    }
+    [vec![Some(x)], outputs].concat()
 }
 
 /// `MultiHeadAttention(query, key, value, bias [3N], ...)` over three projections: their
@@ -155,7 +191,15 @@ fn multi_head(
     }
     b.member(q, CutKind::Param);
     follow_heads(b, index, node, q, per);
-    Ok(Some(vec![Some(q.clone())]))
+    // The caches: `past_key`, `past_value` (inputs 6, 7) and `present_key`, `present_value`
+    // (outputs 1, 2), `[B, num_heads, S, D]`.
+    Ok(Some(with_cache(
+        b,
+        node,
+        q.clone(),
+        per,
+        (&[6, 7], &[1, 2], 4),
+    )))
 }
 
 /// `BiasGelu(x, bias)` and `FastGelu(x, bias?)`: a per-channel bias, then GELU.
