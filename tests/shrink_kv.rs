@@ -249,7 +249,22 @@ fn the_flag_opens_cache_heads_and_the_report_lists_the_changed_interface() {
             && listing.contains("--allow-interface-change opens it"),
         "{listing}"
     );
-    // With it: each layer keeps one of its two KV heads; every cache input and output says so.
+    // With it, --dry-run lists what each head group changes.
+    let dry = run(&[
+        "shrink",
+        arg(&model),
+        "--dry-run",
+        "--allow-interface-change",
+    ]);
+    let listing = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        listing.contains(
+            "changes:   graph input `past_key_values.0.key` (axis 1), graph input \
+             `past_key_values.0.value` (axis 1), graph output `present.0.key` (axis 1)"
+        ),
+        "{listing}"
+    );
+    // And it writes: each layer keeps one of its two KV heads; every cache says so.
     let flagged = [&args[..], &["--allow-interface-change"]].concat();
     let (out, _) = shrink_in(tmp.path(), &model, &flagged);
     let report = report_of(&out, &tmp.path().join("r.json"));
@@ -289,11 +304,22 @@ fn the_flag_opens_cache_heads_and_the_report_lists_the_changed_interface() {
         stdout.contains("interface changed: graph input `past_key_values.0.key` axis 1: 2 -> 1"),
         "{stdout}"
     );
-    // --check feeds both models the same caches: refused with the flag.
-    let (out, _) = shrink_in(tmp.path(), &model, &[&flagged[..], &["--check"]].concat());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--check") && stderr.contains("--allow-interface-change"));
+    // --check and --sparsity auto feed both models the same caches: refused with the flag.
+    let inputs = kv("llama_kv_inputs.npz");
+    let auto = [
+        "--sparsity",
+        "auto",
+        "--allow-interface-change",
+        "--inputs",
+        arg(&inputs),
+    ];
+    let checked = [&flagged[..], &["--check"]].concat();
+    for (args, flag) in [(checked, "--check"), (auto.to_vec(), "--sparsity auto")] {
+        let (out, _) = shrink_in(tmp.path(), &model, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(flag) && stderr.contains("--allow-interface-change"));
+    }
 }
 
 #[test]

@@ -273,6 +273,16 @@ impl Builder<'_> {
 }
 
 impl Analysis {
+    /// The graph inputs and outputs that hold heads of group `g`, as `--dry-run` names them
+    /// (`graph input `NAME` (axis A)`).
+    pub(crate) fn ports_of(&self, g: usize) -> Vec<String> {
+        self.ports
+            .iter()
+            .filter(|p| p.owners.iter().flatten().any(|&(group, _)| group == g))
+            .map(|p| format!("{} (axis {})", p.describe(), p.axis))
+            .collect()
+    }
+
     /// The graph inputs and outputs whose shapes removing `removed` (per group) changes, in
     /// graph order of inputs, then outputs.
     pub fn interface_changes(&self, removed: &[Vec<usize>]) -> Vec<InterfaceChange> {

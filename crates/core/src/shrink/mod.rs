@@ -199,6 +199,12 @@ impl Analysis {
             if !g.members.is_empty() {
                 let _ = writeln!(out, "  through:   {}", g.members.join(", "));
             }
+            if g.blocked.is_empty() {
+                let ports = self.ports_of(g.id);
+                if !ports.is_empty() {
+                    let _ = writeln!(out, "  changes:   {}", ports.join(", "));
+                }
+            }
             for why in &g.blocked {
                 let _ = writeln!(out, "  blocked by {why}");
             }
