@@ -324,8 +324,8 @@ fn the_flag_opens_cache_heads_and_the_report_lists_the_changed_interface() {
 
 #[test]
 fn group_query_attention_keeps_its_head_counts_with_its_weights() {
-    // tract does not run com.microsoft ops: bench/transformers/fused_kv_heads.py checks the shrunk
-    // model against its masked original in onnxruntime. Here: the fused op's query heads go by
+    // tract does not run com.microsoft ops: bench/transformers/kv_cache_heads.py checks the
+    // shrunk model against its masked original in onnxruntime. Here: the fused op's heads go by
     // their KV head (2 query heads of 16 channels each), num_heads 4 -> 2 and kv_num_heads
     // 2 -> 1, the projections [32, 64] -> [32, 32] (Q) and [32, 32] -> [32, 16] (K, V), the
     // output projection's rows 64 -> 32, and the caches' head axis 2 -> 1.
@@ -382,7 +382,7 @@ fn fused_attention_caches_lose_the_heads_of_their_attention() {
     // MultiHeadAttention with `past_key`/`past_value` and com.microsoft Attention with its one
     // `past` [2, B, heads, S, D]: the caches' head axis (1, and 2 for Attention) follows the
     // heads kept, 4 -> 2, with num_heads (onnxruntime agrees with the masked original:
-    // bench/transformers/fused_kv_heads.py).
+    // bench/transformers/kv_cache_heads.py).
     for (name, axis) in [("decoder_ort_mha", 1), ("decoder_ort_attention", 2)] {
         let path = fixture("transformers/fused_kv").join(format!("{name}.onnx"));
         let model = Model::load(&path).unwrap();

@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
-"""onnxruntime's fused attention ops with their KV caches, shrunk, checked in onnxruntime (run
-by hand, never by tests: tract does not run com.microsoft ops). Shrinks half of the heads of
-each decoder of `fixtures/transformers/fused_kv` (GroupQueryAttention: its KV heads, each with
-its query heads; MultiHeadAttention; Attention) with `onnx-prune shrink --sparsity 0.5
---include 'q_proj|Attention' --allow-interface-change`, and compares, after `onnx.checker`
-full check of the shrunk model:
+"""Models with a KV cache, shrunk with `--allow-interface-change`, checked in onnxruntime (run
+by hand, never by tests; tests/shrink_kv.rs checks the Llama exports through tract, and tract
+does not run the com.microsoft ops). Shrinks half of the heads of each model (the KV heads,
+each with its query heads, under grouped-query attention) with `onnx-prune shrink --sparsity
+0.5 --include PATTERN --allow-interface-change`, and compares, after `onnx.checker` full check
+of the shrunk model:
 
-- the shrunk model fed the fixture's caches with the removed KV heads dropped, and
+- the shrunk model fed the fixture's caches with the removed heads dropped, and
 - the original with the removed query heads' output-projection rows zeroed (the masked
   original), fed the same kept heads and other values (-7x + 3) in the removed ones:
 
-logits and the kept heads of every `present.*` output must agree.
+logits and the kept heads of every `present*` output must agree. Models: the Llama exports
+with a cache of `fixtures/transformers` (both torch exporters) and the decoders around
+onnxruntime's fused GroupQueryAttention, MultiHeadAttention and Attention of
+`fixtures/transformers/fused_kv`.
 
-    python3 bench/transformers/fused_kv_heads.py --onnx-prune target/release/onnx-prune
+    python3 bench/transformers/kv_cache_heads.py --onnx-prune target/release/onnx-prune
 """
 import argparse
 import json
@@ -27,7 +30,7 @@ from onnx import numpy_helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPOSITORY = os.path.dirname(os.path.dirname(HERE))
-FIXTURES = os.path.join(REPOSITORY, "fixtures", "transformers", "fused_kv")
+FIXTURES = os.path.join(REPOSITORY, "fixtures", "transformers")
 
 
 def masked(model, report):
@@ -43,17 +46,24 @@ def masked(model, report):
     return model
 
 
-MODELS = ["llama_ort_gqa", "decoder_ort_mha", "decoder_ort_attention"]
+# (folder under fixtures/transformers, model, inputs, --include pattern of the head groups)
+MODELS = [
+    ("", "llama_kv_torchscript", "llama_kv_inputs", "q_proj"),
+    ("", "llama_kv_dynamo", "llama_kv_inputs", "^node_linear$"),
+    ("fused_kv", "llama_ort_gqa", "llama_ort_gqa_inputs", "q_proj"),
+    ("fused_kv", "decoder_ort_mha", "decoder_ort_mha_inputs", "q_proj"),
+    ("fused_kv", "decoder_ort_attention", "decoder_ort_attention_inputs", "Attention"),
+]
 
 
-def check(name, onnx_prune, tmp):
-    """Shrinks fixture `name`, compares it with its masked original; prints and returns the
-    largest difference."""
-    original = os.path.join(FIXTURES, name + ".onnx")
-    feeds = dict(np.load(os.path.join(FIXTURES, name + "_inputs.npz")))
+def check(folder, name, inputs, include, onnx_prune, tmp):
+    """Shrinks fixture `name`, compares it with its masked original on `inputs`; prints and
+    returns the largest difference."""
+    original = os.path.join(FIXTURES, folder, name + ".onnx")
+    feeds = dict(np.load(os.path.join(FIXTURES, folder, inputs + ".npz")))
     shrunk, report = os.path.join(tmp, name + ".onnx"), os.path.join(tmp, name + ".json")
     subprocess.run([onnx_prune, "shrink", original, "-o", shrunk, "--sparsity", "0.5",
-                    "--include", "q_proj|Attention", "--allow-interface-change",
+                    "--include", include, "--allow-interface-change",
                     "--report", report], check=True, stdout=subprocess.DEVNULL)
     report = json.load(open(report))
     reference = os.path.join(tmp, name + "_masked.onnx")
@@ -84,7 +94,7 @@ def check(name, onnx_prune, tmp):
         worst = max(worst, float(np.abs(kept(output, a[output]) - b[output]).max()))
     heads = [(a.name, a.i) for n in model.graph.node for a in n.attribute
              if n.domain == "com.microsoft" and a.name.endswith("num_heads")]
-    print(f"{name}: {heads}, params {report['totals']['params_before']} -> "
+    print(f"{name}: {heads or 'unfused'}, params {report['totals']['params_before']} -> "
           f"{report['totals']['params_after']}, {len(changes)} cache inputs/outputs "
           f"reshaped, checker ok, max |masked - shrunk| {worst:.3g}")
     return worst
@@ -95,7 +105,7 @@ def main():
     parser.add_argument("--onnx-prune", default="target/release/onnx-prune")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        worst = max(check(name, args.onnx_prune, tmp) for name in MODELS)
+        worst = max(check(*model, args.onnx_prune, tmp) for model in MODELS)
     assert worst < 1e-4, worst
 
 
