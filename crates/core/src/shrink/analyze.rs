@@ -40,6 +40,19 @@ pub(crate) struct Cut {
     /// For a consumer: the activation it reads and the axis of that activation whose indices
     /// are this cut's positions (folded modulo the positions for grouped convolutions).
     pub reads: Option<(String, i64)>,
+    /// For a constant other nodes read too: the input (node, input) that reads this cut's
+    /// slice from a copy of its own, so that the other readers keep theirs.
+    pub reader: Option<(usize, usize)>,
+}
+
+/// A constant input a cut can slice: the tensor and, when other node inputs read it too, the
+/// input (node, input) that gets its own sliced copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Operand {
+    /// Index into [`Model::tensors`].
+    pub tensor: usize,
+    /// The reading input, for a shared constant.
+    pub reader: Option<(usize, usize)>,
 }
 
 /// A count that follows the channels: fixed, or the kept positions among `owners`.
@@ -319,14 +332,40 @@ impl<'m> Builder<'m> {
 
     /// Records a cut; returns its index.
     pub fn cut(&mut self, tensor: usize, axis: usize, owners: Vec<Owner>, kind: CutKind) -> usize {
-        self.cuts.push(Cut {
+        let operand = Operand {
             tensor,
+            reader: None,
+        };
+        self.cut_operand(operand, axis, owners, kind)
+    }
+
+    /// Records a cut of a constant operand (a shared one is sliced in its reader's copy);
+    /// returns its index.
+    pub fn cut_operand(
+        &mut self,
+        operand: Operand,
+        axis: usize,
+        owners: Vec<Owner>,
+        kind: CutKind,
+    ) -> usize {
+        self.cuts.push(Cut {
+            tensor: operand.tensor,
             axis,
             owners,
             kind,
             reads: None,
+            reader: operand.reader,
         });
         self.cuts.len() - 1
+    }
+
+    /// The constant `name` read by input `input` of node `node` as an operand a cut can
+    /// slice: the tensor itself when only that input reads it, else that input's copy.
+    /// `None` when `name` is not a constant of the main graph.
+    pub fn operand(&self, name: &str, (node, input): (usize, usize)) -> Option<Operand> {
+        let tensor = *self.consts.get(name)?;
+        let reader = (self.uses_of(name) != 1).then_some((node, input));
+        Some(Operand { tensor, reader })
     }
 
     /// Records that the last cut reads activation `name` on `axis`.

@@ -18,13 +18,15 @@ enum Broadcast {
     PerChannel(usize),
     /// The same for every channel.
     Across,
-    /// Not understood (another size on the channel axis, a shared constant, a flattened axis).
+    /// Not understood (another size on the channel axis, a flattened axis, a chain of ops
+    /// that cannot be folded).
     Bad(String),
 }
 
-/// How the constant `name` (an initializer or a `Constant`, or computed from one by shape-only
-/// ops, see [`fold`]) broadcasts against `x`; a per-channel one is cut.
-fn broadcast(b: &mut Builder, x: &Layout, name: &str) -> Broadcast {
+/// How the constant `name`, input `input` of the current node (an initializer or a `Constant`,
+/// or computed from one by shape-only ops, see [`fold`]), broadcasts against `x`; a
+/// per-channel one is cut.
+fn broadcast(b: &mut Builder, x: &Layout, (name, input): (&str, usize)) -> Broadcast {
     let chain = match fold::chain(b, name) {
         Some(Ok(chain)) => chain,
         Some(Err(why)) => return Broadcast::Bad(why),
@@ -50,11 +52,10 @@ fn broadcast(b: &mut Builder, x: &Layout, name: &str) -> Broadcast {
     if dims[at as usize] != x.total() as i64 {
         return per_channel_bad();
     }
-    if let Some(i) = b.const_index(name) {
-        return match b.own_const_index(name) {
-            Some(_) => Broadcast::PerChannel(b.cut(i, at as usize, x.owners(1), CutKind::Param)),
-            None => Broadcast::Bad(format!("constant `{name}` is shared with other nodes")),
-        };
+    // A constant other nodes read too is sliced in a copy of this input's own.
+    if let Some(operand) = b.operand(name, (b.here.0, input)) {
+        let cut = b.cut_operand(operand, at as usize, x.owners(1), CutKind::Param);
+        return Broadcast::PerChannel(cut);
     }
     match fold::fold(b, x, chain) {
         Ok(cut) => Broadcast::PerChannel(cut),
@@ -66,7 +67,7 @@ pub(super) fn prelu(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Res
     let Some(Some(x)) = unary(ins) else {
         return Ok(unary(ins).map(|x| vec![x]));
     };
-    if let Broadcast::Bad(why) = broadcast(b, &x, &node.inputs[1]) {
+    if let Broadcast::Bad(why) = broadcast(b, &x, (&node.inputs[1], 1)) {
         b.block_here(&x, &why);
         return Ok(Some(vec![None]));
     }
@@ -187,7 +188,7 @@ pub(super) fn elementwise(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) 
     };
     for (i, name) in consts {
         let numerator = op == "Div" && i == 0;
-        match broadcast(b, &first, &name) {
+        match broadcast(b, &first, (&name, i)) {
             Broadcast::Bad(why) => {
                 b.block_here(&first, &why);
                 return Ok(Some(vec![None]));

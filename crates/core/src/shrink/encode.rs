@@ -54,13 +54,6 @@ pub(crate) fn value_info(number: u32, name: &str, elem_type: i32, dims: &[i64]) 
 /// A graph `initializer` field: an integer tensor `name` of shape `dims` holding `values`,
 /// int32 when `int32` (values in range), else int64.
 pub(crate) fn int_initializer(name: &str, dims: &[i64], values: &[i64], int32: bool) -> Vec<u8> {
-    let mut tensor = packed_ints(proto::tensor::DIMS, dims);
-    varint_field(
-        proto::tensor::DATA_TYPE,
-        if int32 { 6 } else { 7 },
-        &mut tensor,
-    );
-    message(proto::tensor::NAME, name.as_bytes(), &mut tensor);
     let raw: Vec<u8> = if int32 {
         values
             .iter()
@@ -69,7 +62,16 @@ pub(crate) fn int_initializer(name: &str, dims: &[i64], values: &[i64], int32: b
     } else {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
     };
-    message(proto::tensor::RAW_DATA, &raw, &mut tensor);
+    initializer(name, dims, if int32 { 6 } else { 7 }, &raw)
+}
+
+/// A graph `initializer` field: a tensor `name` of shape `dims` and element type `data_type`
+/// holding the little-endian bytes `raw`.
+pub(crate) fn initializer(name: &str, dims: &[i64], data_type: i32, raw: &[u8]) -> Vec<u8> {
+    let mut tensor = packed_ints(proto::tensor::DIMS, dims);
+    varint_field(proto::tensor::DATA_TYPE, data_type as u64, &mut tensor);
+    message(proto::tensor::NAME, name.as_bytes(), &mut tensor);
+    message(proto::tensor::RAW_DATA, raw, &mut tensor);
     let mut field = Vec::new();
     message(proto::graph::INITIALIZER, &tensor, &mut field);
     field
@@ -132,20 +134,24 @@ pub(crate) fn explicit_split(
     }
 }
 
-/// Gives input `input` of `node` its own copy of the shared integer tensor `tensor`, holding
-/// `values`: a new initializer named after the tensor and the node's first output.
+/// Gives input `input` of `node` its own copy of the shared tensor `tensor`, of shape `dims`
+/// holding the little-endian bytes `raw` (the shared tensor's element type): a new initializer
+/// named after the tensor and the node's first output (and the input, with `by_input`: the
+/// node gets more than one copy of the tensor).
 pub(crate) fn own_copy(
     model: &Model,
     wire: &GraphWire,
-    (node, input): (usize, usize),
-    (tensor, values): (usize, &[i64]),
+    (node, input, by_input): (usize, usize, bool),
+    (tensor, dims, raw): (usize, &[i64], &[u8]),
     splice: &mut Splice,
 ) {
     let shared = &model.tensors()[tensor];
     let graph_node = &model.graphs()[0].nodes[node];
-    let name = format!("{}_shrink_{}", shared.name, graph_node.outputs[0]);
-    let int32 = shared.dtype == crate::proto::DataType::Other(6);
-    let field = int_initializer(&name, &shared.dims, values, int32);
+    let mut name = format!("{}_shrink_{}", shared.name, graph_node.outputs[0]);
+    if by_input {
+        name = format!("{name}_{input}");
+    }
+    let field = initializer(&name, dims, shared.dtype.code(), raw);
     let end = wire.graph.payload_end;
     splice.replace(end..end, Patch::Bytes(field), vec![wire.graph]);
     let n = &wire.nodes[node];

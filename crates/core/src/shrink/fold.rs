@@ -3,7 +3,7 @@
 //! Identity or Cast of one constant, is folded into the group as that constant: its values
 //! are cut where the channels are, and the Reshape targets on the way follow the channel count.
 
-use super::analyze::{Builder, Count, CutKind};
+use super::analyze::{Builder, Count, CutKind, Operand};
 use super::layout::Layout;
 
 /// Ops a folded constant may pass through.
@@ -22,6 +22,9 @@ struct Reshape {
 pub(super) struct Chain {
     /// The constant at its start (index into the model's tensors).
     source: usize,
+    /// When other nodes read that constant too: the chain's first input (node, input), which
+    /// gets its own copy.
+    reader: Option<(usize, usize)>,
     /// The shape of the chain's result.
     pub dims: Vec<i64>,
     reshapes: Vec<Reshape>,
@@ -36,12 +39,14 @@ pub(super) fn is_computed_constant(b: &Builder, name: &str) -> bool {
 }
 
 /// The chain that makes `name`: `None` when it is not made by shape-only ops from a constant,
-/// `Some(Err(why))` when it is but cannot be folded (a link read by other nodes too, a shape
-/// that is computed).
+/// `Some(Err(why))` when it is but cannot be folded (a link after the constant read by other
+/// nodes too, a shape that is computed). The constant itself may be shared (TorchScript reads
+/// an equal initializer of another layer through an `Identity`): the chain reads a copy.
 pub(super) fn chain(b: &Builder, name: &str) -> Option<Result<Chain, String>> {
     if let Some(source) = b.const_index(name) {
         return Some(Ok(Chain {
             source,
+            reader: None,
             dims: b.model.tensors()[source].dims.clone(),
             reshapes: Vec::new(),
             outputs: Vec::new(),
@@ -58,7 +63,10 @@ pub(super) fn chain(b: &Builder, name: &str) -> Option<Result<Chain, String>> {
         Err(why) => return Some(Err(why)),
     };
     if b.uses_of(input) != 1 {
-        return Some(Err(format!("`{input}` is read by other nodes too")));
+        if b.const_index(input).is_none() {
+            return Some(Err(format!("`{input}` is read by other nodes too")));
+        }
+        chain.reader = Some((at, 0));
     }
     let label = node.label(at);
     let dims = &chain.dims;
@@ -130,7 +138,11 @@ pub(super) fn fold(b: &mut Builder, x: &Layout, chain: Chain) -> Result<usize, S
         b.recount_input(reshape.reader, reshape.input, counts)
             .ok_or("a Reshape target on the way is not a constant")?;
     }
-    let cut = b.cut(chain.source, axis, x.owners(1), CutKind::Param);
+    let operand = Operand {
+        tensor: chain.source,
+        reader: chain.reader,
+    };
+    let cut = b.cut_operand(operand, axis, x.owners(1), CutKind::Param);
     // The chain's tensors follow the channel count: their recorded shapes go stale.
     for name in chain.outputs {
         b.layouts.insert(name, x.clone());

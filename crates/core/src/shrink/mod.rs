@@ -26,6 +26,7 @@
 mod analyze;
 mod choose;
 mod consts;
+mod copies;
 mod edit;
 mod elementwise;
 mod encode;

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::model::Node;
 use num_integer::gcd;
 
-use super::analyze::{Builder, Count, CutKind, Recount};
+use super::analyze::{Builder, Count, CutKind, Operand, Recount};
 use super::layout::{Flat, Layout, Owner};
 use super::{elementwise, index_maps};
 
@@ -134,6 +134,20 @@ pub(crate) fn own_input(
     }
 }
 
+/// The constant input `i` as an operand a cut can slice (one other nodes read too is sliced
+/// in this input's own copy); `Err(())` when the input is given but is not a constant;
+/// `Ok(None)` when it is not given.
+pub(crate) fn operand_input(
+    b: &Builder,
+    node: &Node,
+    i: usize,
+) -> std::result::Result<Option<Operand>, ()> {
+    match node.inputs.get(i).filter(|n| !n.is_empty()) {
+        None => Ok(None),
+        Some(name) => b.operand(name, (b.here.0, i)).map(Some).ok_or(()),
+    }
+}
+
 /// Records that `x` is read by a weight's reduction axis `axis` of length `k`.
 pub(crate) fn consume(
     b: &mut Builder,
@@ -177,13 +191,13 @@ fn produce(
     w: usize,
     axis: usize,
     owners: Vec<Owner>,
-    bias: Option<usize>,
+    bias: Option<Operand>,
     whole: &Layout,
 ) {
     let c = b.cut(w, axis, owners, CutKind::Producer);
     b.clauses.push(vec![c]);
     if let Some(bias) = bias {
-        let c = b.cut(bias, 0, whole.owners(1), CutKind::Producer);
+        let c = b.cut_operand(bias, 0, whole.owners(1), CutKind::Producer);
         b.clauses.push(vec![c]);
     }
 }
@@ -192,17 +206,13 @@ fn conv(b: &mut Builder, index: usize, node: &Node, ins: &[Option<Layout>]) -> R
     let Ok(Some(w)) = own_input(b, node, 1) else {
         return Ok(None);
     };
-    // A bias this node cannot slice on its own still lets the Conv read its input's channels;
-    // only its own output channels are blocked.
-    let (bias, bias_blocks) = match own_input(b, node, 2) {
+    // A computed bias still lets the Conv read its input's channels; only its own output
+    // channels are blocked. A shared one is sliced in a copy of the Conv's own.
+    let (bias, bias_blocks) = match operand_input(b, node, 2) {
         Ok(bias) => (bias, None),
         Err(()) => {
             let name = &node.inputs[2];
-            let why = if b.is_const(name) {
-                format!("its bias `{name}` is shared with other nodes")
-            } else {
-                format!("its bias `{name}` is computed, not a constant")
-            };
+            let why = format!("its bias `{name}` is computed, not a constant");
             (None, Some(why))
         }
     };
@@ -235,10 +245,10 @@ fn conv(b: &mut Builder, index: usize, node: &Node, ins: &[Option<Layout>]) -> R
         }
     }
     if let Some(bias) = bias {
-        if tensors[bias].elements != m as u64 {
+        if tensors[bias.tensor].elements != m as u64 {
             return Err(b.inconsistent(format!(
                 "the bias has {} values for {m} channels",
-                tensors[bias].elements
+                tensors[bias.tensor].elements
             )));
         }
     }
@@ -255,7 +265,7 @@ fn conv(b: &mut Builder, index: usize, node: &Node, ins: &[Option<Layout>]) -> R
         let owners = x.owners(1);
         b.cut(w, 0, owners.clone(), CutKind::Param);
         if let Some(bias) = bias {
-            let c = b.cut(bias, 0, owners.clone(), CutKind::Param);
+            let c = b.cut_operand(bias, 0, owners.clone(), CutKind::Param);
             b.clauses.push(vec![c]);
         }
         b.recounts.push(Recount::Int {
@@ -339,17 +349,17 @@ fn gemm(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs>
     let bias = match c {
         None => None,
         Some(name) => match (
-            b.own_const_index(name),
+            b.operand(name, (b.here.0, 2)),
             b.model
                 .tensors()
                 .iter()
                 .find(|t| t.graph == 0 && &t.name == name),
         ) {
-            (Some(i), _)
-                if tensors[i].elements == n as u64
-                    && tensors[i].dims.last() == Some(&(n as i64)) =>
+            (Some(c), _)
+                if tensors[c.tensor].elements == n as u64
+                    && tensors[c.tensor].dims.last() == Some(&(n as i64)) =>
             {
-                Some(i)
+                Some(c)
             }
             (_, Some(t)) if t.elements == 1 => {
                 let beta = node.floats.get("beta").copied().unwrap_or(1.0);
@@ -370,8 +380,8 @@ fn gemm(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs>
     let owners = whole.owners(1);
     produce(b, w, out_axis, owners, None, &whole);
     if let Some(bias) = bias {
-        let axis = tensors[bias].dims.len() - 1;
-        let c = b.cut(bias, axis, whole.owners(1), CutKind::Producer);
+        let axis = tensors[bias.tensor].dims.len() - 1;
+        let c = b.cut_operand(bias, axis, whole.owners(1), CutKind::Producer);
         b.clauses.push(vec![c]);
     }
     Ok(Some(vec![Some(whole)]))
@@ -420,17 +430,17 @@ fn norm(b: &mut Builder, node: &Node, ins: &[Option<Layout>]) -> Result<Outputs>
     };
     let mut cuts = Vec::new();
     for i in 1..=params {
-        let Ok(Some(t)) = own_input(b, node, i) else {
+        let Ok(Some(t)) = operand_input(b, node, i) else {
             return Ok(None);
         };
-        let elements = b.model.tensors()[t].elements;
+        let elements = b.model.tensors()[t.tensor].elements;
         if elements != x.total() as u64 {
             return Err(b.inconsistent(format!(
                 "input {i} has {elements} values for {} channels",
                 x.total()
             )));
         }
-        cuts.push(b.cut(t, 0, x.owners(1), CutKind::Param));
+        cuts.push(b.cut_operand(t, 0, x.owners(1), CutKind::Param));
     }
     b.member(&x, CutKind::Param);
     // y = scale * (x - mean) / sqrt(var + eps) + B: 0 maps to 0 when B is 0 and mean or scale is.

@@ -19,7 +19,8 @@ use crate::write::{
 };
 
 use super::analyze::{Count, CutKind, Recount};
-use super::encode::{explicit_split, own_copy, packed_ints, value_info, varint_field};
+use super::copies::{slice_shared_in_place, write_copies};
+use super::encode::{explicit_split, packed_ints, value_info, varint_field};
 use super::external::{bytes_before_after, lay_out};
 use super::layout::Owner;
 use super::wire::{self, GraphWire};
@@ -39,15 +40,21 @@ pub struct ShrinkTotals {
     pub bytes_after: u64,
 }
 
+/// Per axis of a tensor, the positions kept (`None`: the whole axis).
+pub(super) type Keeps = Vec<Option<Vec<bool>>>;
+
 /// What changes, tensor by tensor and attribute by attribute.
 #[derive(Default)]
 pub(super) struct Plan {
     /// Per tensor, per axis, the positions kept (`None`: the whole axis).
-    pub slices: BTreeMap<usize, Vec<Option<Vec<bool>>>>,
+    pub slices: BTreeMap<usize, Keeps>,
+    /// Shared constants sliced for one reader, by (tensor, (node, input)): the reader gets its
+    /// own sliced copy, the other readers keep the tensor.
+    pub reader_slices: BTreeMap<(usize, (usize, usize)), Keeps>,
     /// Integer tensors with new values.
     ints: BTreeMap<usize, Vec<i64>>,
     /// Shared integer tensors read with new values by one node: (node, input, tensor, values).
-    copies: Vec<(usize, usize, usize, Vec<i64>)>,
+    pub copies: Vec<(usize, usize, usize, Vec<i64>)>,
     /// (node, attribute, values, whether a list).
     attrs: Vec<(usize, &'static str, Vec<i64>, bool)>,
     /// Activations whose recorded shapes go stale.
@@ -90,15 +97,22 @@ pub(super) fn plan(model: &Model, analysis: &Analysis, removed: &[Vec<usize>]) -
             continue;
         }
         let rank = model.tensors()[cut.tensor].dims.len();
-        let axes = plan
-            .slices
-            .entry(cut.tensor)
-            .or_insert_with(|| vec![None; rank]);
+        let axes = match cut.reader {
+            None => plan
+                .slices
+                .entry(cut.tensor)
+                .or_insert_with(|| vec![None; rank]),
+            Some(reader) => plan
+                .reader_slices
+                .entry((cut.tensor, reader))
+                .or_insert_with(|| vec![None; rank]),
+        };
         let keep = axes[cut.axis].get_or_insert_with(|| vec![true; cut.owners.len()]);
         for (k, owner) in keep.iter_mut().zip(&cut.owners) {
             *k &= !removed_at(owner);
         }
     }
+    slice_shared_in_place(model, &mut plan);
     let graph = &model.graphs()[0];
     for recount in &analysis.recounts {
         match recount {
@@ -272,32 +286,30 @@ pub(super) fn write_tensor<'m>(
     }
 }
 
-/// Removes the shared initializers that every reader now reads a copy of.
-fn drop_copied(
+/// Tensor `t` (its values replaced first when `replaced` has them) sliced by `keeps`: its new
+/// dims and bytes.
+pub(super) fn sliced(
     model: &Model,
-    wire: &GraphWire,
-    copies: &[(usize, usize, usize, Vec<i64>)],
-    splice: &mut Splice,
-) {
-    let mut copied: BTreeMap<usize, usize> = BTreeMap::new();
-    for (_, _, tensor, _) in copies {
-        *copied.entry(*tensor).or_default() += 1;
-    }
-    for (t, count) in copied {
-        let tensor = &model.tensors()[t];
-        let readers = model
-            .graphs()
-            .iter()
-            .flat_map(|g| &g.nodes)
-            .flat_map(|n| &n.inputs)
-            .filter(|i| **i == tensor.name)
-            .count();
-        let declared = wire.inputs.iter().any(|v| v.name == tensor.name);
-        if count == readers && !declared && tensor.source == crate::model::Source::Initializer {
-            let parents = tensor.enclosing[..tensor.enclosing.len() - 1].to_vec();
-            splice.replace(tensor.field.clone(), Patch::Bytes(Vec::new()), parents);
-        }
-    }
+    t: usize,
+    keeps: &Keeps,
+    replaced: Option<&Vec<u8>>,
+) -> Result<(Vec<i64>, Vec<u8>)> {
+    let tensor = &model.tensors()[t];
+    let size = tensor
+        .dtype
+        .size()
+        .ok_or_else(|| Error::tensor(&tensor.name, "element type without a size"))?;
+    let dims: Vec<usize> = tensor.dims.iter().map(|&d| d as usize).collect();
+    let data = match replaced {
+        Some(values) => slice_elements(values, &dims, size, keeps),
+        None => slice_elements(&dense_bytes(model, tensor)?, &dims, size, keeps),
+    };
+    let shrunk = dims
+        .iter()
+        .zip(keeps)
+        .map(|(&d, k)| k.as_ref().map_or(d, |k| k.iter().filter(|&&x| x).count()) as i64)
+        .collect();
+    Ok((shrunk, data))
 }
 
 /// The splices that shrink `model`, and its parameter totals.
@@ -332,24 +344,18 @@ fn splices<'m>(
         .sum();
     let mut params_after = params_before;
     let mut new_dims: BTreeMap<&str, (i32, Vec<i64>)> = BTreeMap::new();
+    // Copies of shared tensors are sliced from the values refit gave them, if any.
+    let shared_replaced: BTreeMap<usize, Vec<u8>> = replaced
+        .iter()
+        .filter(|(t, _)| plan.reader_slices.keys().any(|(s, _)| s == *t))
+        .map(|(t, v)| (*t, v.clone()))
+        .collect();
     for (&t, keeps) in &plan.slices {
         let tensor = &model.tensors()[t];
-        let size = tensor
-            .dtype
-            .size()
-            .ok_or_else(|| Error::tensor(&tensor.name, "element type without a size"))?;
-        let dims: Vec<usize> = tensor.dims.iter().map(|&d| d as usize).collect();
-        let data = match replaced.remove(&t) {
-            Some(values) => slice_elements(&values, &dims, size, keeps),
-            None => slice_elements(&dense_bytes(model, tensor)?, &dims, size, keeps),
-        };
-        let shrunk: Vec<i64> = dims
-            .iter()
-            .zip(keeps)
-            .map(|(&d, k)| k.as_ref().map_or(d, |k| k.iter().filter(|&&x| x).count()) as i64)
-            .collect();
-        let elements = (data.len() / size) as u64;
-        params_after -= tensor.elements - elements;
+        let (shrunk, data) = sliced(model, t, keeps, replaced.remove(&t).as_ref())?;
+        if tensor.dtype.is_float() {
+            params_after -= tensor.elements - shrunk.iter().product::<i64>() as u64;
+        }
         write_tensor(model, t, &shrunk, data, &mut splice, &mut external);
         new_dims.insert(tensor.name.as_str(), (tensor.dtype.code(), shrunk));
     }
@@ -400,10 +406,8 @@ fn splices<'m>(
     for (node, sizes) in &plan.split_sizes {
         explicit_split(model, wire, *node, sizes, &mut splice);
     }
-    for (node, input, tensor, values) in &plan.copies {
-        own_copy(model, wire, (*node, *input), (*tensor, values), &mut splice);
-    }
-    drop_copied(model, wire, &plan.copies, &mut splice);
+    let (added, dropped) = write_copies(model, wire, &plan, &shared_replaced, &mut splice)?;
+    params_after = params_after + added - dropped;
     // Declared shapes: of changed weights (initializers listed as inputs, value_info of
     // weights) updated, of activations whose channels changed dropped.
     let declared = [
@@ -527,18 +531,28 @@ pub fn zeroed_bytes(
         Side::Producers => CutKind::Producer,
         Side::Consumers => CutKind::Consumer,
     };
-    let mut zero: BTreeMap<usize, Vec<Option<Vec<bool>>>> = BTreeMap::new();
-    for (cut, keeps) in plan(model, analysis, removed)
-        .slices
-        .iter()
-        .flat_map(|(t, keeps)| {
-            analysis
-                .cuts
-                .iter()
-                .filter(move |c| c.tensor == *t && c.kind == kind)
-                .map(move |c| (c, keeps))
-        })
-    {
+    let plan = plan(model, analysis, removed);
+    // A shared constant sliced in copies cannot be zeroed in place for one reader alone.
+    for (t, _) in plan.reader_slices.keys() {
+        if analysis
+            .cuts
+            .iter()
+            .any(|c| c.tensor == *t && c.kind == kind)
+        {
+            return Err(Error::tensor(
+                &model.tensors()[*t].name,
+                "read by several nodes that remove different channels: it has no zeroed form",
+            ));
+        }
+    }
+    let mut zero: BTreeMap<usize, Keeps> = BTreeMap::new();
+    for (cut, keeps) in plan.slices.iter().flat_map(|(t, keeps)| {
+        analysis
+            .cuts
+            .iter()
+            .filter(move |c| c.tensor == *t && c.kind == kind)
+            .map(move |c| (c, keeps))
+    }) {
         let rank = keeps.len();
         let axes = zero.entry(cut.tensor).or_insert_with(|| vec![None; rank]);
         axes[cut.axis] = keeps[cut.axis].clone();
