@@ -74,10 +74,20 @@ pub fn second_halves(analysis: &shrink::Analysis) -> Vec<Vec<usize>> {
 /// Shrinks the second half of every open group of `model` and checks the result computes what
 /// the original with those units' consumer weights zeroed computes, on `inputs`.
 pub fn assert_second_halves_shrink_as_masked(model: &Path, inputs: &Path) {
+    assert_shrinks_as_masked(model, inputs, second_halves);
+}
+
+/// Shrinks the channels `pick` chooses (per group) in `model` and checks the result computes
+/// what the original with those channels' consumer weights zeroed computes, on `inputs`.
+pub fn assert_shrinks_as_masked(
+    model: &Path,
+    inputs: &Path,
+    pick: impl Fn(&shrink::Analysis) -> Vec<Vec<usize>>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let loaded = Model::load(model).unwrap();
     let analysis = shrink::analyze(&loaded).unwrap();
-    let removed = second_halves(&analysis);
+    let removed = pick(&analysis);
     let (bytes, _) = shrink::shrink_bytes(&loaded, &analysis, &removed, &[]).unwrap();
     let masked =
         shrink::zeroed_bytes(&loaded, &analysis, &removed, shrink::Side::Consumers).unwrap();

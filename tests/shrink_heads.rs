@@ -9,7 +9,9 @@ use onnx_prune_core::Model;
 
 use crate::common::{arg, fixture, report_of, shrink_in};
 use crate::graph_diff::graph_diff;
-use crate::shrink_exporters::{assert_second_halves_shrink_as_masked, second_halves};
+use crate::shrink_exporters::{
+    assert_second_halves_shrink_as_masked, assert_shrinks_as_masked, second_halves,
+};
 use crate::shrink_layers::transformer_fixtures;
 
 fn dir() -> PathBuf {
@@ -47,17 +49,13 @@ fn attention_heads_of_each_export() {
             .iter()
             .map(|g| g.units() as u64)
             .collect();
-        let mut expected: Vec<u64> = facts["kv_heads"]
+        // (The dynamo Llama's layers read one repeat_kv shape: each gets its own copy.)
+        let expected: Vec<u64> = facts["kv_heads"]
             .as_array()
             .unwrap()
             .iter()
             .map(|h| h.as_u64().unwrap())
             .collect();
-        if name == "llama_dynamo.onnx" {
-            // Both layers' repeat_kv read one Expand shape and one Reshape target holding the
-            // KV head count: one count, so one group keeps the same KV heads in both layers.
-            expected.truncate(1);
-        }
         assert_eq!(heads, expected, "{name}: {}", analysis.describe());
         let hidden = facts["hidden_size"].as_u64().unwrap() as usize;
         for g in head_groups(&analysis) {
@@ -219,4 +217,40 @@ fn graph_after_removing_heads() {
         let diff = graph_diff(&std::fs::read(dir().join(name)).unwrap(), &bytes);
         insta::assert_snapshot!(format!("heads_{name}"), diff);
     }
+}
+
+/// KV head 1 of the first head group of `analysis` (layer 0 of a grouped-query Llama), and
+/// nothing else.
+fn second_kv_head_of_layer_0(analysis: &Analysis) -> Vec<Vec<usize>> {
+    let first = head_groups(analysis)[0].id;
+    analysis
+        .groups
+        .iter()
+        .map(|g| match g.id == first {
+            true => g.channels_of(1).collect(),
+            false => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn each_layer_of_the_dynamo_llama_counts_its_own_kv_heads() {
+    // Both layers' repeat_kv read one Expand shape and one Reshape target (Concats holding the
+    // KV and query head counts). With a KV head removed from layer 0 only, layer 1's Expands
+    // and Reshapes read copies of those Concats that keep its counts, and the shrunk model
+    // computes what the original does with that head's output-projection rows zeroed.
+    let name = "llama_dynamo.onnx";
+    let facts = transformer_fixtures()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap()
+        .1;
+    let inputs = dir().join(facts["inputs_file"].as_str().unwrap());
+    assert_shrinks_as_masked(&dir().join(name), &inputs, second_kv_head_of_layer_0);
+    let model = Model::load(dir().join(name)).unwrap();
+    let analysis = shrink::analyze(&model).unwrap();
+    let removed = second_kv_head_of_layer_0(&analysis);
+    let (bytes, _) = shrink::shrink_bytes(&model, &analysis, &removed, &[]).unwrap();
+    let diff = graph_diff(&std::fs::read(dir().join(name)).unwrap(), &bytes);
+    insta::assert_snapshot!("one_layer_loses_a_kv_head_llama_dynamo", diff);
 }

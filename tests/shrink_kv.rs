@@ -50,14 +50,9 @@ fn kv_cache_heads_stay_whole_unless_the_interface_may_change() {
             );
         }
         let open = shrink::analyze_with(&model, Interface::MayChange).unwrap();
-        // Two KV heads per layer, each with its two query heads; the dynamo export reads one
-        // repeat_kv shape for both layers, so one group keeps the same KV heads in both.
-        let expected = if name.contains("dynamo") {
-            vec![2]
-        } else {
-            vec![2, 2]
-        };
-        assert_eq!(head_units(&open), expected, "{name}: {}", open.describe());
+        // Two KV heads per layer, each with its two query heads (the dynamo export's one
+        // repeat_kv shape for both layers gets a copy for the second).
+        assert_eq!(head_units(&open), vec![2, 2], "{name}: {}", open.describe());
         insta::assert_snapshot!(format!("kv_groups_{name}"), open.describe());
     }
 }

@@ -88,6 +88,16 @@ pub(crate) enum Recount {
         tensor: usize,
         counts: Vec<Count>,
     },
+    /// A shape computation other readers share (the dynamo exporter's one `repeat_kv` shape
+    /// for every layer) whose constant input `at` counts heads: input `input` of `reader`
+    /// reads its own copy of node `node`, whose constant `tensor` holds `counts`.
+    NodeCopy {
+        reader: (usize, usize),
+        node: usize,
+        at: usize,
+        tensor: usize,
+        counts: Vec<Count>,
+    },
     /// Sizes for a Split that splits equally without giving them: added when they change (an
     /// input from opset 13, the `split` attribute before), replacing `num_outputs`.
     SplitSizes { node: usize, counts: Vec<Count> },
@@ -489,6 +499,7 @@ impl<'m> Builder<'m> {
                 Recount::Ints { counts, .. }
                 | Recount::Tensor { counts, .. }
                 | Recount::Input { counts, .. }
+                | Recount::NodeCopy { counts, .. }
                 | Recount::SplitSizes { counts, .. } => counts,
             };
             for count in counts {

@@ -1,21 +1,24 @@
 //! Constants that several nodes read and the shrink changes for some of them only: integer
-//! counts (Split sizes, Reshape targets) recounted for one reader, and float per-channel
-//! operands (biases, scales, normalisation parameters) sliced for one reader. Each such reader
+//! counts (Split sizes, Reshape targets) recounted for one reader, float per-channel
+//! operands (biases, scales, normalisation parameters) sliced for one reader, and shape
+//! computations (a `Concat` of shape pieces) whose head count differs between readers. Each such reader
 //! gets its own copy, a new initializer named `<tensor>_shrink_<node output>`; the other readers
 //! keep the shared tensor, which goes once no node reads it. A shared float constant that every
 //! reader slices alike is sliced where it lives instead.
 
 use std::collections::BTreeMap;
 
-use onnx_splice::{Patch, Splice};
+use onnx_splice::{fields, Patch, Splice};
 
 use crate::error::Result;
 use crate::model::{Model, Source};
-use crate::proto::DataType;
+use crate::proto::{self, DataType};
 
-use super::encode::own_copy;
+use super::analyze::{Count, Recount};
+use super::encode::{int_initializer, message, own_copy};
 use super::save::{sliced, Keeps, Plan};
 use super::wire::GraphWire;
+use super::Analysis;
 
 /// How many node inputs (any graph) read tensor `t`.
 fn readers(model: &Model, t: usize) -> usize {
@@ -122,4 +125,131 @@ fn drop_copied(
         }
     }
     dropped
+}
+
+/// A copy of a shared shape computation: node `node` again, its constant input `at` (tensor
+/// `tensor`) holding `values`, read by `readers` (node, input).
+pub(super) struct NodeCopy {
+    node: usize,
+    at: usize,
+    tensor: usize,
+    values: Vec<i64>,
+    readers: Vec<(usize, usize)>,
+}
+
+/// The copies of shared shape computations the readers of [`Recount::NodeCopy`] need: none
+/// for a reader whose values are those the shared node gets, one per distinct set of values
+/// for the others.
+pub(super) fn node_copies(analysis: &Analysis, count: &dyn Fn(&Count) -> i64) -> Vec<NodeCopy> {
+    // Readers by (node, constant input, tensor, values).
+    type Key = (usize, usize, usize, Vec<i64>);
+    let mut copies: BTreeMap<Key, Vec<(usize, usize)>> = BTreeMap::new();
+    for recount in &analysis.recounts {
+        let Recount::NodeCopy {
+            reader,
+            node,
+            at,
+            tensor,
+            counts,
+        } = recount
+        else {
+            continue;
+        };
+        let values: Vec<i64> = counts.iter().map(count).collect();
+        // What the shared node's constant becomes (its own recount).
+        let shared = analysis.recounts.iter().find_map(|r| match r {
+            Recount::Input {
+                node: n,
+                input,
+                counts,
+                ..
+            } if n == node && input == at => Some(counts),
+            Recount::Tensor { tensor: t, counts } if t == tensor => Some(counts),
+            _ => None,
+        });
+        let shared: Option<Vec<i64>> = shared.map(|c| c.iter().map(count).collect());
+        if shared.as_ref() != Some(&values) {
+            copies
+                .entry((*node, *at, *tensor, values))
+                .or_default()
+                .push(*reader);
+        }
+    }
+    copies
+        .into_iter()
+        .map(|((node, at, tensor, values), readers)| NodeCopy {
+            node,
+            at,
+            tensor,
+            values,
+            readers,
+        })
+        .collect()
+}
+
+/// Writes each copy of a shared shape computation: the node again, right after it, with its
+/// constant input replaced by a new initializer of the copy's values and its output (and name)
+/// suffixed with `_shrink_<first reader's output>`; its readers read that output.
+pub(super) fn copy_nodes(model: &Model, wire: &GraphWire, plan: &Plan, splice: &mut Splice) {
+    let graph = &model.graphs()[0];
+    let bytes = model.bytes();
+    for copy in &plan.node_copies {
+        let NodeCopy {
+            node,
+            at,
+            tensor,
+            values,
+            readers,
+        } = copy;
+        let suffix = format!("_shrink_{}", graph.nodes[readers[0].0].outputs[0]);
+        let shared = &model.tensors()[*tensor];
+        let constant = format!("{}{suffix}", shared.name);
+        let int32 = shared.dtype == DataType::Other(6);
+        let field = int_initializer(&constant, &shared.dims, values, int32);
+        let end = wire.graph.payload_end;
+        splice.replace(end..end, Patch::Bytes(field), vec![wire.graph]);
+        let original = &graph.nodes[*node];
+        let output = format!("{}{suffix}", original.outputs[0]);
+        let n = &wire.nodes[*node];
+        let mut payload = Vec::new();
+        let mut input = 0;
+        let parts = fields(
+            &bytes[n.field.payload_start..n.field.payload_end],
+            n.field.payload_start,
+        );
+        for f in parts.filter_map(|f| f.ok()) {
+            match f.number {
+                proto::node::INPUT => {
+                    match input == *at {
+                        true => message(f.number, constant.as_bytes(), &mut payload),
+                        false => payload.extend_from_slice(&bytes[f.span.clone()]),
+                    }
+                    input += 1;
+                }
+                proto::node::OUTPUT => message(f.number, output.as_bytes(), &mut payload),
+                proto::node::NAME => {
+                    let name = format!("{}{suffix}", original.name);
+                    message(f.number, name.as_bytes(), &mut payload);
+                }
+                _ => payload.extend_from_slice(&bytes[f.span.clone()]),
+            }
+        }
+        let mut field = Vec::new();
+        message(proto::graph::NODE, &payload, &mut field);
+        splice.replace(
+            n.span.end..n.span.end,
+            Patch::Bytes(field),
+            vec![wire.graph],
+        );
+        for &(reader, input) in readers {
+            let r = &wire.nodes[reader];
+            let mut field = Vec::new();
+            message(proto::node::INPUT, output.as_bytes(), &mut field);
+            splice.replace(
+                r.inputs[input].clone(),
+                Patch::Bytes(field),
+                vec![wire.graph, r.field],
+            );
+        }
+    }
 }

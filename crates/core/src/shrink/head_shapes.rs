@@ -5,7 +5,7 @@
 
 use num_integer::lcm;
 
-use super::analyze::{Builder, Count};
+use super::analyze::{Builder, Count, Recount};
 use super::heads::{head_axis, merge};
 use super::layout::{Flat, Head, Layout, Owner};
 use super::shape_expr::{elements, Place, Sym};
@@ -112,14 +112,58 @@ fn recount(b: &mut Builder, place: Place, owners: Vec<Owner>) -> Option<()> {
 }
 
 /// Records that the head count at `place` follows the heads of `heads`; a place read for
-/// other heads too merges them (one count, the same heads kept). False when they cannot merge.
+/// other heads too merges them (one count, the same heads kept), unless the current node
+/// reads it through a shared shape computation it can have a copy of. False when they cannot
+/// merge.
 fn count_place(b: &mut Builder, place: Place, heads: &Layout) -> bool {
     let key = (place.node, place.input, place.index);
     if let Some(first) = b.head_counts.get(&key).cloned() {
+        let roots = |l: &Layout, b: &Builder| -> Vec<usize> {
+            let mut roots: Vec<usize> = l.groups().map(|g| b.find(g)).collect();
+            roots.sort_unstable();
+            roots.dedup();
+            roots
+        };
+        let (theirs, ours) = (roots(&first, b), roots(heads, b));
+        if ours.iter().all(|r| !theirs.contains(r)) && copy_shape(b, place, heads).is_some() {
+            return true;
+        }
         return merge(b, &first, heads);
     }
     b.head_counts.insert(key, heads.clone());
     recount(b, place, position_owners(heads)).is_some()
+}
+
+/// When the current node reads its shape (input 1) straight from node `place.node`, which
+/// other nodes read too, records that it reads a copy of that node whose head count follows
+/// `heads`: each layer's `repeat_kv` gets its own count, so its heads stay its own.
+fn copy_shape(b: &mut Builder, place: Place, heads: &Layout) -> Option<()> {
+    let graph = &b.model.graphs()[0];
+    let reader = b.here.0;
+    let shape = graph.nodes[reader].inputs.get(1)?;
+    if place.node == reader || b.producer_of(shape) != Some(place.node) {
+        return None;
+    }
+    let name = &graph.nodes[place.node].inputs[place.input];
+    let tensor = b.const_index(name)?;
+    let owners = position_owners(heads);
+    let counts = b
+        .const_ints(name)?
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match i == place.index {
+            true => Count::Kept(owners.clone()),
+            false => Count::Fixed(v),
+        })
+        .collect();
+    b.recounts.push(Recount::NodeCopy {
+        reader: (reader, 1),
+        node: place.node,
+        at: place.input,
+        tensor,
+        counts,
+    });
+    Some(())
 }
 
 /// Back to channels (`[.., H, D]` → `[.., H·D]`), into the batch (`[B, H, S, D]` →

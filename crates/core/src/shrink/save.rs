@@ -19,7 +19,7 @@ use crate::write::{
 };
 
 use super::analyze::{Count, CutKind, Recount};
-use super::copies::{slice_shared_in_place, write_copies};
+use super::copies::{copy_nodes, node_copies, slice_shared_in_place, write_copies, NodeCopy};
 use super::encode::{explicit_split, packed_ints, value_info, varint_field};
 use super::external::{bytes_before_after, lay_out};
 use super::layout::Owner;
@@ -61,6 +61,8 @@ pub(super) struct Plan {
     stale: BTreeSet<String>,
     /// Split nodes that get explicit sizes.
     split_sizes: Vec<(usize, Vec<i64>)>,
+    /// Copies of shared shape computations.
+    pub node_copies: Vec<NodeCopy>,
 }
 
 pub(super) fn plan(model: &Model, analysis: &Analysis, removed: &[Vec<usize>]) -> Plan {
@@ -153,8 +155,10 @@ pub(super) fn plan(model: &Model, analysis: &Analysis, removed: &[Vec<usize>]) -
                     plan.copies.push((*node, *input, *tensor, values));
                 }
             }
+            Recount::NodeCopy { .. } => {}
         }
     }
+    plan.node_copies = node_copies(analysis, &count);
     for (name, groups) in &analysis.activations {
         if groups.iter().any(|&g| gone[g].iter().any(|&x| x)) {
             plan.stale.insert(name.clone());
@@ -407,6 +411,7 @@ fn splices<'m>(
         explicit_split(model, wire, *node, sizes, &mut splice);
     }
     let (added, dropped) = write_copies(model, wire, &plan, &shared_replaced, &mut splice)?;
+    copy_nodes(model, wire, &plan, &mut splice);
     params_after = params_after + added - dropped;
     // Declared shapes: of changed weights (initializers listed as inputs, value_info of
     // weights) updated, of activations whose channels changed dropped.
