@@ -14,6 +14,7 @@ mod help;
 mod hostile;
 mod in_place;
 mod inspect;
+mod layers_budget;
 mod macs;
 mod packaging;
 mod past_2gib;

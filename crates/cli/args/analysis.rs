@@ -6,11 +6,16 @@ use clap::Args;
 
 use super::{CalibrationFlags, CheckFlags, JobsFlag, OutputArgs, SampleFlags};
 
+/// The sparsities `sensitivity` tries unless told.
+pub const DEFAULT_SPARSITIES: &str = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9";
+
 /// What `sensitivity` prunes at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StructureArg {
     Weights,
     Channels,
+    Heads,
+    Layers,
 }
 
 #[derive(Debug, Args)]
@@ -101,14 +106,16 @@ pub struct SensitivityArgs {
     #[arg(
         long,
         value_name = "LIST",
-        default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+        default_value = DEFAULT_SPARSITIES
     )]
     pub sparsities: String,
 
     /// `weights`: each weight pruned alone (zeros, by --method and --pattern). `channels`:
     /// each open channel group shrunk alone, its least important channels removed as `shrink
     /// --sparsity` removes them (see `shrink --help`); with --calibration, ranked by their
-    /// consumers' activations and the consumers refitted.
+    /// consumers' activations and the consumers refitted. `heads`: the same for the attention
+    /// head groups only, a head at a time. `layers`: each layer of the residual stream dropped
+    /// alone (see `shrink --drop-layers`), one column.
     #[arg(long, value_enum, default_value = "weights")]
     pub structure: StructureArg,
 

@@ -10,10 +10,10 @@ mod examples;
 mod prune;
 mod shrink;
 
-pub use analysis::{ReplayArgs, SensitivityArgs, StructureArg};
+pub use analysis::{ReplayArgs, SensitivityArgs, StructureArg, DEFAULT_SPARSITIES};
 pub use check::{CheckArgs, CheckFlags, SampleFlags};
 pub use prune::{CalibrationFlags, MethodArg, OrderArg, PruneArgs, ScopeArg};
-pub use shrink::{ShrinkArgs, ShrinkScopeArg};
+pub use shrink::{DropLayersArg, ShrinkArgs, ShrinkScopeArg};
 
 /// What `--version` prints after the name: this version and the tract version that runs the
 /// models (read from Cargo.lock by build.rs).

@@ -80,9 +80,16 @@ pub struct ShrinkArgs {
     /// attention block of the residual stream with the blocks after it (its FFN); --dry-run
     /// lists the layers found and their influence.
     ///
+    /// `auto`: drop the 1, 2, ... least influential layers while the check passes (its
+    /// tolerances and --inputs as for --sparsity auto), write the most that pass and check
+    /// them once more.
+    ///
     /// Example: --drop-layers 2 --calibration calib.npz
-    #[arg(long, value_name = "N", value_parser = parse_drop_layers)]
-    pub drop_layers: Option<usize>,
+    ///
+    /// Example: --drop-layers auto --calibration calib.npz --inputs test.npz --labels
+    /// test.npz:labels --max-accuracy-drop 0.01
+    #[arg(long, value_name = "N|auto", value_parser = parse_drop_layers)]
+    pub drop_layers: Option<DropLayersArg>,
 
     /// Keep only these token ids' rows of the embedding table (repeatable; the lists add up):
     /// a text file of integers (one per line or whitespace-separated) or a .npy of integers,
@@ -159,13 +166,23 @@ impl ShrinkArgs {
     }
 }
 
-/// `--drop-layers N`: a count (the `auto` form waits for the budget search).
-fn parse_drop_layers(text: &str) -> Result<usize, String> {
+/// `--drop-layers N|auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropLayersArg {
+    /// Drop this many layers.
+    Count(usize),
+    /// As many as the check allows.
+    Auto,
+}
+
+/// `--drop-layers N|auto`: a count, or `auto` for the budget search.
+fn parse_drop_layers(text: &str) -> Result<DropLayersArg, String> {
     if text == "auto" {
-        return Err("`auto` is not available yet: give the number of layers to drop".into());
+        return Ok(DropLayersArg::Auto);
     }
     text.parse()
-        .map_err(|_| format!("`{text}` is not a number of layers"))
+        .map(DropLayersArg::Count)
+        .map_err(|_| format!("`{text}` is not a number of layers (or `auto`)"))
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -145,7 +145,7 @@ fn auto(
     if pattern.fixed_sparsity().is_some() {
         bail!("--pattern {pattern} fixes the sparsity; --sparsity auto varies it");
     }
-    let (options, metric) = search_check(&args.check_flags)?;
+    let (options, metric) = search_check(&args.check_flags, "--sparsity auto")?;
     let max_evaluations = max_evaluations(args.max_evaluations)?;
     let output = args.output.as_deref().expect("refused without -o");
     let model = Model::load(&args.model)?;

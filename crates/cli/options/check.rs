@@ -103,11 +103,11 @@ const TOLERANCES: [&str; 5] = [
 /// The check options of a budget search, and the metric its curves measure. Only the
 /// tolerances given hold (a default, cosine 0.99, would otherwise cap a search the user
 /// bounded by accuracy), and at least one must be given.
-pub fn search_check(flags: &CheckFlags) -> Result<(CheckOptions, Metric)> {
+pub fn search_check(flags: &CheckFlags, search: &str) -> Result<(CheckOptions, Metric)> {
     let given = flags.given();
     if !TOLERANCES.iter().any(|t| given.contains(t)) {
         bail!(
-            "--sparsity auto needs a tolerance to hold: give one of {} (e.g. \
+            "{search} needs a tolerance to hold: give one of {} (e.g. \
              --max-accuracy-drop 0.01 with --labels)",
             TOLERANCES.join(", ")
         );

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use onnx_prune_core::shrink::vocab::{self, VocabRequest};
 use onnx_prune_core::Model;
 
-use crate::args::{ShrinkArgs, SparsityArg};
+use crate::args::{DropLayersArg, ShrinkArgs, SparsityArg};
 use crate::files::Files;
 
 /// The vocabulary request: the input whose table it is (when named) and the ids.
@@ -20,7 +20,7 @@ pub struct VocabFlags {
 
 /// What `--drop-layers` and `--vocab` ask for, validated.
 pub struct Passes {
-    /// `--drop-layers N`.
+    /// `--drop-layers N` (`auto` is a search of its own, not a pass).
     pub drop_layers: Option<usize>,
     /// `--vocab`/`--vocab-from` with `--keep-token` and `--unknown-token`.
     pub vocab: Option<VocabFlags>,
@@ -41,8 +41,8 @@ impl Passes {
     pub fn check_flags(args: &ShrinkArgs) -> Result<()> {
         let auto = args.sparsity == Some(SparsityArg::Auto);
         let asks_vocab = !args.vocab.is_empty() || !args.vocab_from.is_empty();
-        if let Some(n) = args.drop_layers {
-            if n == 0 {
+        if let Some(drop) = args.drop_layers {
+            if drop == DropLayersArg::Count(0) {
                 bail!("--drop-layers must be at least 1");
             }
             if args.calibration.is_empty() {
@@ -54,6 +54,12 @@ impl Passes {
         }
         if auto && (args.drop_layers.is_some() || asks_vocab) {
             bail!("--drop-layers and --vocab do not combine with --sparsity auto yet");
+        }
+        if args.drop_layers == Some(DropLayersArg::Auto) && args.sparsity.is_some() {
+            bail!(
+                "--drop-layers auto searches layers alone: drop --sparsity, or give \
+                 --drop-layers N with it"
+            );
         }
         if !asks_vocab && (!args.keep_token.is_empty() || args.unknown_token.is_some()) {
             bail!(
@@ -114,7 +120,10 @@ impl Passes {
             None
         };
         Ok(Passes {
-            drop_layers: args.drop_layers,
+            drop_layers: match args.drop_layers {
+                Some(DropLayersArg::Count(n)) => Some(n),
+                _ => None,
+            },
             vocab,
         })
     }

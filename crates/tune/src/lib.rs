@@ -46,6 +46,7 @@ pub mod budget;
 mod channels;
 mod error;
 mod groups;
+mod layers;
 mod macs;
 mod metric;
 mod planner;
@@ -58,6 +59,9 @@ pub use baseline::Baseline;
 pub use channels::{ChannelCalibration, Removal};
 pub use error::{Error, Result};
 pub use groups::{allocation, group_units, measure_groups, GroupUnit};
+pub use layers::{
+    layer_units, measure_layers, search_layers, LayerSearch, LayerUnit, LayersFound, LayersTried,
+};
 pub use macs::{free_inputs, macs, macs_before_after, MacCount};
 pub use metric::Metric;
 pub use planner::Planner;

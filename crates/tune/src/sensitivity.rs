@@ -34,6 +34,10 @@ pub enum Structure {
     Weights,
     /// Channel groups, whole channels at a time.
     Channels,
+    /// Attention head groups, whole heads at a time.
+    Heads,
+    /// Layers of the residual stream, one whole layer at a time.
+    Layers,
 }
 
 /// The result of a sensitivity analysis.
@@ -43,7 +47,8 @@ pub struct Sensitivity {
     pub metric: Metric,
     /// What was pruned at a time.
     pub structure: Structure,
-    /// How: `magnitude`, `wanda`, `sparsegpt` (weights) or `group_l2` (channels).
+    /// How: `magnitude`, `wanda`, `sparsegpt` (weights), `group_l2` or `activation`
+    /// (channels, heads) or `drop` (layers).
     pub method: &'static str,
     /// The pattern weights were pruned with (none for channels).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,6 +99,9 @@ impl Sensitivity {
             Some(pattern) if self.method == "magnitude" => pattern.clone(),
             Some(pattern) => format!("{}, {pattern}", self.method),
             None if self.method == "activation" => "activations, refitted".to_string(),
+            None if self.structure == Structure::Layers => {
+                "the layer's input passed on".to_string()
+            }
             None => "group L2 norm".to_string(),
         }
     }
@@ -102,6 +110,8 @@ impl Sensitivity {
     pub fn unit(&self) -> &'static str {
         match self.structure {
             Structure::Channels => "channel group",
+            Structure::Heads => "head group",
+            Structure::Layers => "layer",
             Structure::Weights => "weight",
         }
     }

@@ -1,6 +1,9 @@
 //! `onnx-prune shrink`: flags to a request, then the layer and vocabulary passes (with
 //! `--drop-layers`, `--vocab`), then analyse, choose, refit, write, check and report; with
-//! `--sparsity auto`, the budget search of the tune library instead.
+//! `--sparsity auto`, the budget search of the tune library instead; with `--drop-layers
+//! auto`, the layer search ([`layers_auto`]).
+
+mod layers_auto;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -17,7 +20,7 @@ use onnx_prune_tune::{
 use onnx_prune_verify::Calibration;
 use tempfile::TempDir;
 
-use crate::args::{ShrinkArgs, ShrinkScopeArg, SparsityArg};
+use crate::args::{DropLayersArg, ShrinkArgs, ShrinkScopeArg, SparsityArg};
 use crate::files::{preflight_check, source_path, Files};
 use crate::options::{
     check_calibration_flags, check_options_if, max_evaluations, regexes, search_check, shapes,
@@ -39,6 +42,9 @@ pub fn run(args: ShrinkArgs) -> Result<ExitCode> {
     let interface = shrink_interface(&args)?;
     if args.sparsity == Some(SparsityArg::Auto) {
         return auto(args);
+    }
+    if args.drop_layers == Some(DropLayersArg::Auto) {
+        return layers_auto::run(args);
     }
     if args.max_evaluations.is_some() {
         bail!("--max-evaluations bounds the search of --sparsity auto; it has no effect here");
@@ -418,7 +424,7 @@ fn refuse_with_auto(args: &ShrinkArgs) -> Result<()> {
 /// largest allocation that passes the check searched, written and checked once more.
 fn auto(args: ShrinkArgs) -> Result<ExitCode> {
     refuse_with_auto(&args)?;
-    let (options, metric) = search_check(&args.check_flags)?;
+    let (options, metric) = search_check(&args.check_flags, "--sparsity auto")?;
     let max_evaluations = max_evaluations(args.max_evaluations)?;
     let output = args
         .output
