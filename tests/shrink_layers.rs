@@ -286,7 +286,7 @@ fn bad_input_exits_2_and_writes_nothing() {
     );
     refused(
         &[vit, "--drop-layers", "auto", "--calibration", calibration],
-        "`auto` is not available yet",
+        "--drop-layers auto needs a tolerance",
     );
     refused(
         &[

@@ -81,13 +81,12 @@ pub struct ShrinkArgs {
     /// lists the layers found and their influence.
     ///
     /// `auto`: drop the 1, 2, ... least influential layers while the check passes (its
-    /// tolerances and --inputs as for --sparsity auto), write the most that pass and check
-    /// them once more.
+    /// tolerances, --inputs and --labels as for --sparsity auto), write the most that pass
+    /// and check them once more.
     ///
     /// Example: --drop-layers 2 --calibration calib.npz
     ///
-    /// Example: --drop-layers auto --calibration calib.npz --inputs test.npz --labels
-    /// test.npz:labels --max-accuracy-drop 0.01
+    /// Example: --drop-layers auto --calibration calib.npz --min-cosine 0.99
     #[arg(long, value_name = "N|auto", value_parser = parse_drop_layers)]
     pub drop_layers: Option<DropLayersArg>,
 

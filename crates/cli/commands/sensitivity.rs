@@ -172,9 +172,13 @@ fn finish(
 }
 
 /// The flags with no effect on `--structure layers`, each with whether it was given.
-fn ignored_by_layers(args: &SensitivityArgs) -> [(bool, &'static str); 6] {
+fn ignored_by_layers(args: &SensitivityArgs) -> [(bool, &'static str); 7] {
     let flags = &args.calibration;
     [
+        (
+            args.plot.is_some(),
+            "--plot (one column: the table says it all)",
+        ),
         (args.sparsities != DEFAULT_SPARSITIES, "--sparsities"),
         (args.pattern != "unstructured", "--pattern"),
         (args.min_params != DEFAULT_MIN_PARAMS, "--min-params"),

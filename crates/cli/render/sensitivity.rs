@@ -2,19 +2,23 @@
 
 use onnx_prune_tune::search::Line;
 use onnx_prune_tune::Searched;
-use onnx_prune_tune::Sensitivity;
+use onnx_prune_tune::{Sensitivity, Structure};
 
 use super::table;
 
 /// The human-readable form: units down, sparsities across, the metric in percentage points.
 pub fn render_sensitivity(result: &Sensitivity) -> String {
+    let layers = result.structure == Structure::Layers;
     let mut header = vec![result.unit().to_string(), "params".to_string()];
-    header.extend(
-        result
-            .sparsities
-            .iter()
-            .map(|s| format!("{:.0}%", 100.0 * s)),
-    );
+    match layers {
+        true => header.push("dropped".to_string()),
+        false => header.extend(
+            result
+                .sparsities
+                .iter()
+                .map(|s| format!("{:.0}%", 100.0 * s)),
+        ),
+    }
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let rows = result
         .weights
@@ -26,8 +30,12 @@ pub fn render_sensitivity(result: &Sensitivity) -> String {
         })
         .collect();
     let right: Vec<usize> = (1..header.len()).collect();
+    let (by, done) = match layers {
+        true => ("", "dropped"),
+        false => (" by sparsity", "pruned"),
+    };
     format!(
-        "{} by sparsity, in percentage points ({} samples, {}), one {} pruned at a time\n\n{}",
+        "{}{by}, in percentage points ({} samples, {}), one {} {done} at a time\n\n{}",
         result.metric.label(),
         result.samples,
         result.how(),
