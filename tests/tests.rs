@@ -32,4 +32,5 @@ mod shrink_layers;
 mod shrink_on_disk;
 mod shrink_refit;
 mod shrink_vocab;
+mod suffix;
 mod trust;

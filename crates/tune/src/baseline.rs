@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use onnx_prune_core::{Edit, Model};
-use onnx_prune_verify::{CheckOptions, CheckReport, Keep, Reference, Swappable};
+use onnx_prune_verify::{CheckOptions, CheckReport, Keep, Reference, Suffix, Swappable};
 
 use crate::error::Result;
 
@@ -48,6 +48,19 @@ impl Baseline {
         edits: &[Edit],
     ) -> Result<Option<CheckReport>> {
         Ok(self.reference.compare_swapped(swappable, edits)?)
+    }
+
+    /// Calls `each(w, suffix)` for every weight `w` of `tensors` (indices in
+    /// [`Model::tensors`] of the reference's `model`) whose candidates can run from that
+    /// weight on, in parallel: the results by weight, `None` for a weight whose candidates
+    /// must be compared whole (see [`Reference::each_suffix`]).
+    pub fn each_suffix<T: Send>(
+        &self,
+        model: &Model,
+        tensors: &[usize],
+        each: impl Fn(usize, &Suffix) -> Result<T> + Sync,
+    ) -> Result<Vec<Option<T>>> {
+        self.reference.each_suffix(model, tensors, each)
     }
 
     /// Checks `candidate` (a model loaded, or prepared and not yet in place) against the

@@ -2,6 +2,7 @@
 //! each sparsity, checked against the dense model. The curves say what each unit costs, and a
 //! budget search draws per-unit sparsities from them.
 
+use std::borrow::Borrow;
 use std::path::Path;
 
 use onnx_prune_core::prune::{Pattern, PruneConfig};
@@ -126,11 +127,21 @@ pub(crate) fn each_candidate(
     (what, progress): (&'static str, &dyn Progress),
     check: impl Fn(usize, usize, &Path) -> Result<CheckReport> + Sync,
 ) -> Result<Vec<CheckReport>> {
-    let scratch = tempfile::tempdir().map_err(Error::Scratch)?;
     let jobs: Vec<(usize, usize)> = (0..units)
         .flat_map(|u| (0..sparsities.len()).map(move |s| (u, s)))
         .collect();
     progress.steps(what, jobs.len() as u64);
+    check_each(&jobs, progress, check)
+}
+
+/// Runs `check(unit, sparsity, scratch path)` for each of `jobs`, in parallel, counting the
+/// checks on `progress`: the reports in the order of `jobs`.
+fn check_each(
+    jobs: &[(usize, usize)],
+    progress: &dyn Progress,
+    check: impl Fn(usize, usize, &Path) -> Result<CheckReport> + Sync,
+) -> Result<Vec<CheckReport>> {
+    let scratch = tempfile::tempdir().map_err(Error::Scratch)?;
     jobs.par_iter()
         .map(|&(u, s)| {
             let candidate = scratch.path().join(format!("u{u}_s{s}.onnx"));
@@ -144,19 +155,22 @@ pub(crate) fn each_candidate(
 
 /// Checks the planner's model against `baseline` with each selected weight alone pruned at
 /// each sparsity, in parallel, counting the checks on `progress`: the report of weight `w` at
-/// sparsity `s` is at `w * sparsities.len() + s`. The model is loaded once with the selected
-/// weights as inputs and each candidate runs there, fed its pruned values; a candidate that
-/// changes more than them (a bias correction) is written and loaded as a file.
+/// sparsity `s` is at `w * sparsities.len() + s`. Each weight's candidates run from that
+/// weight on, the dense values before it kept ([`Baseline::each_suffix`]); those that cannot
+/// run in the model loaded once with the selected weights as inputs, fed their pruned values,
+/// and a candidate that changes more than them (a bias correction) is written and loaded as a
+/// file.
 pub fn measure_weights(
     planner: &Planner,
     baseline: &Baseline,
     (selected, sparsities, pattern): (&[&Weight], &[f64], Pattern),
     progress: &dyn Progress,
 ) -> Result<Vec<CheckReport>> {
-    let swappable = baseline.swappable(planner.model(), &tensors_of(selected));
-    measure_swapped(
+    measure(
         planner,
-        (baseline, swappable.as_ref()),
+        (baseline, || {
+            baseline.swappable(planner.model(), &tensors_of(selected))
+        }),
         (selected, sparsities, pattern),
         progress,
     )
@@ -167,36 +181,87 @@ pub(crate) fn tensors_of(selected: &[&Weight]) -> Vec<usize> {
     selected.iter().map(|w| w.tensor).collect()
 }
 
-/// [`measure_weights`] with candidates run in `swappable` where they can.
+/// [`measure_weights`] with `swappable` for the candidates that cannot run from their weight
+/// on.
 pub(crate) fn measure_swapped(
     planner: &Planner,
     (baseline, swappable): (&Baseline, Option<&Swappable>),
     (selected, sparsities, pattern): (&[&Weight], &[f64], Pattern),
     progress: &dyn Progress,
 ) -> Result<Vec<CheckReport>> {
-    each_candidate(
-        (selected.len(), sparsities),
-        ("pruning one weight at a time and running tract", progress),
-        |w, s, candidate| {
-            let config = PruneConfig {
-                sparsity: sparsities[s],
-                pattern,
-                ..PruneConfig::default()
-            };
-            let plan = planner.plan(&selected[w..=w], &config)?;
+    measure(
+        planner,
+        (baseline, || swappable),
+        (selected, sparsities, pattern),
+        progress,
+    )
+}
+
+/// [`measure_weights`], the model with the selected weights as inputs made by `swappable`
+/// only if some candidate cannot run from its weight on.
+fn measure<S: Borrow<Swappable>>(
+    planner: &Planner,
+    (baseline, swappable): (&Baseline, impl FnOnce() -> Option<S>),
+    (selected, sparsities, pattern): (&[&Weight], &[f64], Pattern),
+    progress: &dyn Progress,
+) -> Result<Vec<CheckReport>> {
+    let count = sparsities.len();
+    progress.steps(
+        "pruning one weight at a time and running tract",
+        (selected.len() * count) as u64,
+    );
+    let edits = |w: usize, s: usize| -> Result<Vec<Edit>> {
+        let config = PruneConfig {
+            sparsity: sparsities[s],
+            pattern,
+            ..PruneConfig::default()
+        };
+        Ok(planner.plan(&selected[w..=w], &config)?.edits)
+    };
+    let context =
+        |w: usize, s: usize| format!("checking `{}` at {}", selected[w].id, sparsities[s]);
+    let model = planner.model();
+    let by_weight = baseline.each_suffix(model, &tensors_of(selected), |w, suffix| {
+        (0..count)
+            .into_par_iter()
+            .map(|s| {
+                let report = suffix
+                    .compare(&edits(w, s)?)
+                    .map_err(|e| Error::from(e).context(context(w, s)))?;
+                if report.is_some() {
+                    progress.step();
+                }
+                Ok(report)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut reports: Vec<Option<CheckReport>> = by_weight
+        .into_iter()
+        .flat_map(|r| r.unwrap_or_else(|| (0..count).map(|_| None).collect()))
+        .collect();
+    let rest: Vec<(usize, usize)> = (0..reports.len())
+        .filter(|&at| reports[at].is_none())
+        .map(|at| (at / count, at % count))
+        .collect();
+    if !rest.is_empty() {
+        let swappable = swappable();
+        let swappable = swappable.as_ref().map(Borrow::borrow);
+        let checked = check_each(&rest, progress, |w, s, candidate| {
             check_plan(
                 (baseline, swappable),
-                (planner.model(), &plan.edits, Storage::Dense),
+                (model, &edits(w, s)?, Storage::Dense),
                 candidate,
             )
-            .map_err(|e| {
-                e.context(format!(
-                    "checking `{}` at {}",
-                    selected[w].id, sparsities[s]
-                ))
-            })
-        },
-    )
+            .map_err(|e| e.context(context(w, s)))
+        })?;
+        for ((w, s), report) in rest.into_iter().zip(checked) {
+            reports[w * count + s] = Some(report);
+        }
+    }
+    Ok(reports
+        .into_iter()
+        .map(|r| r.expect("every candidate is checked"))
+        .collect())
 }
 
 /// Checks `model` changed by `edits` against `baseline`: run in `swappable` when it swaps

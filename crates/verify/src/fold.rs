@@ -147,7 +147,7 @@ impl Undecided {
     }
 }
 
-fn data_type(dt: DatumType) -> Option<pb::tensor_proto::DataType> {
+pub(crate) fn data_type(dt: DatumType) -> Option<pb::tensor_proto::DataType> {
     use pb::tensor_proto::DataType as D;
     Some(match dt {
         DatumType::Bool => D::Bool,

@@ -22,6 +22,7 @@
 mod batch;
 mod calibrate;
 mod check;
+mod cut;
 mod error;
 mod fold;
 mod influence;
@@ -36,6 +37,7 @@ mod runner;
 mod samples;
 mod shapes;
 mod side_by_side;
+mod suffix;
 mod swap;
 
 pub use batch::BATCH_CANDIDATES;
@@ -47,4 +49,5 @@ pub use options::{CheckOptions, InputSource, Tolerances};
 pub use reference::{Keep, Reference, KEPT_BYTES_LIMIT};
 pub use report::{Accuracy, CheckReport, OutputMetrics};
 pub use shapes::{latency, value_shapes};
+pub use suffix::{Suffix, SUFFIX_CACHE_BYTES};
 pub use swap::Swappable;

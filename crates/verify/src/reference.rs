@@ -39,20 +39,20 @@ pub const KEPT_BYTES_LIMIT: usize = 1 << 30;
 
 /// A reference model ready to be compared with candidates on the samples of a check.
 pub struct Reference {
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     options: CheckOptions,
-    prepared: Prepared,
-    plan: Plan,
+    pub(crate) prepared: Prepared,
+    pub(crate) plan: Plan,
     /// `(first sample, samples)` of each run.
-    runs: Vec<(usize, usize)>,
+    pub(crate) runs: Vec<(usize, usize)>,
     /// The reference's outputs per run, when kept.
-    kept: Option<Vec<Expected>>,
+    pub(crate) kept: Option<Vec<Expected>>,
 }
 
 /// A model's bytes as tract reads them: tract reads only dense initializers, so a model with
 /// sparse tensors is handed over densified; any other is handed its mapped bytes as they are,
 /// without a copy.
-fn tract_bytes(model: &Model) -> Result<Cow<'_, [u8]>> {
+pub(crate) fn tract_bytes(model: &Model) -> Result<Cow<'_, [u8]>> {
     Ok(match onnx_prune_core::write::densified(model)? {
         Some(dense) => Cow::Owned(dense),
         None => Cow::Borrowed(model.bytes()),
@@ -173,13 +173,7 @@ impl Reference {
     /// Runs a candidate loaded for the plan on every sample and measures every output against
     /// the reference's.
     fn compare_loaded(&self, candidate: Loaded) -> Result<CheckReport> {
-        let tolerances = &self.options.tolerances;
-        let limits: Limits = (tolerances.atol.is_some() || tolerances.rtol.is_some()).then(|| {
-            (
-                tolerances.atol.unwrap_or(0.0),
-                tolerances.rtol.unwrap_or(0.0),
-            )
-        });
+        let limits = self.limits();
         let samples = &self.prepared.samples;
         let results: Vec<RunStats> = self
             .runs
@@ -200,8 +194,19 @@ impl Reference {
         Ok(self.report(&results, limits))
     }
 
+    /// The absolute and relative tolerances each element is held to, when given.
+    pub(crate) fn limits(&self) -> Limits {
+        let tolerances = &self.options.tolerances;
+        (tolerances.atol.is_some() || tolerances.rtol.is_some()).then(|| {
+            (
+                tolerances.atol.unwrap_or(0.0),
+                tolerances.rtol.unwrap_or(0.0),
+            )
+        })
+    }
+
     /// Sums the per-sample measures into the report, and names each failed tolerance.
-    fn report(&self, results: &[RunStats], limits: Limits) -> CheckReport {
+    pub(crate) fn report(&self, results: &[RunStats], limits: Limits) -> CheckReport {
         let tolerances = &self.options.tolerances;
         let labels = &self.prepared.labels;
         let count = self.prepared.samples.count;

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use onnx_prune_core::Model;
+use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::InferenceModelExt;
@@ -36,48 +37,59 @@ pub struct InputSpec {
 /// is the fallback for the few models whose stored shapes tract needs.
 const LOADINGS: [bool; 2] = [true, false];
 
-/// The model tract analyses: `bytes` with the fixed inputs made constants, the `If` nodes
-/// they or the input shapes decide inlined, tract's known gaps patched and the `swapped`
-/// weights made inputs; a refusal names the `If` nodes left undecided.
-fn inference_model(
+/// The ONNX graph tract is handed for `bytes` (the model at `path`) at input `shapes`: tract's
+/// known gaps patched, the `fixed` inputs made constants and the `If` nodes they or the input
+/// shapes decide inlined. Also returns what to tell a user whose model tract then refuses
+/// (the `If` nodes left undecided).
+pub(crate) fn folded_proto(
     bytes: &[u8],
     path: &Path,
-    ignore_stored_shapes: bool,
     (fixed, shapes): (&Fixed, &Shapes),
-    swapped: &[WeightInput],
-) -> Result<(InferenceModel, String)> {
-    let onnx = tract_onnx::onnx()
-        .with_ignore_output_shapes(ignore_stored_shapes)
-        .with_ignore_value_info(ignore_stored_shapes);
-    let mut proto = onnx
+) -> Result<(pb::ModelProto, String)> {
+    let mut proto = tract_onnx::onnx()
         .proto_model_for_read(&mut &bytes[..])
         .map_err(|e| unsupported(path, e))?;
     float16_gemm_bias(&mut proto);
     let undecided = fold(&mut proto, fixed, shapes)?;
-    weights_as_inputs(&mut proto, swapped).map_err(|msg| Error::Unsupported {
-        path: path.to_path_buf(),
-        msg,
-    })?;
     let hint = undecided
         .iter()
         .map(|u| format!("; {}", u.hint()))
         .collect::<String>();
+    Ok((proto, hint))
+}
+
+/// The model tract analyses from `proto` (the model at `path`), its stored shapes ignored or
+/// not; a refusal carries `hint`.
+fn inference_model(
+    proto: &pb::ModelProto,
+    path: &Path,
+    ignore_stored_shapes: bool,
+    hint: &str,
+) -> Result<InferenceModel> {
+    let onnx = tract_onnx::onnx()
+        .with_ignore_output_shapes(ignore_stored_shapes)
+        .with_ignore_value_info(ignore_stored_shapes);
     let dir = path
         .parent()
         .and_then(|p| p.to_str())
         .filter(|p| !p.is_empty())
         .unwrap_or(".");
-    let model = onnx
-        .parse(&proto, Some(dir))
+    onnx.parse(proto, Some(dir))
         .map(|parsed| parsed.model)
-        .map_err(|e| unsupported_with(path, e, &hint))?;
-    Ok((model, hint))
+        .map_err(|e| unsupported_with(path, e, hint))
 }
 
 fn unsupported_with(path: &Path, error: TractError, hint: &str) -> Error {
     Error::Unsupported {
         path: path.to_path_buf(),
         msg: format!("{error:#}{hint}"),
+    }
+}
+
+fn panicked(path: &Path, what: &str) -> Error {
+    Error::Unsupported {
+        path: path.to_path_buf(),
+        msg: format!("tract panicked while loading it: {what}"),
     }
 }
 
@@ -180,23 +192,35 @@ impl Runner {
         taps: &[String],
         swapped: &[WeightInput],
     ) -> Result<Runner> {
+        let (mut proto, hint) = inside_tract(|| folded_proto(bytes, path, (fixed, shapes)))
+            .unwrap_or_else(|what| Err(panicked(path, &what)))?;
+        weights_as_inputs(&mut proto, swapped).map_err(|msg| Error::Unsupported {
+            path: path.to_path_buf(),
+            msg,
+        })?;
+        let mut shapes = shapes.clone();
+        for weight in swapped {
+            shapes.insert(weight.name.clone(), (weight.datum, weight.shape.clone()));
+        }
+        Self::prepared((&proto, &hint), path, &shapes, taps)
+    }
+
+    /// Loads `proto` (the model at `path`, as [`folded_proto`] leaves it, its refusal `hint`)
+    /// for inputs of the given full shapes, by name, with `taps` as outputs when given, trying
+    /// each way of loading in turn; the first way's error is the one reported.
+    pub(crate) fn prepared(
+        (proto, hint): (&pb::ModelProto, &str),
+        path: &Path,
+        shapes: &Shapes,
+        taps: &[String],
+    ) -> Result<Runner> {
         let mut first_error = None;
         for ignore_stored_shapes in LOADINGS {
             let loaded = inside_tract(|| {
-                Self::load(
-                    bytes,
-                    path,
-                    (shapes, fixed),
-                    (taps, swapped),
-                    ignore_stored_shapes,
-                )
+                let model = inference_model(proto, path, ignore_stored_shapes, hint)?;
+                Self::load(model, path, shapes, taps, hint)
             })
-            .unwrap_or_else(|what| {
-                Err(Error::Unsupported {
-                    path: path.to_path_buf(),
-                    msg: format!("tract panicked while loading it: {what}"),
-                })
-            });
+            .unwrap_or_else(|what| Err(panicked(path, &what)));
             match loaded {
                 Ok(runner) => return Ok(runner),
                 // Bad usage (a --fix that makes no sense) does not depend on how tract reads.
@@ -210,14 +234,12 @@ impl Runner {
     }
 
     fn load(
-        bytes: &[u8],
+        mut model: InferenceModel,
         path: &Path,
-        (shapes, fixed): (&Shapes, &Fixed),
-        (taps, swapped): (&[String], &[WeightInput]),
-        ignore_stored_shapes: bool,
+        shapes: &Shapes,
+        taps: &[String],
+        hint: &str,
     ) -> Result<Runner> {
-        let (mut model, hint) =
-            inference_model(bytes, path, ignore_stored_shapes, (fixed, shapes), swapped)?;
         if !taps.is_empty() {
             model
                 .select_outputs_by_name(taps)
@@ -230,13 +252,9 @@ impl Runner {
             .map(|o| model.nodes()[o.node].name.clone())
             .collect();
         for (i, name) in inputs.iter().enumerate() {
-            let (datum, shape) = match swapped.iter().find(|w| &w.name == name) {
-                Some(weight) => (&weight.datum, &weight.shape),
-                None => shapes
-                    .get(name)
-                    .map(|(datum, shape)| (datum, shape))
-                    .ok_or_else(|| Error::Usage(format!("no input data for `{name}`")))?,
-            };
+            let (datum, shape) = shapes
+                .get(name)
+                .ok_or_else(|| Error::Usage(format!("no input data for `{name}`")))?;
             model
                 .set_input_fact(i, InferenceFact::dt_shape(*datum, shape.as_slice()))
                 .map_err(|e| unsupported(path, e))?;
@@ -255,7 +273,7 @@ impl Runner {
         let plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
-            .map_err(|e| unsupported_with(path, e, &hint))?;
+            .map_err(|e| unsupported_with(path, e, hint))?;
         let output_shapes = (0..outputs.len())
             .map(|i| {
                 plan.model()
@@ -271,6 +289,20 @@ impl Runner {
             outputs,
             output_shapes,
         })
+    }
+
+    /// Bytes each output takes, from the types and shapes the plan was optimised for (0 where
+    /// a shape is not concrete).
+    pub(crate) fn output_bytes(&self) -> Vec<usize> {
+        (0..self.outputs.len())
+            .map(|i| {
+                self.plan.model().output_fact(i).map_or(0, |fact| {
+                    fact.shape.as_concrete().map_or(0, |shape| {
+                        shape.iter().product::<usize>() * fact.datum_type.size_of()
+                    })
+                })
+            })
+            .collect()
     }
 
     /// Runs one batch; `inputs` by name. A panic of tract is caught and returned as such:

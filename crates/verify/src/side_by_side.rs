@@ -159,7 +159,7 @@ fn classes(shape: &[usize], axis: Option<usize>) -> Option<usize> {
 /// Turns a failed run into the error to report: a panic of tract on inputs the reference ran
 /// (or on float inputs of the declared shapes) is a model tract cannot run; on integer inputs
 /// it may be values out of the model's range.
-fn run_error(
+pub(crate) fn run_error(
     error: RunError,
     path: &Path,
     inputs: &BTreeMap<String, Tensor>,
@@ -243,14 +243,32 @@ pub fn compare_run(
     (path, runners, weights): Loaded,
     expected: &Expected,
     plan: &Plan,
-    (first, len): (usize, usize),
+    run: (usize, usize),
     limits: Limits,
 ) -> Result<RunStats> {
     let actual = runners[expected.runner]
         .run_with(path, &expected.inputs, weights)
-        .map_err(|e| run_error(e, path, &expected.inputs, first, true))?;
+        .map_err(|e| run_error(e, path, &expected.inputs, run.0, true))?;
+    measure_run(
+        &actual.iter().collect::<Vec<_>>(),
+        expected,
+        plan,
+        run,
+        limits,
+    )
+}
+
+/// Measures each of samples `first..first + len` of the candidate's outputs `actual` against
+/// the reference's.
+pub fn measure_run(
+    actual: &[&Tensor],
+    expected: &Expected,
+    plan: &Plan,
+    (first, len): (usize, usize),
+    limits: Limits,
+) -> Result<RunStats> {
     let mut stats = vec![Vec::with_capacity(actual.len()); len];
-    for ((e, a), &axis) in expected.outputs.iter().zip(&actual).zip(&plan.axes) {
+    for ((e, a), &axis) in expected.outputs.iter().zip(actual).zip(&plan.axes) {
         let is_classes = classes(e.shape(), axis).is_some();
         for (s, sample) in stats.iter_mut().enumerate() {
             // An output without a batch axis is compared whole, on the run's first sample.

@@ -81,10 +81,43 @@ pub fn weights_as_inputs(
 }
 
 /// One swapped weight: what it is and its dense value.
-struct Slot {
-    input: WeightInput,
+#[derive(Clone)]
+pub(crate) struct Slot {
+    /// The weight as a graph input.
+    pub input: WeightInput,
     dtype: DataType,
     dense: TValue,
+}
+
+/// Every weight's value of `slots` (by tensor index) with `edits` applied, by name, or `None`
+/// when an edit changes anything else (a weight not among them, a new bias).
+pub(crate) fn slot_values(
+    slots: &BTreeMap<usize, Slot>,
+    edits: &[Edit],
+) -> Option<BTreeMap<String, TValue>> {
+    let mut values: BTreeMap<String, TValue> = slots
+        .values()
+        .map(|s| (s.input.name.clone(), s.dense.clone()))
+        .collect();
+    for edit in edits {
+        let Edit::Tensor { tensor, change } = edit else {
+            return None;
+        };
+        let slot = slots.get(tensor)?;
+        let bytes = match change {
+            Change::Zero(zeroing) => {
+                let mut out = Vec::with_capacity(slot.dense.as_bytes().len());
+                write_zeroed(slot.dtype, slot.dense.as_bytes(), zeroing, &mut out).ok()?;
+                out
+            }
+            Change::Replace(bytes) => bytes.clone(),
+        };
+        // SAFETY: as in `slots`: little-endian elements of the weight's own type.
+        let value =
+            unsafe { Tensor::from_raw_dt(slot.input.datum, &slot.input.shape, &bytes) }.ok()?;
+        values.insert(slot.input.name.clone(), value.into_tvalue());
+    }
+    Some(values)
 }
 
 /// The reference loaded with some of its weights as inputs, for each input shape of its runs:
@@ -99,7 +132,7 @@ pub struct Swappable {
 
 /// The weights among `tensors` that can be swapped: constants of the main graph (initializers
 /// or `Constant` nodes, sparse or dense) of a type tract runs, with their dense values.
-fn slots(model: &Model, tensors: &[usize]) -> Result<BTreeMap<usize, Slot>> {
+pub(crate) fn slots(model: &Model, tensors: &[usize]) -> Result<BTreeMap<usize, Slot>> {
     let mut slots = BTreeMap::new();
     for &index in tensors {
         let tensor = &model.tensors()[index];
@@ -157,29 +190,6 @@ impl Swappable {
     /// Every swapped weight's value with `edits` applied, by name, or `None` when an edit
     /// changes anything else (a weight not swapped, a new bias).
     pub(crate) fn values(&self, edits: &[Edit]) -> Option<BTreeMap<String, TValue>> {
-        let mut values: BTreeMap<String, TValue> = self
-            .slots
-            .values()
-            .map(|s| (s.input.name.clone(), s.dense.clone()))
-            .collect();
-        for edit in edits {
-            let Edit::Tensor { tensor, change } = edit else {
-                return None;
-            };
-            let slot = self.slots.get(tensor)?;
-            let bytes = match change {
-                Change::Zero(zeroing) => {
-                    let mut out = Vec::with_capacity(slot.dense.as_bytes().len());
-                    write_zeroed(slot.dtype, slot.dense.as_bytes(), zeroing, &mut out).ok()?;
-                    out
-                }
-                Change::Replace(bytes) => bytes.clone(),
-            };
-            // SAFETY: as in `slots`: little-endian elements of the weight's own type.
-            let value =
-                unsafe { Tensor::from_raw_dt(slot.input.datum, &slot.input.shape, &bytes) }.ok()?;
-            values.insert(slot.input.name.clone(), value.into_tvalue());
-        }
-        Some(values)
+        slot_values(&self.slots, edits)
     }
 }
