@@ -51,16 +51,18 @@ impl Baseline {
     }
 
     /// Calls `each(w, suffix)` for every weight `w` of `tensors` (indices in
-    /// [`Model::tensors`] of the reference's `model`) whose candidates can run from that
-    /// weight on, in parallel: the results by weight, `None` for a weight whose candidates
-    /// must be compared whole (see [`Reference::each_suffix`]).
+    /// [`Model::tensors`] of the reference's `model`) whose `candidates` (how many each weight
+    /// has) can run from that weight on at a saving, in parallel: the results by weight,
+    /// `None` for a weight whose candidates must be compared whole (see
+    /// [`Reference::each_suffix`]).
     pub fn each_suffix<T: Send>(
         &self,
         model: &Model,
-        tensors: &[usize],
+        (tensors, candidates): (&[usize], usize),
         each: impl Fn(usize, &Suffix) -> Result<T> + Sync,
     ) -> Result<Vec<Option<T>>> {
-        self.reference.each_suffix(model, tensors, each)
+        self.reference
+            .each_suffix(model, (tensors, candidates), each)
     }
 
     /// Checks `candidate` (a model loaded, or prepared and not yet in place) against the

@@ -221,7 +221,7 @@ fn measure<S: Borrow<Swappable>>(
     let context =
         |w: usize, s: usize| format!("checking `{}` at {}", selected[w].id, sparsities[s]);
     let model = planner.model();
-    let by_weight = baseline.each_suffix(model, &tensors_of(selected), |w, suffix| {
+    let by_weight = baseline.each_suffix(model, (&tensors_of(selected), count), |w, suffix| {
         (0..count)
             .into_par_iter()
             .map(|s| {

@@ -7,6 +7,12 @@
 //! inputs, and each of the weight's candidates runs there: its outputs stand in for the
 //! reference's where the part computes them; the others are the reference's own.
 //!
+//! A part pays where running dominates: loading it costs about its share of a load of the whole
+//! model, and saves the rest of each candidate's runs. A weight's part is loaded only when
+//! `f * load < candidates * run * (1 - f)`, `f` being the part's share of the graph's nodes,
+//! `load` the time the reference took to load and `run` to run over the samples (both measured
+//! here); the others are left to the caller, who runs them in the whole model.
+//!
 //! Memory stays bounded: weights are taken in groups whose crossing values fit in
 //! [`SUFFIX_CACHE_BYTES`] over all runs, and a group's values are dropped once its weights are
 //! done (one run of the reference per group). A weight whose part cannot be loaded, whose
@@ -15,6 +21,7 @@
 //! several shapes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use onnx_prune_core::{Edit, Model};
 use rayon::prelude::*;
@@ -96,17 +103,20 @@ struct Parts {
     /// The reference with every crossing value that is not a graph input as its outputs,
     /// and those values' names and bytes per run.
     tapped: Option<(Runner, Vec<String>, Vec<usize>)>,
+    /// How long loading the tapped reference took.
+    load: Duration,
 }
 
 impl Reference {
     /// Calls `each(w, suffix)` for every weight `w` of `tensors` (indices in
-    /// [`Model::tensors`] of the reference's own `model`) whose candidates can run from the
-    /// weight on, with that weight's [`Suffix`], in parallel: the results by weight, `None`
-    /// for a weight left to the caller (see the [module](self) for which).
+    /// [`Model::tensors`] of the reference's own `model`) whose `candidates` (how many each
+    /// weight has) can run from the weight on at a saving, with that weight's [`Suffix`], in
+    /// parallel: the results by weight, `None` for a weight left to the caller (see the
+    /// [module](self) for which).
     pub fn each_suffix<T, E>(
         &self,
         model: &Model,
-        tensors: &[usize],
+        (tensors, candidates): (&[usize], usize),
         each: impl Fn(usize, &Suffix) -> std::result::Result<T, E> + Sync,
     ) -> std::result::Result<Vec<Option<T>>, E>
     where
@@ -128,11 +138,16 @@ impl Reference {
             .zip(bytes.iter().map(|b| b * self.runs.len()))
             .collect();
         for group in groups(&parts.cuts, &size) {
-            let cache = self.crossing_values(&parts, &group)?;
+            let (cache, run) = self.crossing_values(&parts, &group)?;
             let done = group
                 .par_iter()
                 .map(|&w| -> std::result::Result<_, E> {
                     let cut = parts.cuts[w].as_ref().expect("grouped weights have parts");
+                    let share = cut.nodes.len() as f64 / cut.of.max(1) as f64;
+                    let saved = candidates as f64 * run.as_secs_f64() * (1.0 - share);
+                    if share * parts.load.as_secs_f64() >= saved {
+                        return Ok((w, None));
+                    }
                     let Some(runner) = self.load_part(&parts, (tensors[w], cut), &cache) else {
                         return Ok((w, None));
                     };
@@ -185,6 +200,7 @@ impl Reference {
                 taps.push(name.clone());
             }
         }
+        let started = Instant::now();
         let tapped = match taps.is_empty() {
             true => None,
             false => match Runner::prepared((&proto, &hint), path, shapes, &taps) {
@@ -201,18 +217,20 @@ impl Reference {
             slots,
             cuts,
             tapped,
+            load: started.elapsed(),
         }))
     }
 
     /// The values crossing into the parts of the weights of `group`, per run: the reference
-    /// run with them as outputs.
+    /// run with them as outputs. Also returns how long the runs took, one after the other.
     fn crossing_values(
         &self,
         parts: &Parts,
         group: &[usize],
-    ) -> Result<Vec<BTreeMap<String, TValue>>> {
+    ) -> Result<(Vec<BTreeMap<String, TValue>>, Duration)> {
         let Some((runner, taps, _)) = &parts.tapped else {
-            return Ok(vec![BTreeMap::new(); self.runs.len()]);
+            // Every part starts at a graph input: the whole model runs, at no saving.
+            return Ok((vec![BTreeMap::new(); self.runs.len()], Duration::ZERO));
         };
         let wanted: BTreeSet<&str> = group
             .iter()
@@ -221,21 +239,26 @@ impl Reference {
             .collect();
         let kept = self.kept.as_ref().expect("parts run on kept outputs");
         let path = self.path.as_path();
-        self.runs
+        let runs: Vec<(BTreeMap<String, TValue>, Duration)> = self
+            .runs
             .par_iter()
             .zip(kept)
             .map(|(&(first, _), expected)| {
+                let started = Instant::now();
                 let values = runner
                     .run(path, &expected.inputs)
                     .map_err(|e| run_error(e, path, &expected.inputs, first, true))?;
-                Ok(taps
+                let values = taps
                     .iter()
                     .zip(values)
                     .filter(|(name, _)| wanted.contains(name.as_str()))
                     .map(|(name, value)| (name.clone(), value.into_tvalue()))
-                    .collect())
+                    .collect();
+                Ok((values, started.elapsed()))
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        let took = runs.iter().map(|(_, d)| *d).sum();
+        Ok((runs.into_iter().map(|(v, _)| v).collect(), took))
     }
 
     /// The part `cut` of weight `tensor` loaded for the crossing values' types and shapes,
