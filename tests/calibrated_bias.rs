@@ -291,7 +291,7 @@ fn scaled_gemm(dir: &Path) -> (PathBuf, PathBuf) {
     let x: Vec<f32> = (0..40 * cols as usize)
         .map(|i| value(i * 7 + 3) + 0.3)
         .collect();
-    let data = crate::calibrated::npz_with(dir, "gemm.npz", "x", &[40, cols as usize], x);
+    let data = crate::calibrated_data::npz_with(dir, "gemm.npz", "x", &[40, cols as usize], x);
     (model, data)
 }
 

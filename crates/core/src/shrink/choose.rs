@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::model::values::{dense_bytes, for_each_key, NON_FINITE_KEY};
 use crate::model::Model;
 
-use super::analyze::CutKind;
+use super::cuts::CutKind;
 use super::Analysis;
 
 /// How `--sparsity` counts.

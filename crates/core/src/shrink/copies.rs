@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::model::{Model, Source};
 use crate::proto::{self, DataType};
 
-use super::analyze::{Count, Recount};
+use super::cuts::{Count, Recount};
 use super::encode::{int_initializer, message, own_copy};
 use super::save::{sliced, Keeps, Plan};
 use super::wire::GraphWire;

@@ -7,7 +7,8 @@ use num_integer::gcd;
 use crate::error::Result;
 use crate::model::Node;
 
-use super::analyze::{Builder, CutKind};
+use super::analyze::Builder;
+use super::cuts::CutKind;
 use super::fold;
 use super::layout::{Flat, Layout};
 use super::ops::{unary, Outputs};

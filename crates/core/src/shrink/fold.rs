@@ -3,7 +3,8 @@
 //! Identity or Cast of one constant, is folded into the group as that constant: its values
 //! are cut where the channels are, and the Reshape targets on the way follow the channel count.
 
-use super::analyze::{Builder, Count, CutKind, Operand};
+use super::analyze::Builder;
+use super::cuts::{Count, CutKind, Operand};
 use super::layout::Layout;
 
 /// Ops a folded constant may pass through.

@@ -12,7 +12,8 @@ use num_integer::lcm;
 use crate::error::Result;
 use crate::model::Node;
 
-use super::analyze::{Builder, Count, CutKind, Recount};
+use super::analyze::Builder;
+use super::cuts::{Count, CutKind, Recount};
 use super::layout::{Flat, Head, Layout, Owner};
 use super::ops::{consume, own_input, Outputs};
 

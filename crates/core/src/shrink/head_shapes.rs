@@ -5,7 +5,8 @@
 
 use num_integer::lcm;
 
-use super::analyze::{Builder, Count, Recount};
+use super::analyze::Builder;
+use super::cuts::{Count, Recount};
 use super::heads::{head_axis, merge};
 use super::layout::{Flat, Head, Layout, Owner};
 use super::shape_expr::{elements, Place, Sym};

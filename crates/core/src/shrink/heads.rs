@@ -16,7 +16,8 @@ use num_integer::lcm;
 use crate::error::Result;
 use crate::model::Node;
 
-use super::analyze::{Builder, CutKind};
+use super::analyze::Builder;
+use super::cuts::CutKind;
 use super::elementwise::merge_segments;
 use super::head_shapes::{expand, positions, reshape};
 use super::index_maps::{ints, is_channel, squeeze};

@@ -6,7 +6,8 @@
 use crate::error::Result;
 use crate::model::Node;
 
-use super::analyze::{Builder, Count, CutKind, Recount};
+use super::analyze::Builder;
+use super::cuts::{Count, CutKind, Recount};
 use super::head_shapes;
 use super::layout::{Flat, Layout, Seg};
 use super::ops::{unary, Outputs};

@@ -27,6 +27,7 @@ mod analyze;
 mod choose;
 mod consts;
 mod copies;
+mod cuts;
 mod edit;
 mod elementwise;
 mod encode;
@@ -124,9 +125,9 @@ impl Group {
 pub struct Analysis {
     /// Every group, in the order of their first producer.
     pub groups: Vec<Group>,
-    pub(crate) cuts: Vec<analyze::Cut>,
+    pub(crate) cuts: Vec<cuts::Cut>,
     pub(crate) clauses: Vec<Vec<usize>>,
-    pub(crate) recounts: Vec<analyze::Recount>,
+    pub(crate) recounts: Vec<cuts::Recount>,
     /// Activation tensors and the groups their channel axis holds.
     pub(crate) activations: Vec<(String, Vec<usize>)>,
     /// Graph inputs and outputs that hold heads (KV caches).

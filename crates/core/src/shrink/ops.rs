@@ -7,7 +7,8 @@ use crate::error::Result;
 use crate::model::Node;
 use num_integer::gcd;
 
-use super::analyze::{Builder, Count, CutKind, Operand, Recount};
+use super::analyze::Builder;
+use super::cuts::{Count, CutKind, Operand, Recount};
 use super::layout::{Flat, Layout, Owner};
 use super::{elementwise, index_maps};
 

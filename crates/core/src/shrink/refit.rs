@@ -25,7 +25,7 @@ use crate::model::weights::{discover_with, Weight};
 use crate::model::Model;
 use crate::write::Edit;
 
-use super::analyze::CutKind;
+use super::cuts::CutKind;
 use super::save::plan;
 use super::Analysis;
 

@@ -18,8 +18,8 @@ use crate::write::{
     changed_copy, committed, stage_spliced, typed_field, Destination, Edit, Outputs, WrittenFile,
 };
 
-use super::analyze::{Count, CutKind, Recount};
 use super::copies::{copy_nodes, node_copies, slice_shared_in_place, write_copies, NodeCopy};
+use super::cuts::{Count, CutKind, Recount};
 use super::encode::{explicit_split, packed_ints, value_info, varint_field};
 use super::external::{bytes_before_after, lay_out};
 use super::layout::Owner;
