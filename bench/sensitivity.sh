@@ -4,7 +4,7 @@
 # (bench/sensitivity_ort.py: numpy prunes each candidate, onnxruntime loads and runs it), and
 # against one `check` of the model on the same samples. For each: seconds and CPU seconds
 # (user + system: what a shared machine's load does not inflate).
-# Usage: bench/sensitivity.sh   (about 20 minutes of CPU on 2 cores, most of it the auto search)
+# Usage: bench/sensitivity.sh   (about 5 minutes on 2 cores)
 #   needs: pip install torch ultralytics onnx onnxslim onnxruntime numpy; GNU time
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,8 @@ echo "| what | seconds | CPU seconds |"
 echo "|---|---|---|"
 measure "check, the model against itself" "$bin" check "$model" "$model" --inputs "$inputs"
 measure "sensitivity, 3 sparsities" "$bin" sensitivity "$model" --inputs "$inputs" --sparsities "$three" --report "$out/curves3.json"
+measure "sensitivity, 3 sparsities, --jobs 1" "$bin" sensitivity "$model" --inputs "$inputs" --sparsities "$three" --jobs 1 --report "$out/curves3_jobs1.json"
+measure "sensitivity, default 9 sparsities" "$bin" sensitivity "$model" --inputs "$inputs" --report "$out/curves9.json"
 measure "prune --sparsity auto --min-cosine 0.99" "$bin" prune "$model" -o "$out/auto.onnx" --sparsity auto --inputs "$inputs" --min-cosine 0.99 --report "$out/auto.json"
 measure "onnxruntime loop, 3 sparsities" python3 bench/sensitivity_ort.py "$model" "$inputs" "$out/weights.txt" "$three" "$out/ort3.json"
 # The two sets of curves measure the same thing: print how far apart they are.

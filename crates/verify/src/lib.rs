@@ -27,6 +27,7 @@ mod error;
 mod fold;
 mod influence;
 mod inputs;
+mod last_axis_softmax;
 mod metrics;
 mod options;
 mod patch;

@@ -15,6 +15,7 @@ use tract_onnx::tract_hir::infer::InferenceModelExt;
 
 use crate::error::{Error, Result};
 use crate::fold::{fold, Fixed};
+use crate::last_axis_softmax::last_axis_softmax;
 use crate::patch::float16_gemm_bias;
 use crate::swap::{weights_as_inputs, WeightInput};
 
@@ -272,6 +273,7 @@ impl Runner {
             .collect();
         let plan = model
             .into_optimized()
+            .and_then(last_axis_softmax)
             .and_then(|m| m.into_runnable())
             .map_err(|e| unsupported_with(path, e, hint))?;
         let output_shapes = (0..outputs.len())
