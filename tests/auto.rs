@@ -372,3 +372,53 @@ fn calibrated_shrink_auto_refits_and_is_never_below_the_best_uniform() {
     );
     assert_within_one_point(&model, &shrunk, &data, &labels);
 }
+
+/// Issue 20: on PaddleOCR's text-direction classifier the curves' own allocation fails the
+/// check together (single-weight costs do not add up) and uniform sparsities pass only low;
+/// the search exited 1. It must pass, never below the best uniform, and write a model that a
+/// fresh check passes.
+#[test]
+fn auto_on_paddleocr_cls_is_never_below_uniform_and_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, out, report) = (
+        crate::common::fixture("paddleocr_cls.onnx"),
+        dir.path().join("auto.onnx"),
+        dir.path().join("auto.json"),
+    );
+    let data = ["--random", "64", "--seed", "1", "--shape", "x=1,3,48,192"];
+    let flags = ["--sparsity", "auto", "--min-agreement", "0.95"];
+    let args = [
+        &[
+            "prune",
+            arg(&model),
+            "-o",
+            arg(&out),
+            "--report",
+            arg(&report),
+        ][..],
+        &flags,
+        &data,
+    ]
+    .concat();
+    let result = run(&args);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    let auto = &serde_json::from_slice::<serde_json::Value>(&std::fs::read(&report).unwrap())
+        .unwrap()["auto"];
+    let (sparsity, uniform) = (
+        auto["sparsity"].as_f64().unwrap(),
+        auto["uniform_sparsity"].as_f64().unwrap(),
+    );
+    assert!(uniform >= 0.05, "{auto:#}");
+    assert!(sparsity >= uniform, "{auto:#}");
+    let check = run(&[
+        &["check", arg(&model), arg(&out), "--min-agreement", "0.95"][..],
+        &data,
+    ]
+    .concat());
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
