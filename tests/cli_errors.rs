@@ -117,7 +117,7 @@ fn bad_prune_requests_write_nothing() {
             "nope",
         ],
         2,
-        "`nope` matches no weight",
+        "--include `nope` matches no weight",
     );
     fails_with(
         &["prune", m, "-o", o, "--sparsity", "0.5", "--exclude", "("],

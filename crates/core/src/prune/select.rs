@@ -46,10 +46,12 @@ pub fn select<'w>(
     weights: &'w [Weight],
     selection: &Selection,
 ) -> Result<Vec<&'w Weight>> {
-    for pattern in selection.include.iter().chain(&selection.exclude) {
+    let patterns = (selection.include.iter().map(|p| ("--include", p)))
+        .chain(selection.exclude.iter().map(|p| ("--exclude", p)));
+    for (flag, pattern) in patterns {
         if !weights.iter().any(|w| pattern.is_match(&w.id)) {
             return Err(Error::Usage(format!(
-                "pattern `{pattern}` matches no weight of `{}` (see `onnx-prune inspect` for ids)",
+                "{flag} `{pattern}` matches no weight of `{}` (see `onnx-prune inspect` for ids)",
                 model.path().display()
             )));
         }
