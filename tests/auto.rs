@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::common::{arg, run, run_with_env, sample, sample_test_set};
+use crate::common::{arg, fixture, report_of, run, run_with_env, sample, sample_test_set};
 
 /// Runs `--sparsity auto` on the sample with `flags`, writing `out` and `report` in `dir`.
 fn auto(dir: &Path, flags: &[&str], threads: &str) -> std::process::Output {
@@ -381,7 +381,7 @@ fn calibrated_shrink_auto_refits_and_is_never_below_the_best_uniform() {
 fn auto_on_paddleocr_cls_is_never_below_uniform_and_passes() {
     let dir = tempfile::tempdir().unwrap();
     let (model, out, report) = (
-        crate::common::fixture("paddleocr_cls.onnx"),
+        fixture("paddleocr_cls.onnx"),
         dir.path().join("auto.onnx"),
         dir.path().join("auto.json"),
     );
@@ -400,11 +400,8 @@ fn auto_on_paddleocr_cls_is_never_below_uniform_and_passes() {
         &data,
     ]
     .concat();
-    let result = run(&args);
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
-    let auto = &serde_json::from_slice::<serde_json::Value>(&std::fs::read(&report).unwrap())
-        .unwrap()["auto"];
+    let json = report_of(&run(&args), &report);
+    let auto = &json["auto"];
     let (sparsity, uniform) = (
         auto["sparsity"].as_f64().unwrap(),
         auto["uniform_sparsity"].as_f64().unwrap(),

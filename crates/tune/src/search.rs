@@ -11,8 +11,8 @@
 //! The curves line is then bisected above that floor, the flip between its last pass and the
 //! failing step above it is narrowed by a few checks of allocations in between, and what is
 //! left of the budget goes to the steps above the last pass, largest first (a check on a few
-//! samples is not monotone in sparsity). Single-unit curves do not add up: when every unit at its free share together
-//! fails the check, the search says so and comes down the line.
+//! samples is not monotone in sparsity). Single-unit curves do not add up: when every unit at
+//! its free share together fails the check, the search says so and comes down the line.
 
 use crate::budget::{allocate, overall, thresholds, LayerCurve};
 use crate::error::Result;
@@ -170,12 +170,13 @@ impl<R: Clone, F: FnMut(&[f64]) -> Result<(bool, R)>> Searcher<'_, R, F> {
         Ok(passed)
     }
 
-    /// Whether `overall` was checked on `line` and failed.
-    fn failed(&self, line: Line, overall: f64) -> bool {
+    /// Whether the candidate at `overall` on `line` passed, if it was checked.
+    fn outcome(&self, line: Line, overall: f64) -> Option<bool> {
         self.found
             .history
             .iter()
-            .any(|&(l, o, passed)| l == line && !passed && (o - overall).abs() < 1e-12)
+            .find(|&&(l, o, _)| l == line && (o - overall).abs() < 1e-12)
+            .map(|&(_, _, passed)| passed)
     }
 
     /// Bisects between `pass` and the failing `fail` above it, [`REFINE_CHECKS`] checks at
@@ -256,7 +257,7 @@ pub fn search_allocation<R: Clone>(
     let passed_up_to = searcher.bisect(Line::Curves, &above)?;
     let last_pass = passed_up_to.checked_sub(1).and_then(|i| above.get(i));
     if let (Some(pass), Some(fail)) = (last_pass, above.get(passed_up_to)) {
-        if searcher.failed(Line::Curves, fail.1) {
+        if searcher.outcome(Line::Curves, fail.1) == Some(false) {
             searcher.refine(curves, &pass.0, &fail.0)?;
         }
     }
@@ -264,10 +265,7 @@ pub fn search_allocation<R: Clone>(
         if searcher.spent() {
             break;
         }
-        let checked = |&(line, overall, _): &(Line, f64, bool)| {
-            line == Line::Curves && (overall - candidate.1).abs() < 1e-12
-        };
-        if searcher.found.history.iter().any(checked) {
+        if searcher.outcome(Line::Curves, candidate.1).is_some() {
             continue;
         }
         if searcher.evaluate(Line::Curves, candidate)? {

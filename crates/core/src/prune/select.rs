@@ -46,8 +46,8 @@ pub fn select<'w>(
     weights: &'w [Weight],
     selection: &Selection,
 ) -> Result<Vec<&'w Weight>> {
-    let patterns = (selection.include.iter().map(|p| ("--include", p)))
-        .chain(selection.exclude.iter().map(|p| ("--exclude", p)));
+    let include = selection.include.iter().map(|p| ("--include", p));
+    let patterns = include.chain(selection.exclude.iter().map(|p| ("--exclude", p)));
     for (flag, pattern) in patterns {
         if !weights.iter().any(|w| pattern.is_match(&w.id)) {
             return Err(Error::Usage(format!(
